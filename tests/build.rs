@@ -1,0 +1,5 @@
+include!("../trainer/link_libtorch.rs");
+
+fn main() {
+    link_libtorch();
+}

@@ -1,0 +1,140 @@
+//! The exported graph computes what the trained model computes: for each backbone, the tch model in
+//! eval mode, ONNX Runtime and tract on the exported file give the same `logits` (and `cam`) on
+//! random inputs and on real faces, for batch 1 and 8 (fp32 ≤ 1e-4, fp16 ≤ 1e-2), with the same argmax.
+
+use fer_runtime::{Backend, Device as OrtDevice, Model};
+use fer_tests::{assert_close, temp_dir};
+use fer_train::models::{Arch, Classifier};
+use fer_export::Metadata;
+use ndarray::{Array4, ArrayView4};
+use tch::{nn, Device, Kind, Tensor};
+
+/// A model with random weights and non-trivial BN statistics (so the BN folding is exercised).
+fn random_model(arch: Arch, k: i64) -> (nn::VarStore, Classifier) {
+    tch::manual_seed(7);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Classifier::new(&vs.root(), arch, 3, k, 0.0);
+    tch::no_grad(|| {
+        for (name, mut t) in vs.variables() {
+            if name.ends_with("running_mean") {
+                t.copy_(&(Tensor::rand_like(&t) * 0.4 - 0.2));
+            } else if name.ends_with("running_var") {
+                t.copy_(&(Tensor::rand_like(&t) + 0.5));
+            } else if t.dim() == 1 && !name.starts_with("fc.") && !name.starts_with("classifier.") {
+                // BN γ and β (the only other 1-D variables): away from the 1/0 init.
+                t.copy_(&(Tensor::rand_like(&t) + 0.5));
+            }
+        }
+    });
+    (vs, model)
+}
+
+fn to_array(t: &Tensor) -> Array4<f32> {
+    let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+    let v = Vec::<f32>::try_from(t.contiguous().flatten(0, -1)).unwrap();
+    Array4::from_shape_vec((shape[0], shape[1], shape[2], shape[3]), v).unwrap()
+}
+
+fn backends() -> Vec<(&'static str, Backend)> {
+    let mut b = vec![("tract", Backend::Tract)];
+    if fer_runtime::ort_available() {
+        b.push(("ort", Backend::Ort { device: OrtDevice::Cpu }));
+    } else {
+        eprintln!("SKIP ort: ONNX Runtime library not found (ORT_DYLIB_PATH); run scripts/setup.sh");
+    }
+    b
+}
+
+fn argmax_rows(v: &[f32], k: usize) -> Vec<usize> {
+    v.chunks(k)
+        .map(|r| r.iter().enumerate().fold(0, |best, (i, x)| if *x > r[best] { i } else { best }))
+        .collect()
+}
+
+/// Exports `model` and compares every backend with tch on `x`.
+fn check_parity(model: &Classifier, name: &str, x: &Tensor, fp16: bool) {
+    let size = x.size()[2] as usize;
+    let k = model.num_classes as usize;
+    let meta = Metadata {
+        labels: (0..k).map(|i| format!("c{i}")).collect(),
+        input_size: (size, size),
+        ..Default::default()
+    };
+    let mut proto = model.to_onnx(&meta, true).expect("export");
+    if fp16 {
+        proto = fer_export::fp16::to_fp16(proto).expect("fp16");
+    }
+    let path = temp_dir(&format!("parity_{name}_{}", if fp16 { "fp16" } else { "fp32" })).join("m.onnx");
+    fer_export::save(&proto, &path).unwrap();
+
+    let (logits, f) = tch::no_grad(|| model.forward_t(x, false));
+    let cam = tch::no_grad(|| model.head.cam(&f));
+    let want_logits = Vec::<f32>::try_from(logits.flatten(0, -1)).unwrap();
+    let want_cam = Vec::<f32>::try_from(cam.flatten(0, -1)).unwrap();
+    let xa = to_array(x);
+    let tol = if fp16 { 1e-2 } else { 1e-4 };
+    for (bname, backend) in backends() {
+        let m = Model::load(&path, backend).unwrap_or_else(|e| panic!("{bname} loading {name}: {e}"));
+        let out = m.predict_tensor(ArrayView4::from(&xa)).unwrap_or_else(|e| panic!("{bname} on {name}: {e}"));
+        let got: Vec<f32> = out.logits.iter().copied().collect();
+        let what = format!("{name} {} batch {} {bname} logits", if fp16 { "fp16" } else { "fp32" }, x.size()[0]);
+        // fp16 keeps a relative error of ~1e-3 of the logits' scale: 1e-2 absolute on top.
+        assert_close(&got, &want_logits, tol, if fp16 { 1e-2 } else { 1e-4 }, &what);
+        assert_eq!(argmax_rows(&got, k), argmax_rows(&want_logits, k), "{what}: argmax differs");
+        let got_cam: Vec<f32> = out.cam.as_ref().expect("cam output").iter().copied().collect();
+        assert_close(&got_cam, &want_cam, tol * 10.0, if fp16 { 1e-2 } else { 1e-4 }, &format!("{what} (cam)"));
+    }
+}
+
+fn random_inputs(arch: Arch, name: &str, size: i64) {
+    let (_vs, model) = random_model(arch, 7);
+    for batch in [1, 8] {
+        let x = Tensor::randn([batch, 3, size, size], (Kind::Float, Device::Cpu));
+        check_parity(&model, name, &x, false);
+    }
+    let x = Tensor::randn([2, 3, size, size], (Kind::Float, Device::Cpu));
+    check_parity(&model, name, &x, true);
+}
+
+#[test]
+fn resnet18_parity_random_inputs() {
+    random_inputs(Arch::Resnet18, "resnet18", 64);
+}
+
+#[test]
+fn mobilenet_v2_parity_random_inputs() {
+    random_inputs(Arch::Mbv2, "mbv2", 64);
+}
+
+#[test]
+fn resnet50_parity_random_inputs() {
+    random_inputs(Arch::Resnet50, "resnet50", 64);
+}
+
+/// Real faces: FER2013 val images preprocessed by the trainer's eval path.
+#[test]
+fn parity_on_real_faces() {
+    let Some(root) = fer_tests::fer2013_or_skip() else { return };
+    let spec: fer_train::data::DataSpec = serde_yaml::from_str(&format!(
+        "{{format: folder, root: '{}', classes: [angry, disgust, fear, happy, neutral, sad, surprise], every: 400}}",
+        root.display()
+    ))
+    .unwrap();
+    let ds = fer_train::data::load_split(&spec, "val").unwrap();
+    assert!(ds.len() >= 8, "need 8 faces, got {}", ds.len());
+    let aug = fer_train::augment::Augment {
+        size: 112,
+        pad: 0,
+        flip: false,
+        erase: None,
+        mean: vec![0.5; 3],
+        std: vec![0.5; 3],
+        channels: 3,
+    };
+    let x8 = aug.eval(&ds.images.narrow(0, 0, 8));
+    for (arch, name) in [(Arch::Mbv2, "mbv2_faces"), (Arch::Resnet18, "resnet18_faces")] {
+        let (_vs, model) = random_model(arch, 7);
+        check_parity(&model, name, &x8.narrow(0, 0, 1), false);
+        check_parity(&model, name, &x8, false);
+    }
+}

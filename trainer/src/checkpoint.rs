@@ -1,0 +1,93 @@
+//! Checkpoints: `<run>/last.safetensors` (weights, BN statistics and optimiser state, plus the
+//! epoch it ends), `<run>/state.json` (history and scheduler state), `<run>/config.yaml` (the
+//! resolved config). Every file is written to a temporary name and renamed, so a crash leaves the
+//! previous checkpoint intact, never half a file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tch::{nn, Tensor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{0}: {1}")]
+    Io(PathBuf, #[source] std::io::Error),
+    #[error("{0}: {1}")]
+    Tch(PathBuf, #[source] tch::TchError),
+    #[error("{path}: {what}")]
+    Invalid { path: PathBuf, what: String },
+}
+
+/// Writes `bytes` to `path` atomically (tmp file in the same directory, then rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let tmp = tmp_name(path);
+    std::fs::write(&tmp, bytes).map_err(|e| CheckpointError::Io(tmp.clone(), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| CheckpointError::Io(path.to_path_buf(), e))
+}
+
+fn tmp_name(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Saves named tensors as safetensors, atomically.
+pub fn save_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<(), CheckpointError> {
+    let tmp = tmp_name(path);
+    let cpu: Vec<(String, Tensor)> =
+        named.iter().map(|(k, t)| (k.clone(), t.detach().to_device(tch::Device::Cpu).contiguous())).collect();
+    Tensor::write_safetensors(&cpu, &tmp).map_err(|e| CheckpointError::Tch(tmp.clone(), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| CheckpointError::Io(path.to_path_buf(), e))
+}
+
+/// Reads every tensor of a safetensors file.
+pub fn load_tensors(path: &Path) -> Result<HashMap<String, Tensor>, CheckpointError> {
+    if !path.exists() {
+        return Err(CheckpointError::Invalid { path: path.into(), what: "no such checkpoint".into() });
+    }
+    let named = Tensor::read_safetensors(path).map_err(|e| CheckpointError::Tch(path.to_path_buf(), e))?;
+    Ok(named.into_iter().collect())
+}
+
+/// The model's variables (weights and BN statistics) by VarStore name.
+pub fn model_tensors(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Copies `named` into the model's variables. Strict: every model variable must be present with
+/// its shape (torchvision's `num_batches_tracked` and our `optim.*`/`meta.*` entries are ignored);
+/// with `allow_missing_head`, variables under `head` may be absent (fine-tuning a new class set).
+pub fn load_into(
+    vs: &nn::VarStore,
+    named: &HashMap<String, Tensor>,
+    path: &Path,
+    skip_prefix: Option<&str>,
+) -> Result<(), CheckpointError> {
+    let mut vars = vs.variables();
+    let mut missing = Vec::new();
+    tch::no_grad(|| -> Result<(), CheckpointError> {
+        for (name, var) in vars.iter_mut() {
+            match named.get(name) {
+                Some(src) if src.size() == var.size() => var.copy_(src),
+                Some(src) => {
+                    return Err(CheckpointError::Invalid {
+                        path: path.into(),
+                        what: format!("`{name}` has shape {:?}, the model needs {:?}", src.size(), var.size()),
+                    })
+                }
+                None if skip_prefix.is_some_and(|p| name.starts_with(p)) => {}
+                None => missing.push(name.clone()),
+            }
+        }
+        Ok(())
+    })?;
+    if !missing.is_empty() {
+        missing.sort();
+        return Err(CheckpointError::Invalid {
+            path: path.into(),
+            what: format!("{} model variables missing, e.g. {}", missing.len(), missing[..missing.len().min(5)].join(", ")),
+        });
+    }
+    Ok(())
+}

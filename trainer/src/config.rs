@@ -1,0 +1,224 @@
+//! The run configuration: one YAML file per recipe under `configs/`, overridable with
+//! `--set key.path=value`. Unknown keys are errors (a typo must not silently train the wrong
+//! recipe). The resolved config is written beside every checkpoint.
+
+use crate::data::DataSpec;
+use crate::methods::MethodConfig;
+use crate::models::Arch;
+use crate::optim::{OptimizerConfig, SchedulerConfig};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Run name; the run directory is `<out_dir>/<name>`.
+    pub name: String,
+    #[serde(default = "default_out_dir")]
+    pub out_dir: PathBuf,
+    pub data: DataSpec,
+    #[serde(default)]
+    pub splits: Splits,
+    #[serde(default)]
+    pub noise: Noise,
+    pub model: ModelConfig,
+    pub method: MethodConfig,
+    pub train: TrainConfig,
+}
+
+fn default_out_dir() -> PathBuf {
+    "runs".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Splits {
+    pub train: String,
+    pub val: String,
+    /// Where decoded datasets are cached (safetensors); none = decode every run.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for Splits {
+    fn default() -> Self {
+        Splits { train: "train".into(), val: "val".into(), cache_dir: Some(".cache/data".into()) }
+    }
+}
+
+/// Synthetic symmetric label noise on the training split only (the seeds' noisy-label tables).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Noise {
+    pub rate: f64,
+    pub seed: u64,
+}
+
+impl Default for Noise {
+    fn default() -> Self {
+        Noise { rate: 0.0, seed: 1234 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    /// Side of the square network input (FER2013's 48x48 faces are upsampled to it).
+    pub input_size: i64,
+    /// Channels the network takes; gray data is replicated to 3 as the peer does.
+    #[serde(default = "three")]
+    pub in_channels: i64,
+    #[serde(default)]
+    pub dropout: f64,
+    /// Optional initial weights (safetensors with torchvision names; the head may be absent).
+    pub init: Option<PathBuf>,
+    #[serde(default = "default_mean")]
+    pub mean: Vec<f64>,
+    #[serde(default = "default_mean")]
+    pub std: Vec<f64>,
+}
+
+fn three() -> i64 {
+    3
+}
+fn default_mean() -> Vec<f64> {
+    vec![0.5]
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: i64,
+    #[serde(default = "default_eval_bs")]
+    pub eval_batch_size: i64,
+    pub optimizer: OptimizerConfig,
+    pub scheduler: SchedulerConfig,
+    /// Resize to `input_size + crop_pad`, then random-crop `input_size` (peer: 8).
+    #[serde(default = "eight")]
+    pub crop_pad: i64,
+    #[serde(default = "yes")]
+    pub flip: bool,
+    /// Train on every k-th training image only (quick runs); validation always uses the whole split.
+    pub subset_every: Option<usize>,
+    /// Class-balanced sampling (with replacement, weights 1/count).
+    #[serde(default)]
+    pub balanced: bool,
+    #[serde(default)]
+    pub seed: u64,
+    /// `auto` (CUDA when available), `cpu`, `cuda`, `cuda:N`.
+    #[serde(default = "auto")]
+    pub device: String,
+    /// bf16 autocast on CUDA.
+    #[serde(default)]
+    pub bf16: bool,
+    /// Max global gradient norm; none = no clipping.
+    pub grad_clip: Option<f64>,
+    /// CPU threads for tch (0 = libtorch's default).
+    #[serde(default)]
+    pub threads: i32,
+    /// Export `model.onnx` (with CAM) at the end of `fit`.
+    #[serde(default = "yes")]
+    pub export: bool,
+}
+
+fn default_eval_bs() -> i64 {
+    512
+}
+fn eight() -> i64 {
+    8
+}
+fn yes() -> bool {
+    true
+}
+fn auto() -> String {
+    "auto".into()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}: {1}")]
+    Io(PathBuf, #[source] std::io::Error),
+    #[error("{path}: {source}")]
+    Parse { path: PathBuf, source: serde_yaml::Error },
+    #[error("--set {0}: expected key.path=value")]
+    BadOverride(String),
+    #[error("--set {key}: `{segment}` is not a section of the config")]
+    NotASection { key: String, segment: String },
+}
+
+impl Config {
+    /// Reads a YAML config and applies `key.path=value` overrides (values parsed as YAML).
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io(path.to_path_buf(), e))?;
+        Self::from_yaml(&text, overrides).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse { path: path.to_path_buf(), source },
+            e => e,
+        })
+    }
+
+    pub fn from_yaml(text: &str, overrides: &[String]) -> Result<Config, ConfigError> {
+        let parse_err = |source| ConfigError::Parse { path: PathBuf::from("<config>"), source };
+        let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(parse_err)?;
+        for o in overrides {
+            let (key, raw) = o.split_once('=').ok_or_else(|| ConfigError::BadOverride(o.clone()))?;
+            let new: serde_yaml::Value = serde_yaml::from_str(raw).map_err(parse_err)?;
+            set_path(&mut value, key, new)?;
+        }
+        serde_yaml::from_value(value).map_err(parse_err)
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("a Config always serialises")
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.out_dir.join(&self.name)
+    }
+}
+
+fn set_path(root: &mut serde_yaml::Value, key: &str, new: serde_yaml::Value) -> Result<(), ConfigError> {
+    let mut cur = root;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let map = cur.as_mapping_mut().ok_or_else(|| ConfigError::NotASection {
+            key: key.into(),
+            segment: parts[..i].join("."),
+        })?;
+        let k = serde_yaml::Value::String(part.to_string());
+        if i + 1 == parts.len() {
+            map.insert(k, new);
+            return Ok(());
+        }
+        cur = map.entry(k).or_insert_with(|| serde_yaml::Value::Mapping(Default::default()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const YAML: &str = r#"
+name: t
+data: { format: folder, root: /nonexistent }
+model: { arch: resnet18, input_size: 112 }
+method: { name: eac, lambda: 5.0 }
+train:
+  epochs: 2
+  batch_size: 8
+  optimizer: { name: adam, lr: 0.001, weight_decay: 0.0001 }
+  scheduler: { name: exponential, gamma: 0.9 }
+"#;
+
+    #[test]
+    fn overrides_apply_and_unknown_keys_fail() {
+        let c = Config::from_yaml(YAML, &["train.epochs=7".into(), "method.lambda=2.5".into()]).unwrap();
+        assert_eq!(c.train.epochs, 7);
+        assert_eq!(c.method, MethodConfig::Eac { lambda: 2.5 });
+        let e = Config::from_yaml(YAML, &["train.epochz=7".into()]).unwrap_err().to_string();
+        assert!(e.contains("epochz"), "{e}");
+        let e = Config::from_yaml(YAML, &["train.epochs".into()]).unwrap_err().to_string();
+        assert!(e.contains("expected key.path=value"), "{e}");
+    }
+}

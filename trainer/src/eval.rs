@@ -1,0 +1,108 @@
+//! Loading a finished (or interrupted) run for `fer-train eval` and `fer-train export`.
+
+use crate::augment::Augment;
+use crate::checkpoint;
+use crate::config::Config;
+use crate::data;
+use crate::metrics::Metrics;
+use crate::models::Classifier;
+use crate::train::{broadcast, predict, select_device, RunState};
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use tch::nn;
+
+/// A run's config and model with a checkpoint's weights.
+pub struct LoadedRun {
+    pub cfg: Config,
+    pub vs: nn::VarStore,
+    pub model: Classifier,
+    pub classes: Vec<String>,
+    pub run_dir: PathBuf,
+}
+
+impl LoadedRun {
+    /// Opens `<run>/config.yaml` and a checkpoint (default: best, else last); `overrides` change
+    /// the config (typically the data section, to evaluate on another dataset).
+    pub fn open(run: &Path, checkpoint_file: Option<&Path>, overrides: &[String]) -> Result<Self> {
+        let cfg_path = run.join("config.yaml");
+        let cfg = Config::load(&cfg_path, overrides).with_context(|| format!("{} is not a run directory?", run.display()))?;
+        let ckpt = match checkpoint_file {
+            Some(p) if p.is_absolute() || p.exists() => p.to_path_buf(),
+            Some(p) => run.join(p),
+            None if run.join("best.safetensors").exists() => run.join("best.safetensors"),
+            None => run.join("last.safetensors"),
+        };
+        let named = checkpoint::load_tensors(&ckpt)?;
+        // The number of classes is the head's output size, read from the checkpoint itself.
+        let head_bias = match cfg.model.arch {
+            crate::models::Arch::Mbv2 => "classifier.1.bias",
+            _ => "fc.bias",
+        };
+        let k = named
+            .get(head_bias)
+            .with_context(|| format!("{}: no `{head_bias}`, not a {} checkpoint", ckpt.display(), cfg.model.arch.name()))?
+            .size()[0];
+        let device = select_device(&cfg.train.device)?;
+        let vs = nn::VarStore::new(device);
+        let model = Classifier::new(&vs.root(), cfg.model.arch, cfg.model.in_channels, k, cfg.model.dropout);
+        checkpoint::load_into(&vs, &named, &ckpt, None)?;
+        let classes = match &cfg.data.classes {
+            Some(c) => c.clone(),
+            None => read_classes(run).unwrap_or_else(|| (0..k).map(|i| format!("class{i}")).collect()),
+        };
+        Ok(LoadedRun { cfg, vs, model, classes, run_dir: run.to_path_buf() })
+    }
+
+    /// Accuracy & co. on a split of the configured dataset.
+    pub fn evaluate(&self, split: &str) -> Result<(Metrics, Vec<String>)> {
+        let mut ds = data::load_split_cached(&self.cfg.data, split, self.cfg.splits.cache_dir.as_deref())?;
+        ds.images = ds.images.to_device(self.vs.device());
+        let c = self.cfg.model.in_channels;
+        let aug = Augment {
+            size: self.cfg.model.input_size,
+            pad: 0,
+            flip: false,
+            erase: None,
+            mean: broadcast(&self.cfg.model.mean, c),
+            std: broadcast(&self.cfg.model.std, c),
+            channels: c,
+        };
+        let preds = predict(&self.model, &aug, &ds, self.cfg.train.eval_batch_size);
+        Ok((Metrics::from_predictions(&ds.labels, &preds, ds.num_classes()), ds.classes.clone()))
+    }
+
+    /// The last validation accuracy recorded in the run's state.json, if any.
+    pub fn recorded_val_accuracy(&self) -> Option<f64> {
+        let text = std::fs::read_to_string(self.run_dir.join("state.json")).ok()?;
+        let st: RunState = serde_json::from_str(&text).ok()?;
+        st.history.last().map(|r| r.val.accuracy)
+    }
+}
+
+/// Class names as training saw them (kept in `classes.json` by `fit`).
+fn read_classes(run: &Path) -> Option<Vec<String>> {
+    serde_json::from_str(&std::fs::read_to_string(run.join("classes.json")).ok()?).ok()
+}
+
+/// A human-readable metrics report with the confusion matrix.
+pub fn report(m: &Metrics, classes: &[String]) -> String {
+    let mut s = format!(
+        "accuracy {:.2}%  mean class accuracy {:.2}%  macro-F1 {:.4}\n\nconfusion (rows: true, columns: predicted)\n{:>10}",
+        100.0 * m.accuracy,
+        100.0 * m.mean_class_accuracy,
+        m.macro_f1,
+        ""
+    );
+    for c in classes {
+        s += &format!(" {:>8.8}", c);
+    }
+    s.push('\n');
+    for (i, row) in m.confusion.iter().enumerate() {
+        s += &format!("{:>10.10}", classes.get(i).map(String::as_str).unwrap_or("?"));
+        for v in row {
+            s += &format!(" {v:>8}");
+        }
+        s.push('\n');
+    }
+    s
+}

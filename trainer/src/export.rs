@@ -1,0 +1,61 @@
+//! `fer-train export` and the export at the end of `fit`: the eval-mode graph of a [`Classifier`]
+//! with the contract's metadata, written atomically and then loaded back in tract as a check.
+
+use crate::config::Config;
+use crate::models::Classifier;
+use crate::train::broadcast;
+use anyhow::{Context, Result};
+use fer_export::{ColorMode, Metadata};
+use std::path::Path;
+
+/// The metadata a model file carries so that it is usable alone.
+pub fn metadata(cfg: &Config, classes: &[String], val_accuracy: Option<f64>) -> Metadata {
+    let c = cfg.model.in_channels;
+    let color = match cfg.data.color {
+        crate::data::Color::Gray => ColorMode::Gray,
+        crate::data::Color::Rgb => ColorMode::Rgb,
+    };
+    let mut extra = vec![
+        ("fer.recipe".to_string(), cfg.name.clone()),
+        ("fer.noise_rate".to_string(), cfg.noise.rate.to_string()),
+        ("fer.epochs".to_string(), cfg.train.epochs.to_string()),
+    ];
+    if let crate::methods::MethodConfig::Eac { lambda } = cfg.method {
+        extra.push(("fer.eac_lambda".to_string(), lambda.to_string()));
+    }
+    Metadata {
+        labels: classes.to_vec(),
+        input_size: (cfg.model.input_size as usize, cfg.model.input_size as usize),
+        color,
+        mean: broadcast(&cfg.model.mean, c).iter().map(|&v| v as f32).collect(),
+        std: broadcast(&cfg.model.std, c).iter().map(|&v| v as f32).collect(),
+        method: cfg.method.name().into(),
+        backbone: cfg.model.arch.name().into(),
+        data: format!("{} ({:?}, split {})", cfg.data.root.display(), cfg.data.format, cfg.splits.train),
+        val_accuracy,
+        extra,
+    }
+}
+
+/// Writes `path`; `with_cam` adds the `cam` output, `fp16` stores float16 weights and computes in
+/// float16 behind a float32 interface.
+pub fn export_model(
+    model: &Classifier,
+    cfg: &Config,
+    classes: &[String],
+    val_accuracy: Option<f64>,
+    path: &Path,
+    with_cam: bool,
+    fp16: bool,
+) -> Result<()> {
+    let meta = metadata(cfg, classes, val_accuracy);
+    let mut proto = model.to_onnx(&meta, with_cam)?;
+    if fp16 {
+        proto = fer_export::fp16::to_fp16(proto)?;
+    }
+    fer_export::save(&proto, path)?;
+    let s = cfg.model.input_size as usize;
+    fer_export::check::load_in_tract(&fer_export::to_bytes(&proto), &[1, model.in_channels as usize, s, s])
+        .with_context(|| format!("checking {}", path.display()))?;
+    Ok(())
+}

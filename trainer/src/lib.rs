@@ -1,0 +1,22 @@
+//! `fer-train`: noise-robust facial-expression recognition trained with tch, exported to ONNX.
+//!
+//! - [`data`]: dataset readers (FER2013 CSV, image folders, RAF-DB, path/label CSV), label noise
+//! - [`augment`]: GPU-side augmentation (resize, random crop, flip, random erasing)
+//! - [`nn`]: trainable blocks, each with its tch `forward` and its ONNX emission side by side
+//! - [`models`]: backbones (ResNet-18/50, MobileNetV2) and the classifier + CAM head
+//! - [`methods`]: losses and recipes (cross-entropy, EAC)
+//! - [`train`]: the training loop, optimisers, schedulers, checkpoints
+
+pub mod augment;
+pub mod data;
+pub mod models;
+pub mod nn;
+pub mod checkpoint;
+pub mod config;
+pub mod export;
+pub mod methods;
+pub mod metrics;
+pub mod optim;
+pub mod plots;
+pub mod train;
+pub mod eval;

@@ -1,0 +1,142 @@
+//! `fer-train`: train, evaluate and export noise-robust facial-expression models.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use fer_train::config::Config;
+use fer_train::train::Trainer;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "fer-train",
+    version,
+    about = "Train noise-robust facial-expression recognition models (CE, EAC) with libtorch and export them to ONNX",
+    after_help = "Examples:
+  fer-train fit --config configs/fer2013_r18_eac.yaml
+  fer-train fit --config configs/fer2013_r18_eac.yaml --set noise.rate=0.3 --set name=r18_eac_n30
+  fer-train fit --config configs/fer2013_r18_eac.yaml --resume        # continue runs/<name>
+  fer-train eval --run runs/r18_eac --split val
+  fer-train export --run runs/r18_eac --out eac_r18.onnx --cam
+
+A run directory holds config.yaml (resolved), last.safetensors + state.json (resumable checkpoint),
+best.safetensors, metrics.csv, curves.png, confusion.png, summary.json and model.onnx."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model from a YAML config (see configs/); exports model.onnx at the end.
+    Fit {
+        /// Recipe file, e.g. configs/fer2013_r18_eac.yaml.
+        #[arg(long)]
+        config: PathBuf,
+        /// Override a config value: --set train.epochs=5 --set model.arch=mbv2 (values are YAML).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Continue the run in <out_dir>/<name> from its last checkpoint.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Print accuracy, mean class accuracy, macro-F1 and the confusion matrix of a checkpoint.
+    Eval {
+        /// Run directory (holds config.yaml and the checkpoint).
+        #[arg(long)]
+        run: PathBuf,
+        /// Checkpoint file inside the run (default: best.safetensors, else last.safetensors).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Split to evaluate.
+        #[arg(long, default_value = "val")]
+        split: String,
+        /// Override the data section, e.g. --set data.root=/data/rafdb --set data.format=rafdb.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Also write the confusion matrix PNG here.
+        #[arg(long)]
+        confusion_png: Option<PathBuf>,
+        /// Print the metrics as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the ONNX graph of a checkpoint (with the contract's metadata).
+    Export {
+        #[arg(long)]
+        run: PathBuf,
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Add the `cam` output (class activation maps).
+        #[arg(long)]
+        cam: bool,
+        /// Store float16 weights (float32 interface).
+        #[arg(long)]
+        fp16: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    match Cli::parse().command {
+        Command::Fit { config, overrides, resume } => run_fit(config, overrides, resume),
+        Command::Eval { run, checkpoint, split, overrides, confusion_png, json } => {
+            run_eval(run, checkpoint, split, overrides, confusion_png, json)
+        }
+        Command::Export { run, checkpoint, out, cam, fp16 } => run_export(run, checkpoint, out, cam, fp16),
+    }
+}
+
+fn run_fit(config: PathBuf, overrides: Vec<String>, resume: bool) -> Result<()> {
+    let cfg = Config::load(&config, &overrides)?;
+    let mut trainer = Trainer::new(cfg, resume)?;
+    let s = trainer.fit()?;
+    println!(
+        "{}: val acc {:.2}% (best {:.2}% at epoch {}, mean of last 5 {:.2}%), mean-class {:.2}%, macro-F1 {:.3}, {:.0} img/s{}",
+        s.name,
+        100.0 * s.final_val.accuracy,
+        100.0 * s.best_val_accuracy,
+        s.best_epoch,
+        100.0 * s.last5_val_accuracy_mean,
+        100.0 * s.final_val.mean_class_accuracy,
+        s.final_val.macro_f1,
+        s.train_img_per_s,
+        s.onnx.map(|p| format!(", exported {}", p.display())).unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn run_eval(
+    run: PathBuf,
+    checkpoint: Option<PathBuf>,
+    split: String,
+    overrides: Vec<String>,
+    confusion_png: Option<PathBuf>,
+    json: bool,
+) -> Result<()> {
+    let loaded = fer_train::eval::LoadedRun::open(&run, checkpoint.as_deref(), &overrides)?;
+    let (metrics, classes) = loaded.evaluate(&split)?;
+    if let Some(png) = confusion_png {
+        fer_train::plots::confusion_matrix(&png, &metrics.confusion, &classes).with_context(|| format!("drawing {}", png.display()))?;
+    }
+    if json {
+        println!("{}", serde_json::to_string(&metrics)?);
+    } else {
+        print!("{}", fer_train::eval::report(&metrics, &classes));
+    }
+    Ok(())
+}
+
+fn run_export(run: PathBuf, checkpoint: Option<PathBuf>, out: PathBuf, cam: bool, fp16: bool) -> Result<()> {
+    let loaded = fer_train::eval::LoadedRun::open(&run, checkpoint.as_deref(), &[])?;
+    let val_acc = loaded.recorded_val_accuracy();
+    fer_train::export::export_model(&loaded.model, &loaded.cfg, &loaded.classes, val_acc, &out, cam, fp16)?;
+    println!("wrote {} ({} classes, input {}x{})", out.display(), loaded.classes.len(), loaded.cfg.model.input_size, loaded.cfg.model.input_size);
+    Ok(())
+}

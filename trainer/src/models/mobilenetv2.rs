@@ -1,0 +1,122 @@
+//! MobileNetV2 (Sandler et al., 2018), width 1.0, derived from torchvision's `mobilenetv2.py`:
+//! `features.{0..18}` with `features.i.conv.*` inside inverted residuals, so torchvision weights load
+//! by name. The classifier (`classifier.1`) lives in the head.
+
+use crate::nn::{path_name, Act, Block, ConvBnAct};
+use fer_export::GraphBuilder;
+use tch::{nn, Tensor};
+
+/// Inverted residual: 1x1 expand (skipped when t = 1) → 3x3 depthwise → 1x1 linear projection,
+/// with the identity added when stride is 1 and the channel count is unchanged.
+#[derive(Debug)]
+pub struct InvertedResidual {
+    layers: Vec<ConvBnAct>,
+    residual: bool,
+    name: String,
+}
+
+impl InvertedResidual {
+    fn new(p: nn::Path, c_in: i64, c_out: i64, stride: i64, expand: i64) -> Self {
+        let hidden = c_in * expand;
+        let c = &p / "conv";
+        let mut layers = Vec::new();
+        let mut i = 0;
+        if expand != 1 {
+            layers.push(ConvBnAct::new(&c / 0 / 0, &c / 0 / 1, c_in, hidden, 1, 1, 1, Act::Relu6));
+            i = 1;
+        }
+        layers.push(ConvBnAct::new(&c / i / 0, &c / i / 1, hidden, hidden, 3, stride, hidden, Act::Relu6));
+        // torchvision names the projection conv and its BN as siblings: conv.{i+1} and conv.{i+2}.
+        layers.push(ConvBnAct::new(&c / (i + 1), &c / (i + 2), hidden, c_out, 1, 1, 1, Act::None));
+        InvertedResidual { layers, residual: stride == 1 && c_in == c_out, name: path_name(&p) }
+    }
+}
+
+impl Block for InvertedResidual {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut y = xs.shallow_clone();
+        for l in &self.layers {
+            y = l.forward_t(&y, train);
+        }
+        if self.residual {
+            y + xs
+        } else {
+            y
+        }
+    }
+
+    fn emit(&self, g: &mut GraphBuilder, x: &str) -> fer_export::Result<String> {
+        let mut y = x.to_string();
+        for l in &self.layers {
+            y = l.emit(g, &y)?;
+        }
+        Ok(if self.residual { g.add(&y, x, &format!("{}/add", self.name)) } else { y })
+    }
+}
+
+/// A layer of the feature extractor: a plain conv-BN-ReLU6 (first and last) or an inverted residual.
+#[derive(Debug)]
+enum Layer {
+    Conv(ConvBnAct),
+    Inverted(InvertedResidual),
+}
+
+#[derive(Debug)]
+pub struct MobileNetV2 {
+    layers: Vec<Layer>,
+}
+
+impl MobileNetV2 {
+    pub const OUT_CHANNELS: i64 = 1280;
+
+    pub fn new(p: &nn::Path, in_channels: i64) -> Self {
+        let f = p / "features";
+        let mut layers = vec![Layer::Conv(ConvBnAct::new(&f / 0 / 0, &f / 0 / 1, in_channels, 32, 3, 2, 1, Act::Relu6))];
+        #[rustfmt::skip]
+        let table: [(i64, i64, i64, i64); 7] = [
+            // t, c, n, s
+            (1, 16, 1, 1),
+            (6, 24, 2, 2),
+            (6, 32, 3, 2),
+            (6, 64, 4, 2),
+            (6, 96, 3, 1),
+            (6, 160, 3, 2),
+            (6, 320, 1, 1),
+        ];
+        let mut c_in = 32;
+        for (t, c, n, s) in table {
+            for i in 0..n {
+                let idx = layers.len() as i64;
+                layers.push(Layer::Inverted(InvertedResidual::new(&f / idx, c_in, c, if i == 0 { s } else { 1 }, t)));
+                c_in = c;
+            }
+        }
+        let idx = layers.len() as i64;
+        layers.push(Layer::Conv(ConvBnAct::new(&f / idx / 0, &f / idx / 1, c_in, Self::OUT_CHANNELS, 1, 1, 1, Act::Relu6)));
+        MobileNetV2 { layers }
+    }
+}
+
+impl Block for MobileNetV2 {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut y = xs.shallow_clone();
+        for l in &self.layers {
+            y = match l {
+                Layer::Conv(c) => c.forward_t(&y, train),
+                Layer::Inverted(b) => b.forward_t(&y, train),
+            };
+        }
+        y
+    }
+
+    fn emit(&self, g: &mut GraphBuilder, x: &str) -> fer_export::Result<String> {
+        let mut y = x.to_string();
+        for l in &self.layers {
+            y = match l {
+                Layer::Conv(c) => c.emit(g, &y)?,
+                Layer::Inverted(b) => b.emit(g, &y)?,
+            };
+        }
+        Ok(y)
+    }
+}

@@ -1,0 +1,149 @@
+//! ResNet-18 / ResNet-50 (He et al., 2016), derived from torchvision's `resnet.py`: same module
+//! tree and parameter names (`conv1`, `bn1`, `layer{1..4}.{i}.conv{1,2,3}`, `downsample.{0,1}`), so
+//! a torchvision state dict loads with a strict `VarStore::load`. The `fc` lives in the head.
+
+use crate::nn::{Act, Block, ConvBnAct};
+use fer_export::GraphBuilder;
+use tch::{nn, Tensor};
+
+/// Which residual block a ResNet stacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockKind {
+    Basic,
+    Bottleneck,
+}
+
+impl BlockKind {
+    fn expansion(self) -> i64 {
+        match self {
+            BlockKind::Basic => 1,
+            BlockKind::Bottleneck => 4,
+        }
+    }
+}
+
+/// A ResNet's stage table.
+#[derive(Debug, Clone)]
+pub struct ResNetConfig {
+    pub block: BlockKind,
+    pub layers: [i64; 4],
+    pub in_channels: i64,
+}
+
+impl ResNetConfig {
+    pub fn resnet18(in_channels: i64) -> Self {
+        ResNetConfig { block: BlockKind::Basic, layers: [2, 2, 2, 2], in_channels }
+    }
+    pub fn resnet50(in_channels: i64) -> Self {
+        ResNetConfig { block: BlockKind::Bottleneck, layers: [3, 4, 6, 3], in_channels }
+    }
+}
+
+/// BasicBlock (two 3x3) or Bottleneck (1x1, 3x3 with the stride, 1x1 ×4), with an optional
+/// 1x1-conv + BN downsample on the identity path.
+#[derive(Debug)]
+pub struct Residual {
+    convs: Vec<ConvBnAct>,
+    downsample: Option<ConvBnAct>,
+    name: String,
+}
+
+impl Residual {
+    fn new(p: nn::Path, kind: BlockKind, c_in: i64, planes: i64, stride: i64) -> Self {
+        let c_out = planes * kind.expansion();
+        // The last conv's activation comes after the residual add, so it is `Act::None` here.
+        let convs = match kind {
+            BlockKind::Basic => vec![
+                ConvBnAct::new(&p / "conv1", &p / "bn1", c_in, planes, 3, stride, 1, Act::Relu),
+                ConvBnAct::new(&p / "conv2", &p / "bn2", planes, planes, 3, 1, 1, Act::None),
+            ],
+            BlockKind::Bottleneck => vec![
+                ConvBnAct::new(&p / "conv1", &p / "bn1", c_in, planes, 1, 1, 1, Act::Relu),
+                ConvBnAct::new(&p / "conv2", &p / "bn2", planes, planes, 3, stride, 1, Act::Relu),
+                ConvBnAct::new(&p / "conv3", &p / "bn3", planes, c_out, 1, 1, 1, Act::None),
+            ],
+        };
+        let downsample = (stride != 1 || c_in != c_out).then(|| {
+            let d = &p / "downsample";
+            ConvBnAct::new(&d / 0, &d / 1, c_in, c_out, 1, stride, 1, Act::None)
+        });
+        Residual { convs, downsample, name: crate::nn::path_name(&p) }
+    }
+}
+
+impl Block for Residual {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut y = xs.shallow_clone();
+        for c in &self.convs {
+            y = c.forward_t(&y, train);
+        }
+        let identity = match &self.downsample {
+            Some(d) => d.forward_t(xs, train),
+            None => xs.shallow_clone(),
+        };
+        (y + identity).relu()
+    }
+
+    fn emit(&self, g: &mut GraphBuilder, x: &str) -> fer_export::Result<String> {
+        let mut y = x.to_string();
+        for c in &self.convs {
+            y = c.emit(g, &y)?;
+        }
+        let identity = match &self.downsample {
+            Some(d) => d.emit(g, x)?,
+            None => x.to_string(),
+        };
+        let sum = g.add(&y, &identity, &format!("{}/add", self.name));
+        Ok(g.relu(&sum, &format!("{}/relu", self.name)))
+    }
+}
+
+/// The ResNet feature extractor: stem (7x7/2 conv, BN, ReLU, 3x3/2 max-pool) and four stages.
+#[derive(Debug)]
+pub struct ResNet {
+    stem: ConvBnAct,
+    blocks: Vec<Residual>,
+    out_channels: i64,
+}
+
+impl ResNet {
+    pub fn new(p: &nn::Path, cfg: &ResNetConfig) -> Self {
+        let stem = ConvBnAct::new(p / "conv1", p / "bn1", cfg.in_channels, 64, 7, 2, 1, Act::Relu);
+        let mut blocks = Vec::new();
+        let mut c_in = 64;
+        #[rustfmt::skip]
+        let stages = [(64, 1), (128, 2), (256, 2), (512, 2)]; // planes, first stride
+        for (s, ((planes, stride), n)) in stages.into_iter().zip(cfg.layers).enumerate() {
+            let lp = p / format!("layer{}", s + 1);
+            for i in 0..n {
+                let st = if i == 0 { stride } else { 1 };
+                blocks.push(Residual::new(&lp / i, cfg.block, c_in, planes, st));
+                c_in = planes * cfg.block.expansion();
+            }
+        }
+        ResNet { stem, blocks, out_channels: c_in }
+    }
+
+    pub fn out_channels(&self) -> i64 {
+        self.out_channels
+    }
+}
+
+impl Block for ResNet {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut y = self.stem.forward_t(xs, train).max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        for b in &self.blocks {
+            y = b.forward_t(&y, train);
+        }
+        y
+    }
+
+    fn emit(&self, g: &mut GraphBuilder, x: &str) -> fer_export::Result<String> {
+        let y = self.stem.emit(g, x)?;
+        let mut y = g.max_pool(&y, 3, 2, 1, "maxpool");
+        for b in &self.blocks {
+            y = b.emit(g, &y)?;
+        }
+        Ok(y)
+    }
+}

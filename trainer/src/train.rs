@@ -1,0 +1,394 @@
+//! The training loop: data on the device, GPU-side augmentation, the method's loss, the flat
+//! optimiser, per-epoch evaluation, atomic checkpoints, `--resume`, metrics CSV, plots and the final
+//! ONNX export.
+//!
+//! Determinism: the RNG is re-seeded at the start of every epoch from `(seed, epoch)`, so a run
+//! resumed from the checkpoint of epoch `e` draws exactly the batches and augmentations an
+//! uninterrupted run draws in epoch `e + 1`.
+
+use crate::augment::{Augment, Erase};
+use crate::checkpoint::{self, CheckpointError};
+use crate::config::Config;
+use crate::data::{self, Dataset};
+use crate::methods::training_loss;
+use crate::metrics::{mean_of_last, Metrics};
+use crate::models::Classifier;
+use crate::optim::{FlatOptimizer, SchedulerState};
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{nn, Device, Kind, Tensor};
+
+/// One row of `metrics.csv`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub val: Metrics,
+    pub img_per_s: f64,
+    pub seconds: f64,
+}
+
+/// What `state.json` holds between epochs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunState {
+    pub epochs_done: usize,
+    pub history: Vec<EpochRecord>,
+    pub scheduler: SchedulerState,
+    pub noisy_labels: usize,
+}
+
+/// The end-of-run summary (`summary.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    pub name: String,
+    pub epochs: usize,
+    pub final_val: Metrics,
+    pub best_val_accuracy: f64,
+    pub best_epoch: usize,
+    pub last5_val_accuracy_mean: f64,
+    pub train_img_per_s: f64,
+    pub onnx: Option<PathBuf>,
+}
+
+pub fn select_device(spec: &str) -> Result<Device> {
+    Ok(match spec {
+        "auto" => Device::cuda_if_available(),
+        "cpu" => Device::Cpu,
+        "cuda" => {
+            if !tch::Cuda::is_available() {
+                bail!("device `cuda` requested but CUDA is not available (libtorch_cuda not loaded or no GPU)");
+            }
+            Device::Cuda(0)
+        }
+        s => match s.strip_prefix("cuda:").and_then(|i| i.parse().ok()) {
+            Some(i) if tch::Cuda::is_available() => Device::Cuda(i),
+            Some(_) => bail!("device `{s}` requested but CUDA is not available"),
+            None => bail!("unknown device `{s}` (expected auto, cpu, cuda or cuda:N)"),
+        },
+    })
+}
+
+/// Everything a run holds.
+pub struct Trainer {
+    pub cfg: Config,
+    pub device: Device,
+    pub vs: nn::VarStore,
+    pub model: Classifier,
+    pub opt: FlatOptimizer,
+    pub train: Dataset,
+    pub val: Dataset,
+    pub aug: Augment,
+    pub state: RunState,
+    pub run_dir: PathBuf,
+}
+
+impl Trainer {
+    /// Loads data, builds the model; with `resume`, restores the run directory's last checkpoint.
+    pub fn new(cfg: Config, resume: bool) -> Result<Self> {
+        let device = select_device(&cfg.train.device)?;
+        if cfg.train.threads > 0 {
+            tch::set_num_threads(cfg.train.threads);
+        }
+        let run_dir = cfg.run_dir();
+        if !resume && run_dir.join("last.safetensors").exists() {
+            bail!(
+                "{} already holds a run; pass --resume to continue it, or choose another name (--set name=...)",
+                run_dir.display()
+            );
+        }
+        std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+        let cache = cfg.splits.cache_dir.as_deref();
+        let mut train = data::load_split_cached(&cfg.data, &cfg.splits.train, cache)?;
+        if let Some(k) = cfg.train.subset_every.filter(|&k| k > 1) {
+            train = train.every(k);
+        }
+        let val = data::load_split_cached(&cfg.data, &cfg.splits.val, cache)?;
+        if train.classes != val.classes {
+            bail!("train classes {:?} differ from val classes {:?}", train.classes, val.classes);
+        }
+        let k = train.num_classes();
+        let noisy = if cfg.noise.rate > 0.0 {
+            data::symmetric_noise(&mut train.labels, k, cfg.noise.rate, cfg.noise.seed).len()
+        } else {
+            0
+        };
+        // Whole datasets live on the device as uint8; batches are gathered and augmented there.
+        train.images = train.images.to_device(device);
+        let mut val = val;
+        val.images = val.images.to_device(device);
+
+        tch::manual_seed(cfg.train.seed as i64);
+        let vs = nn::VarStore::new(device);
+        let model = Classifier::new(&vs.root(), cfg.model.arch, cfg.model.in_channels, k as i64, cfg.model.dropout);
+        if let Some(init) = &cfg.model.init {
+            let named = checkpoint::load_tensors(init)?;
+            let head = model_head_prefix(&model);
+            checkpoint::load_into(&vs, &named, init, Some(&head))?;
+        }
+        let mut opt = FlatOptimizer::new(&vs, cfg.train.optimizer.clone());
+        let channels = cfg.model.in_channels;
+        let aug = Augment {
+            size: cfg.model.input_size,
+            pad: cfg.train.crop_pad,
+            flip: cfg.train.flip,
+            erase: cfg.method.erases().then(Erase::default),
+            mean: broadcast(&cfg.model.mean, channels),
+            std: broadcast(&cfg.model.std, channels),
+            channels,
+        };
+        let mut state = RunState { noisy_labels: noisy, ..Default::default() };
+        if resume {
+            let ckpt = run_dir.join("last.safetensors");
+            let named = checkpoint::load_tensors(&ckpt)?;
+            checkpoint::load_into(&vs, &named, &ckpt, None)?;
+            opt.load_state(&named).map_err(|what| CheckpointError::Invalid { path: ckpt.clone(), what })?;
+            let epochs_done = named
+                .get("meta.epochs_done")
+                .map(|t| t.int64_value(&[]) as usize)
+                .context("checkpoint has no meta.epochs_done")?;
+            let state_path = run_dir.join("state.json");
+            let text = std::fs::read_to_string(&state_path).with_context(|| format!("reading {}", state_path.display()))?;
+            state = serde_json::from_str(&text).with_context(|| format!("parsing {}", state_path.display()))?;
+            if state.epochs_done < epochs_done {
+                bail!("{}: state is older than the weights (epoch {} < {})", state_path.display(), state.epochs_done, epochs_done);
+            }
+            state.history.truncate(epochs_done);
+            state.epochs_done = epochs_done;
+        }
+        checkpoint::write_atomic(&run_dir.join("config.yaml"), cfg.to_yaml().as_bytes())?;
+        checkpoint::write_atomic(&run_dir.join("classes.json"), serde_json::to_string(&train.classes)?.as_bytes())?;
+        Ok(Trainer { cfg, device, vs, model, opt, train, val, aug, state, run_dir })
+    }
+
+    /// Trains the remaining epochs, then plots and exports. Returns the summary.
+    pub fn fit(&mut self) -> Result<Summary> {
+        let epochs = self.cfg.train.epochs;
+        tracing::info!(
+            "training {} ({}) on {:?}: {} train / {} val images, {} classes, {} noisy labels",
+            self.cfg.model.arch.name(),
+            self.cfg.method.name(),
+            self.device,
+            self.train.len(),
+            self.val.len(),
+            self.train.num_classes(),
+            self.state.noisy_labels
+        );
+        for epoch in self.state.epochs_done..epochs {
+            let rec = self.train_epoch(epoch)?;
+            let lr_next = self.cfg.train.scheduler.next_lr(
+                self.cfg.train.optimizer.lr,
+                self.opt.lr,
+                epoch,
+                epochs,
+                rec.val.accuracy,
+                &mut self.state.scheduler,
+            );
+            eprintln!(
+                "epoch {:>3}/{epochs}  loss {:.4}  train acc {:.2}%  val acc {:.2}%  mean-class {:.2}%  macro-F1 {:.3}  {:.0} img/s",
+                epoch + 1,
+                rec.train_loss,
+                100.0 * rec.train_accuracy,
+                100.0 * rec.val.accuracy,
+                100.0 * rec.val.mean_class_accuracy,
+                rec.val.macro_f1,
+                rec.img_per_s
+            );
+            self.opt.lr = lr_next;
+            self.state.history.push(rec);
+            self.state.epochs_done = epoch + 1;
+            self.save_checkpoint()?;
+        }
+        self.finish()
+    }
+
+    /// One epoch of training followed by validation.
+    pub fn train_epoch(&mut self, epoch: usize) -> Result<EpochRecord> {
+        let cfg = &self.cfg.train;
+        tch::manual_seed(epoch_seed(cfg.seed, epoch) as i64);
+        let n = self.train.len();
+        let weights = cfg.balanced.then(|| data::balanced_weights(&self.train.labels, self.train.num_classes()));
+        let order = data::epoch_order(n, weights.as_deref(), epoch_seed(cfg.seed, epoch));
+        let order = Tensor::from_slice(&order).to_device(self.device);
+        let labels = Tensor::from_slice(&self.train.labels).to_device(self.device);
+        let bs = cfg.batch_size;
+        let steps = n as i64 / bs; // drop the last partial batch, as the peer does
+        if steps == 0 {
+            bail!("the training split has {n} images, fewer than one batch of {bs}");
+        }
+        let bar = progress(steps as u64, &format!("epoch {}/{}", epoch + 1, cfg.epochs));
+        let mut loss_sum = Tensor::zeros([], (Kind::Float, self.device));
+        let mut correct = Tensor::zeros([], (Kind::Int64, self.device));
+        let t0 = Instant::now();
+        let mut skipped = 0;
+        for s in 0..steps {
+            let idx = order.narrow(0, s * bs, bs);
+            let x = self.aug.train(&self.train.images.index_select(0, &idx));
+            let x = if self.aug.erase.is_some() { self.aug.erase(&x) } else { x };
+            let y = labels.index_select(0, &idx);
+            self.opt.zero_grad();
+            let out = tch::autocast(cfg.bf16 && self.device.is_cuda(), || training_loss(&self.cfg.method, &self.model, &x, &y));
+            out.loss.backward();
+            if !self.opt.step(cfg.grad_clip) {
+                skipped += 1;
+                if skipped > 10 {
+                    bail!("the loss or gradients were not finite for {skipped} steps (epoch {}); lower the learning rate", epoch + 1);
+                }
+                continue;
+            }
+            tch::no_grad(|| {
+                loss_sum += out.loss.detach().to_kind(Kind::Float);
+                correct += out.logits.argmax(1, false).eq_tensor(&y).sum(Kind::Int64);
+            });
+            if s % 20 == 19 || s + 1 == steps {
+                let done = (s + 1) as f64;
+                bar.set_message(format!(
+                    "loss {:.4} acc {:.1}% {:.0} img/s",
+                    loss_sum.double_value(&[]) / done,
+                    100.0 * correct.double_value(&[]) / (done * bs as f64),
+                    done * bs as f64 / t0.elapsed().as_secs_f64()
+                ));
+            }
+            bar.inc(1);
+        }
+        if let Device::Cuda(i) = self.device {
+            tch::Cuda::synchronize(i as i64);
+        }
+        let seconds = t0.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        let done = (steps - skipped) as f64;
+        let val = self.evaluate_split(&self.val)?;
+        Ok(EpochRecord {
+            epoch: epoch + 1,
+            lr: self.opt.lr,
+            train_loss: loss_sum.double_value(&[]) / done.max(1.0),
+            train_accuracy: correct.double_value(&[]) / (done.max(1.0) * bs as f64),
+            val,
+            img_per_s: (steps * bs) as f64 / seconds,
+            seconds,
+        })
+    }
+
+    /// Metrics on a dataset (eval mode, no augmentation beyond resize + normalise).
+    pub fn evaluate_split(&self, ds: &Dataset) -> Result<Metrics> {
+        let preds = predict(&self.model, &self.aug, ds, self.cfg.train.eval_batch_size);
+        Ok(Metrics::from_predictions(&ds.labels, &preds, ds.num_classes()))
+    }
+
+    fn save_checkpoint(&self) -> Result<()> {
+        let mut named = checkpoint::model_tensors(&self.vs);
+        named.extend(self.opt.state());
+        named.push(("meta.epochs_done".into(), Tensor::from(self.state.epochs_done as i64)));
+        // Weights first, then the state: on resume the weights' epoch is authoritative.
+        checkpoint::save_tensors(&self.run_dir.join("last.safetensors"), &named)?;
+        checkpoint::write_atomic(&self.run_dir.join("state.json"), serde_json::to_string_pretty(&self.state)?.as_bytes())?;
+        let best = self.state.history.iter().map(|r| r.val.accuracy).fold(f64::MIN, f64::max);
+        if self.state.history.last().is_some_and(|r| r.val.accuracy >= best) {
+            checkpoint::save_tensors(&self.run_dir.join("best.safetensors"), &checkpoint::model_tensors(&self.vs))?;
+        }
+        write_metrics_csv(&self.run_dir.join("metrics.csv"), &self.state.history)?;
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<Summary> {
+        let h = &self.state.history;
+        let last = h.last().context("no epoch was trained (train.epochs is 0?)")?;
+        let (best_epoch, best) = h
+            .iter()
+            .map(|r| (r.epoch, r.val.accuracy))
+            .fold((0, f64::MIN), |a, b| if b.1 > a.1 { b } else { a });
+        if let Err(e) = crate::plots::training_curves(&self.run_dir.join("curves.png"), h) {
+            tracing::warn!("could not draw curves.png: {e:#}");
+        }
+        if let Err(e) = crate::plots::confusion_matrix(&self.run_dir.join("confusion.png"), &last.val.confusion, &self.val.classes) {
+            tracing::warn!("could not draw confusion.png: {e:#}");
+        }
+        let onnx = if self.cfg.train.export {
+            let path = self.run_dir.join("model.onnx");
+            crate::export::export_model(&self.model, &self.cfg, &self.val.classes, Some(last.val.accuracy), &path, true, false)?;
+            Some(path)
+        } else {
+            None
+        };
+        let accs: Vec<f64> = h.iter().map(|r| r.val.accuracy).collect();
+        let total_imgs: f64 = h.iter().map(|r| r.img_per_s * r.seconds).sum();
+        let total_s: f64 = h.iter().map(|r| r.seconds).sum();
+        let summary = Summary {
+            name: self.cfg.name.clone(),
+            epochs: h.len(),
+            final_val: last.val.clone(),
+            best_val_accuracy: best,
+            best_epoch,
+            last5_val_accuracy_mean: mean_of_last(&accs, 5),
+            train_img_per_s: total_imgs / total_s.max(1e-9),
+            onnx,
+        };
+        checkpoint::write_atomic(&self.run_dir.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+        Ok(summary)
+    }
+}
+
+/// Predicted class per image, in eval mode.
+pub fn predict(model: &Classifier, aug: &Augment, ds: &Dataset, batch: i64) -> Vec<i64> {
+    tch::no_grad(|| {
+        let n = ds.len() as i64;
+        let mut preds = Vec::with_capacity(n as usize);
+        let mut i = 0;
+        while i < n {
+            let b = batch.min(n - i);
+            let x = aug.eval(&ds.images.narrow(0, i, b));
+            let (logits, _) = model.forward_t(&x, false);
+            preds.extend(Vec::<i64>::try_from(logits.argmax(1, false).to_device(Device::Cpu)).expect("int64 predictions"));
+            i += b;
+        }
+        preds
+    })
+}
+
+fn epoch_seed(seed: u64, epoch: usize) -> u64 {
+    seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64)
+}
+
+/// The VarStore prefix of the classifier head (skipped when initialising from a backbone).
+fn model_head_prefix(model: &Classifier) -> String {
+    match model.arch {
+        crate::models::Arch::Mbv2 => "classifier.".into(),
+        _ => "fc.".into(),
+    }
+}
+
+/// A 1-value mean/std (gray) repeated for every input channel.
+pub fn broadcast(v: &[f64], channels: i64) -> Vec<f64> {
+    if v.len() == 1 {
+        vec![v[0]; channels as usize]
+    } else {
+        v.to_vec()
+    }
+}
+
+fn progress(len: u64, prefix: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed_precise}<{eta_precise} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix.to_string());
+    bar
+}
+
+pub fn write_metrics_csv(path: &Path, history: &[EpochRecord]) -> Result<()> {
+    let mut s = String::from("epoch,lr,train_loss,train_accuracy,val_accuracy,val_mean_class_accuracy,val_macro_f1,img_per_s,seconds\n");
+    for r in history {
+        s += &format!(
+            "{},{:.6e},{:.5},{:.5},{:.5},{:.5},{:.5},{:.1},{:.2}\n",
+            r.epoch, r.lr, r.train_loss, r.train_accuracy, r.val.accuracy, r.val.mean_class_accuracy, r.val.macro_f1, r.img_per_s, r.seconds
+        );
+    }
+    checkpoint::write_atomic(path, s.as_bytes())?;
+    Ok(())
+}

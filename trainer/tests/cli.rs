@@ -1,0 +1,67 @@
+//! `fer-train` reports bad input clearly (the file, the key, the class), exits non-zero, never panics.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn workdir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli_{name}_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn fer_train(args: &[&str]) -> (bool, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_fer-train")).args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!err.contains("panicked"), "fer-train panicked:\n{err}");
+    (o.status.success(), err)
+}
+
+fn write_config(dir: &PathBuf, data_root: &PathBuf) -> PathBuf {
+    let cfg = dir.join("c.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name: x\nout_dir: '{}'\ndata: {{ format: folder, root: '{}', classes: [a, b] }}\nsplits: {{ train: train, val: val, cache_dir: null }}\nmodel: {{ arch: resnet18, input_size: 32 }}\nmethod: {{ name: ce }}\ntrain: {{ epochs: 1, batch_size: 2, device: cpu, optimizer: {{ name: adam, lr: 0.001 }}, scheduler: {{ name: constant }} }}\n",
+            dir.join("runs").display(),
+            data_root.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+#[test]
+fn bad_configs_and_data_are_named() {
+    let dir = workdir("errors");
+    let data = dir.join("data");
+    for split in ["train", "val"] {
+        for class in ["a", "b"] {
+            std::fs::create_dir_all(data.join(split).join(class)).unwrap();
+            image::GrayImage::new(8, 8).save(data.join(split).join(class).join("0.png")).unwrap();
+        }
+    }
+    let cfg = write_config(&dir, &data);
+    let c = cfg.to_str().unwrap();
+
+    let (ok, err) = fer_train(&["fit", "--config", c, "--set", "train.epoch=3"]);
+    assert!(!ok && err.contains("unknown field `epoch`"), "{err}");
+
+    let (ok, err) = fer_train(&["fit", "--config", "/nonexistent/c.yaml"]);
+    assert!(!ok && err.contains("/nonexistent/c.yaml"), "{err}");
+
+    let (ok, err) = fer_train(&["fit", "--config", c, "--set", "train.optimizer.name=adagrad"]);
+    assert!(!ok && err.contains("adagrad"), "{err}");
+
+    std::fs::create_dir_all(data.join("train/contempt")).unwrap();
+    let (ok, err) = fer_train(&["fit", "--config", c]);
+    assert!(!ok && err.contains("contempt"), "{err}");
+    std::fs::remove_dir_all(data.join("train/contempt")).unwrap();
+
+    std::fs::write(data.join("train/a/1.png"), b"not a png at all").unwrap();
+    let (ok, err) = fer_train(&["fit", "--config", c]);
+    assert!(!ok && err.contains("1.png"), "{err}");
+
+    let (ok, err) = fer_train(&["eval", "--run", dir.join("nothing").to_str().unwrap()]);
+    assert!(!ok && err.contains("nothing"), "{err}");
+}

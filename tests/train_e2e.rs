@@ -9,6 +9,13 @@ use std::path::{Path, PathBuf};
 
 const CLASSES: [&str; 3] = ["dark", "bright", "stripes"];
 
+/// Training seeds torch's one global generator: tests in this file take turns, or one test's
+/// draws would land between another's seed and its use.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// 3 easy classes of 24x24 gray images with noise: dark, bright, vertical stripes.
 fn write_dataset(root: &Path, per_class: usize) {
     let mut seed = 1u64;
@@ -72,6 +79,7 @@ fn dataset(tag: &str) -> (PathBuf, PathBuf) {
 
 #[test]
 fn a_short_eac_run_learns() {
+    let _turn = serial();
     let (root, out) = dataset("learns");
     let mut t = Trainer::new(config(&root, &out, "eac", 4, "{ name: eac, lambda: 5.0 }"), false).unwrap();
     let s = t.fit().unwrap();
@@ -88,6 +96,7 @@ fn a_short_eac_run_learns() {
 
 #[test]
 fn resume_continues_exactly() {
+    let _turn = serial();
     let (root, out) = dataset("resume");
     // Uninterrupted: 2 epochs.
     let mut a = Trainer::new(config(&root, &out, "a", 2, "{ name: ce }"), false).unwrap();

@@ -1,12 +1,17 @@
-//! `--fp16` export: float32 initializers become float16, the graph computes in float16, and the
-//! interface stays float32 (a Cast after each input and before each output), so `fer-run` and
-//! embedders feed and read the same tensors whichever precision the file holds.
-//! `Gemm` nodes (the final classifier: tiny) stay float32 between Casts: tract has no float16 Gemm,
-//! and the logits keep full precision.
+//! `--fp16` export: the convolutional body computes in float16 with float16 weights, while the
+//! interface stays float32 (a Cast after the input, and outputs produced in float32), so `fer-run`
+//! and embedders feed and read the same tensors whichever precision the file holds.
+//!
+//! The classifier tail (`GlobalAveragePool`, `Flatten`, `Gemm`, `Softmax`, and the `Identity`
+//! nodes naming the outputs) stays float32: it is a tiny share of the work, the pooled average of many
+//! float16 values is where half precision loses most, and tract has no float16 Gemm.
 
 use crate::error::{ExportError, Result};
 use crate::graph::initializer_f32;
 use crate::pb::{attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, ModelProto, NodeProto};
+use std::collections::{HashMap, HashSet};
+
+const FLOAT32_OPS: &[&str] = &["GlobalAveragePool", "Flatten", "Gemm", "Softmax", "Identity"];
 
 fn cast(input: &str, output: &str, to: DataType) -> NodeProto {
     NodeProto {
@@ -24,79 +29,97 @@ fn cast(input: &str, output: &str, to: DataType) -> NodeProto {
     }
 }
 
+fn to_half(t: &mut crate::pb::TensorProto) {
+    if let Some(values) = initializer_f32(t) {
+        t.data_type = DataType::Float16 as i32;
+        t.float_data.clear();
+        t.raw_data = values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
+    }
+}
+
 /// Converts a float32 model to float16 compute with a float32 interface.
 pub fn to_fp16(mut model: ModelProto) -> Result<ModelProto> {
     let graph = model.graph.as_mut().ok_or_else(|| ExportError::Invalid("model has no graph".into()))?;
-    let gemm_params: std::collections::HashSet<String> =
-        graph.node.iter().filter(|n| n.op_type == "Gemm").flat_map(|n| n.input.iter().skip(1).cloned()).collect();
-    // A Gemm parameter also read elsewhere (the CAM reuses the fc weight) gets a float16 twin.
+    if let Some(n) = graph.node.iter().find(|n| n.op_type == "Cast" || n.op_type == "Constant") {
+        return Err(ExportError::Unsupported {
+            node: n.name.clone(),
+            reason: "fp16 conversion does not rewrite Cast/Constant nodes".into(),
+        });
+    }
+    let keeps_f32 = |n: &NodeProto| FLOAT32_OPS.contains(&n.op_type.as_str());
+    let init_names: HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
+
+    // Initializers: float16 when read by a float16 node, float32 when read by a float32 node; both
+    // (the CAM reuses the fc weight) -> a float16 twin for the float16 readers.
+    let read_by = |f32_side: bool| -> HashSet<String> {
+        graph.node.iter().filter(|n| keeps_f32(n) == f32_side).flat_map(|n| n.input.iter().cloned()).collect()
+    };
+    let (read_f32, read_f16) = (read_by(true), read_by(false));
     let mut twins = Vec::new();
-    for t in graph.initializer.iter().filter(|t| gemm_params.contains(&t.name)) {
-        let shared = graph.node.iter().any(|n| n.op_type != "Gemm" && n.input.contains(&t.name));
-        if shared {
-            let mut twin = t.clone();
-            twin.name = format!("{}__fp16", t.name);
-            for n in graph.node.iter_mut().filter(|n| n.op_type != "Gemm") {
-                for i in n.input.iter_mut().filter(|i| **i == t.name) {
-                    *i = twin.name.clone();
-                }
+    let mut renamed_f16 = HashMap::new();
+    for t in graph.initializer.iter_mut() {
+        match (read_f32.contains(&t.name), read_f16.contains(&t.name)) {
+            (true, true) => {
+                let mut twin = t.clone();
+                twin.name = format!("{}__fp16", t.name);
+                to_half(&mut twin);
+                renamed_f16.insert(t.name.clone(), twin.name.clone());
+                twins.push(twin);
             }
-            twins.push(twin);
+            (false, _) => to_half(t),
+            (true, false) => {}
         }
     }
     graph.initializer.extend(twins);
-    for t in graph.initializer.iter_mut().filter(|t| !gemm_params.contains(&t.name)) {
-        if let Some(values) = initializer_f32(t) {
-            t.data_type = DataType::Float16 as i32;
-            t.float_data.clear();
-            t.raw_data = values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
-        }
+
+    // Values: graph inputs are cast to float16 once; each node reads its inputs in its own precision,
+    // with a Cast inserted (once per value and direction) where a producer's precision differs.
+    let mut is_f32: HashSet<String> = HashSet::new();
+    let mut casts: HashMap<(String, bool), String> = HashMap::new();
+    let mut nodes = Vec::with_capacity(graph.node.len() + 8);
+    for input in &graph.input {
+        let half_name = format!("{}__fp16", input.name);
+        nodes.push(cast(&input.name, &half_name, DataType::Float16));
+        casts.insert((input.name.clone(), false), half_name);
+        is_f32.insert(input.name.clone());
     }
-    for n in &graph.node {
-        if n.op_type == "Cast" || n.op_type == "Constant" {
-            return Err(ExportError::Unsupported {
-                node: n.name.clone(),
-                reason: "fp16 conversion does not rewrite Cast/Constant nodes".into(),
-            });
-        }
-    }
-    // Gemm: float16 activation -> Cast -> float32 Gemm -> Cast -> float16.
-    let mut nodes = Vec::with_capacity(graph.node.len());
     for mut n in std::mem::take(&mut graph.node) {
-        if n.op_type == "Gemm" {
-            let x32 = format!("{}__fp32", n.input[0]);
-            nodes.push(cast(&n.input[0], &x32, DataType::Float));
-            n.input[0] = x32;
-            let y16 = n.output[0].clone();
-            let y32 = format!("{y16}__fp32");
-            n.output[0] = y32.clone();
-            nodes.push(n);
-            nodes.push(cast(&y32, &y16, DataType::Float16));
-        } else {
-            nodes.push(n);
+        let want_f32 = keeps_f32(&n);
+        for i in n.input.iter_mut().filter(|i| !i.is_empty()) {
+            if init_names.contains(i.as_str()) {
+                if !want_f32 {
+                    if let Some(twin) = renamed_f16.get(i.as_str()) {
+                        *i = twin.clone();
+                    }
+                }
+                continue;
+            }
+            if is_f32.contains(i.as_str()) != want_f32 {
+                let key = (i.clone(), want_f32);
+                let name = casts.entry(key).or_insert_with(|| {
+                    let name = format!("{i}__{}", if want_f32 { "fp32" } else { "fp16" });
+                    nodes.push(cast(i, &name, if want_f32 { DataType::Float } else { DataType::Float16 }));
+                    name
+                });
+                *i = name.clone();
+            }
+        }
+        if want_f32 {
+            is_f32.extend(n.output.iter().cloned());
+        }
+        nodes.push(n);
+    }
+    for output in &graph.output {
+        if !is_f32.contains(&output.name) {
+            let half_name = format!("{}__fp16", output.name);
+            for n in nodes.iter_mut() {
+                for o in n.output.iter_mut().filter(|o| **o == output.name) {
+                    *o = half_name.clone();
+                }
+            }
+            nodes.push(cast(&half_name, &output.name, DataType::Float));
         }
     }
     graph.node = nodes;
-    let mut prologue = Vec::new();
-    for input in &graph.input {
-        let half_name = format!("{}__fp16", input.name);
-        for n in graph.node.iter_mut() {
-            for i in n.input.iter_mut().filter(|i| **i == input.name) {
-                *i = half_name.clone();
-            }
-        }
-        prologue.push(cast(&input.name, &half_name, DataType::Float16));
-    }
-    for output in &graph.output {
-        let half_name = format!("{}__fp16", output.name);
-        for n in graph.node.iter_mut() {
-            for o in n.output.iter_mut().filter(|o| **o == output.name) {
-                *o = half_name.clone();
-            }
-        }
-        graph.node.push(cast(&half_name, &output.name, DataType::Float));
-    }
-    prologue.append(&mut graph.node);
-    graph.node = prologue;
     Ok(model)
 }

@@ -1,1 +1,47 @@
+//! `fer-runtime`: runs fer facial-expression ONNX models at the edge, on ONNX Runtime (CPU, CUDA,
+//! TensorRT; feature `ort`, on by default) or tract (pure Rust, any CPU including aarch64).
+//!
+//! A model file is self-describing (the ONNX contract of `design.md`): input `input`
+//! `[N, C, H, W]`, outputs `logits` and `probs` `[N, K]`, optionally `cam` `[N, K, h, w]` and
+//! `confidence` `[N]`, and `fer.*` metadata (labels, input size, colour mode, mean/std, ...) that
+//! drives the preprocessing. Nothing about a particular model is hard-coded here.
+//!
+//! ```no_run
+//! use fer_runtime::{load_image, Backend, Detect, FaceFinder, ImageLimits, Model};
+//!
+//! let model = Model::load("eac_mbv2.onnx", Backend::Auto)?;
+//! let photo = load_image("class_photo.jpg".as_ref(), &ImageLimits::default())?;
+//! let finder = FaceFinder::new(&Detect::Auto, model.metadata().input_size)?;
+//! let faces = finder.find(&photo);
+//! let crops: Vec<_> = faces.faces.iter().map(|f| f.image.clone()).collect();
+//! for (face, p) in faces.faces.iter().zip(model.predict_batch(&crops)?) {
+//!     println!("{:?}: {} ({:.2})", face.bbox, p.label, p.confidence);
+//! }
+//! # Ok::<(), fer_runtime::FerError>(())
+//! ```
+//!
+//! Modules: [`metadata`] (what a file declares), [`preprocess`] (image → tensor), `backend`
+//! ([`Engine`] over ONNX Runtime and tract), [`face`] (Haar cascade detector, crops), [`cam`]
+//! (activation-map overlays), [`output`] (JSON lines, table), [`inputs`] (files, directories,
+//! globs), [`bench`] (latency).
 
+mod backend;
+pub mod bench;
+pub mod cam;
+mod error;
+pub mod face;
+pub mod inputs;
+pub mod metadata;
+mod model;
+pub mod output;
+mod postprocess;
+pub mod preprocess;
+
+pub use backend::{ort_available, Backend, Device, Engine, Outputs};
+pub use error::{FerError, Result};
+pub use face::{BBox, Detect, Face, FaceFinder, Faces, HaarCascade, HaarParams};
+pub use inputs::collect_inputs;
+pub use metadata::{ColorMode, Metadata, ModelInfo};
+pub use model::{Model, Prediction};
+pub use postprocess::entropy_confidence;
+pub use preprocess::{load_image, ImageLimits, Preprocessor};

@@ -1,1 +1,576 @@
-fn main(){}
+//! `fer-run`: classifies facial expressions in images with a fer ONNX model (ONNX Runtime or
+//! tract), finds faces in full photos, writes CAM overlays, benchmarks, and shows model metadata.
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use fer_runtime::{
+    bench, cam, collect_inputs, load_image, output, Backend, Detect, Device, FaceFinder, Faces,
+    FerError, ImageLimits, Model, ModelInfo, Prediction,
+};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rayon::prelude::*;
+use std::collections::HashSet;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+const EXAMPLES: &str = "\
+Examples:
+  fer-run --model eac_mbv2.onnx face.png              classify one face crop
+  fer-run -m eac_mbv2.onnx photos/ --json > out.jsonl every png/jpg/jpeg/bmp under photos/, JSON lines
+  fer-run -m eac_mbv2.onnx 'shots/*.jpg' --cam cams/   also write class-activation overlays
+  fer-run -m m.onnx group.jpg --detect haar:haarcascade_frontalface_default.xml
+  fer-run -m m.onnx frames/ --backend ort --device cuda --batch 32
+  fer-run bench -m m.onnx --batch 8 --iters 200        inference latency (p50/p95/p99) and img/s
+  fer-run bench -m m.onnx --images photos/ --backend tract   decode + preprocess + inference
+  fer-run info -m m.onnx                               labels, input size, colour, mean/std, I/O
+
+Faces: with --detect auto (the default) images whose shorter side is at least
+max(2 x model input side, 200) px are treated as photos and searched with OpenCV's frontal-face
+Haar cascade ($FER_ASSETS/haarcascade_frontalface_default.xml, or next to fer-run); smaller images
+are taken as face crops. When no face is found the whole image is classified, with a notice.
+
+Backends: auto = ONNX Runtime (CPU) if libonnxruntime loads (ORT_DYLIB_PATH, or the library path),
+else tract. --device cuda|tensorrt needs ONNX Runtime with that provider; without it fer-run warns
+and runs on CPU.
+
+Output: a table (file, face box, label, confidence, top probabilities), or with --json one object
+per face: {\"file\", \"face\", \"box\" (null = whole image), \"label\", \"class_index\",
+\"confidence\", \"probs\": {label: p}, \"cam\"?, \"notice\"?}; a failed input is {\"file\", \"error\"}.
+Exit status: 0 if every input was classified, 1 if any failed (each failure names its file).";
+
+#[derive(Parser)]
+#[command(
+    name = "fer-run",
+    version,
+    about = "Facial-expression recognition with fer ONNX models (ONNX Runtime or tract).",
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// With no subcommand, fer-run predicts.
+    #[command(flatten)]
+    predict: PredictArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Classify images (what fer-run does with no subcommand).
+    Predict(PredictArgs),
+    /// Measure latency (p50/p95/p99, mean) and throughput.
+    Bench(BenchArgs),
+    /// Print a model's metadata, inputs and outputs.
+    Info(InfoArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    /// ONNX Runtime if its library loads, else tract.
+    Auto,
+    /// ONNX Runtime (needs libonnxruntime: ORT_DYLIB_PATH or the library path).
+    Ort,
+    /// tract: pure Rust, CPU.
+    Tract,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Cpu,
+    Cuda,
+    Tensorrt,
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// The ONNX model (fer contract: input [N, C, H, W], outputs logits and probs, fer.* metadata).
+    // `Option` only so that the top-level (flattened) copy can be absent when a subcommand is
+    // given; clap still requires it wherever it applies.
+    #[arg(short, long, value_name = "FILE.onnx", required = true)]
+    model: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendArg,
+    /// Execution provider for ONNX Runtime.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+}
+
+#[derive(Args, Clone)]
+struct PredictArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Images, directories (walked for png/jpg/jpeg/bmp) or glob patterns (quote them).
+    #[arg(value_name = "IMAGE", required = true)]
+    images: Vec<String>,
+    /// One JSON object per face (or failed input) per line, instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Write, per face, a PNG of the face with the predicted class's activation map over it
+    /// (models with a `cam` output).
+    #[arg(long, value_name = "DIR")]
+    cam: Option<PathBuf>,
+    /// Face detector: auto, none, or haar:<cascade.xml>.
+    #[arg(long, default_value = "auto", value_name = "auto|none|haar:XML")]
+    detect: Detect,
+    /// Same as --detect none: every image is a face crop.
+    #[arg(long, conflicts_with = "detect")]
+    no_detect: bool,
+    /// Faces per model call.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    batch: u16,
+    /// Margin added around each detected face, as a fraction of its size per side.
+    #[arg(long, default_value_t = 0.15)]
+    face_margin: f32,
+    /// Images with more pixels than this are refused before decoding.
+    #[arg(long, default_value_t = 100.0, value_name = "MP")]
+    max_megapixels: f64,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Images per call.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    batch: u16,
+    /// Timed calls.
+    #[arg(long, default_value_t = 200)]
+    iters: usize,
+    /// Untimed calls first (lazy initialisation, caches).
+    #[arg(long, default_value_t = 20)]
+    warmup: usize,
+    /// Time decode + preprocess + inference on these images (directory, glob or files) instead of
+    /// inference alone on a random batch.
+    #[arg(long, value_name = "DIR|GLOB")]
+    images: Option<String>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct InfoArgs {
+    /// The ONNX model.
+    #[arg(short, long, value_name = "FILE.onnx")]
+    model: PathBuf,
+    /// Print as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Predict(a)) => run_predict(a),
+        Some(Command::Bench(a)) => run_bench(a),
+        Some(Command::Info(a)) => run_info(a),
+        None => run_predict(cli.predict),
+    }
+}
+
+impl ModelArgs {
+    fn path(&self) -> &Path {
+        self.model.as_deref().expect("clap requires --model")
+    }
+}
+
+fn backend(a: &ModelArgs) -> Result<Backend> {
+    let device = match a.device {
+        DeviceArg::Cpu => Device::Cpu,
+        DeviceArg::Cuda => Device::Cuda,
+        DeviceArg::Tensorrt => Device::TensorRt,
+    };
+    Ok(match (a.backend, device) {
+        (BackendArg::Tract, Device::Cpu) => Backend::Tract,
+        (BackendArg::Tract, d) => bail!("--device {d} needs ONNX Runtime; tract runs on CPU only"),
+        (BackendArg::Ort, d) => Backend::Ort { device: d },
+        // Asking for a GPU is asking for ONNX Runtime.
+        (BackendArg::Auto, Device::Cpu) => Backend::Auto,
+        (BackendArg::Auto, d) => Backend::Ort { device: d },
+    })
+}
+
+/// One readable line for a library error: its message, plus any cause the message does not
+/// already spell out (library messages usually include their cause).
+fn one_line(e: &dyn std::error::Error) -> anyhow::Error {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg = format!("{msg}: {text}");
+        }
+        source = s.source();
+    }
+    anyhow::Error::msg(msg)
+}
+
+fn load_model(a: &ModelArgs) -> Result<Model> {
+    let model = Model::load(a.path(), backend(a)?)
+        .map_err(|e| one_line(&e).context("cannot use the model"))?;
+    tracing::info!("{} on {}", a.path().display(), model.backend_name());
+    Ok(model)
+}
+
+/// The file (or pattern) an input error is about, for the JSON `file` field.
+fn subject(e: &FerError) -> String {
+    match e {
+        FerError::Io { path, .. }
+        | FerError::NotAnImage { path }
+        | FerError::Decode { path, .. }
+        | FerError::ImageTooLarge { path, .. } => path.display().to_string(),
+        FerError::Glob { pattern, .. } => pattern.clone(),
+        _ => String::new(),
+    }
+}
+
+/// One input after decoding and face finding.
+struct Item {
+    name: String,
+    faces: std::result::Result<Faces, String>,
+    /// One per face once classified (or the batch's error).
+    predictions: Vec<std::result::Result<Prediction, String>>,
+}
+
+fn progress_bar(n: usize, json: bool) -> ProgressBar {
+    let show =
+        n >= 8 && std::io::stderr().is_terminal() && !(json && std::io::stdout().is_terminal());
+    if !show {
+        return ProgressBar::with_draw_target(Some(n as u64), ProgressDrawTarget::hidden());
+    }
+    let pb = ProgressBar::with_draw_target(Some(n as u64), ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  eta {eta}")
+            .expect("valid template"),
+    );
+    pb
+}
+
+/// A CAM file name that no earlier face of this run used.
+fn cam_path(
+    dir: &Path,
+    file: &str,
+    face: usize,
+    n_faces: usize,
+    used: &mut HashSet<PathBuf>,
+) -> PathBuf {
+    let stem = Path::new(file)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into());
+    let base = if n_faces > 1 {
+        format!("{stem}_face{face}_cam")
+    } else {
+        format!("{stem}_cam")
+    };
+    let mut p = dir.join(format!("{base}.png"));
+    let mut k = 1;
+    while !used.insert(p.clone()) {
+        p = dir.join(format!("{base}_{k}.png"));
+        k += 1;
+    }
+    p
+}
+
+fn run_predict(a: PredictArgs) -> Result<()> {
+    let model = load_model(&a.model)?;
+    if a.cam.is_some() && !model.info().has_cam() {
+        bail!(
+            "--cam: model {} has no `cam` output, so there is no activation map to draw",
+            a.model.path().display()
+        );
+    }
+    let detect = if a.no_detect {
+        Detect::None
+    } else {
+        a.detect.clone()
+    };
+    let mut finder = FaceFinder::new(&detect, model.metadata().input_size)
+        .map_err(|e| one_line(&e).context("--detect"))?;
+    finder.margin = a.face_margin;
+    let limits = ImageLimits {
+        max_pixels: (a.max_megapixels * 1e6) as u64,
+    };
+    let batch = a.batch as usize;
+
+    let items = collect_inputs(&a.images);
+    let total = items.len();
+    let names: Vec<String> = items
+        .iter()
+        .map(|i| match i {
+            Ok(p) => p.display().to_string(),
+            Err(e) => subject(e),
+        })
+        .collect();
+    let file_width = names
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 60);
+    let pb = progress_bar(total, a.json);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if !a.json {
+        eprintln!(
+            "model {} on {} ({} classes)",
+            a.model.path().display(),
+            model.backend_name(),
+            model.labels().len()
+        );
+        writeln!(out, "{}", output::table_header(file_width))?;
+    }
+
+    let mut failed = 0usize;
+    let mut faces_done = 0usize;
+    let mut used_cam_names = HashSet::new();
+    let mut queue = items.into_iter().zip(names);
+    loop {
+        let chunk: Vec<_> = queue.by_ref().take(batch).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        // Decode and find faces in parallel; inputs that fail keep their place with the error.
+        let mut prepared: Vec<Item> = chunk
+            .into_par_iter()
+            .map(|(item, name)| {
+                let faces = item
+                    .and_then(|p| load_image(&p, &limits))
+                    .map(|img| finder.find(&img))
+                    .map_err(|e| e.to_string());
+                Item {
+                    name,
+                    faces,
+                    predictions: Vec::new(),
+                }
+            })
+            .collect();
+        classify(&model, &mut prepared, batch);
+
+        for item in &prepared {
+            pb.inc(1);
+            let faces = match &item.faces {
+                Ok(f) => f,
+                Err(e) => {
+                    failed += 1;
+                    pb.suspend(|| report_error(&mut out, a.json, &item.name, e))?;
+                    continue;
+                }
+            };
+            let mut item_failed = false;
+            for (i, (face, pred)) in faces.faces.iter().zip(&item.predictions).enumerate() {
+                let mut pred = match pred {
+                    Ok(p) => p.clone(),
+                    Err(e) => {
+                        item_failed = true;
+                        pb.suspend(|| report_error(&mut out, a.json, &item.name, e))?;
+                        continue;
+                    }
+                };
+                pred.face_box = face.bbox;
+                let mut cam_file = None;
+                if let (Some(dir), Some(map)) = (&a.cam, &pred.cam) {
+                    let p = cam_path(dir, &item.name, i, faces.faces.len(), &mut used_cam_names);
+                    match cam::save_overlay(&p, &face.image, map.view()) {
+                        Ok(()) => cam_file = Some(p.display().to_string()),
+                        Err(e) => {
+                            item_failed = true;
+                            pb.suspend(|| {
+                                report_error(
+                                    &mut out,
+                                    a.json,
+                                    &item.name,
+                                    &format!("writing CAM overlay: {e}"),
+                                )
+                            })?;
+                        }
+                    }
+                }
+                let record = output::Record {
+                    file: &item.name,
+                    face: i,
+                    prediction: &pred,
+                    cam_path: cam_file.as_deref(),
+                    notice: faces.notice.as_deref(),
+                };
+                let line = if a.json {
+                    record.to_json()
+                } else {
+                    record.to_row(file_width)
+                };
+                pb.suspend(|| writeln!(out, "{line}"))?;
+                faces_done += 1;
+            }
+            failed += item_failed as usize;
+        }
+        out.flush()?;
+    }
+    pb.finish_and_clear();
+    if !a.json {
+        eprintln!("{total} input(s), {faces_done} face(s) classified, {failed} failed");
+    }
+    if failed > 0 {
+        bail!("{failed} of {total} input(s) failed");
+    }
+    Ok(())
+}
+
+/// Runs every face of `items` through the model, `batch` faces per call.
+fn classify(model: &Model, items: &mut [Item], batch: usize) {
+    let crops: Vec<(usize, image::DynamicImage)> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, it)| it.faces.as_ref().ok().map(|f| (i, f)))
+        .flat_map(|(i, f)| f.faces.iter().map(move |face| (i, face.image.clone())))
+        .collect();
+    for group in crops.chunks(batch) {
+        let imgs: Vec<image::DynamicImage> = group.iter().map(|(_, img)| img.clone()).collect();
+        match model.predict_batch(&imgs) {
+            Ok(preds) => {
+                for ((i, _), p) in group.iter().zip(preds) {
+                    items[*i].predictions.push(Ok(p));
+                }
+            }
+            Err(e) => {
+                for (i, _) in group {
+                    items[*i]
+                        .predictions
+                        .push(Err(format!("inference failed: {e}")));
+                }
+            }
+        }
+    }
+}
+
+fn report_error(
+    out: &mut impl Write,
+    json: bool,
+    name: &str,
+    e: &dyn std::fmt::Display,
+) -> std::io::Result<()> {
+    if json {
+        writeln!(out, "{}", output::error_json(name, e))
+    } else {
+        let msg = e.to_string();
+        // Errors from the library already name the file; add it where they do not.
+        if name.is_empty() || msg.contains(name) {
+            eprintln!("error: {msg}");
+        } else {
+            eprintln!("error: {name}: {msg}");
+        }
+        Ok(())
+    }
+}
+
+fn run_bench(a: BenchArgs) -> Result<()> {
+    let model = load_model(&a.model)?;
+    let batch = a.batch as usize;
+    let report = match &a.images {
+        None => bench::bench_tensor(&model, batch, a.warmup, a.iters).map_err(|e| one_line(&e))?,
+        Some(spec) => {
+            let files: Vec<PathBuf> = collect_inputs(&[spec])
+                .into_iter()
+                .collect::<fer_runtime::Result<_>>()
+                .map_err(|e| one_line(&e).context("--images"))?;
+            if files.is_empty() {
+                bail!("--images {spec}: no png/jpg/jpeg/bmp files found");
+            }
+            bench::bench_images(&model, &files, batch, a.warmup, a.iters)
+                .map_err(|e| one_line(&e))?
+        }
+    };
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        let (h, w) = model.metadata().input_size;
+        println!(
+            "model       {} ({}x{}x{}, {} classes)",
+            a.model.path().display(),
+            model.info().channels,
+            h,
+            w,
+            model.labels().len()
+        );
+        println!("backend     {}", report.backend);
+        println!(
+            "timed       {} , batch {}, {} iterations after {} warm-up",
+            report.what, report.batch, report.iters, a.warmup
+        );
+        println!(
+            "latency ms  mean {:.3}  p50 {:.3}  p95 {:.3}  p99 {:.3}  min {:.3}  max {:.3}",
+            report.mean_ms,
+            report.p50_ms,
+            report.p95_ms,
+            report.p99_ms,
+            report.min_ms,
+            report.max_ms
+        );
+        println!("throughput  {:.1} img/s", report.throughput);
+    }
+    Ok(())
+}
+
+fn run_info(a: InfoArgs) -> Result<()> {
+    let info =
+        ModelInfo::read(&a.model).map_err(|e| one_line(&e).context("cannot read the model"))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(());
+    }
+    let m = &info.metadata;
+    println!("model        {}", a.model.display());
+    println!(
+        "producer     {}",
+        if info.producer.is_empty() {
+            "?"
+        } else {
+            &info.producer
+        }
+    );
+    println!(
+        "opset        {}",
+        info.opset.map_or("?".into(), |o| o.to_string())
+    );
+    println!("labels       {} ({})", m.labels.join(", "), m.labels.len());
+    println!(
+        "input size   {}x{} (HxW), {} channel(s), color {}",
+        m.input_size.0, m.input_size.1, info.channels, m.color
+    );
+    println!("mean / std   {:?} / {:?}", m.mean, m.std);
+    for (k, v) in [
+        ("method", &m.method),
+        ("backbone", &m.backbone),
+        ("data", &m.data),
+    ] {
+        println!("{k:<12} {}", v.as_deref().unwrap_or("-"));
+    }
+    println!(
+        "val accuracy {}",
+        m.val_accuracy.map_or("-".into(), |v| format!("{v:.4}"))
+    );
+    println!("inputs");
+    for t in &info.inputs {
+        println!("  {t}");
+    }
+    println!("outputs");
+    for t in &info.outputs {
+        println!("  {t}");
+    }
+    println!("metadata_props");
+    for (k, v) in &m.props {
+        println!("  {k} = {v}");
+    }
+    for n in &info.notices {
+        println!("note: {n}");
+    }
+    Ok(())
+}

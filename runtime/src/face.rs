@@ -1,0 +1,773 @@
+//! Face detection for full photos: OpenCV's Haar cascade (Viola–Jones, "Rapid Object Detection
+//! using a Boosted Cascade of Simple Features", CVPR 2001, with Lienhart's extended feature set),
+//! evaluated the way OpenCV's `CascadeClassifier::detectMultiScale` does: an image pyramid, a
+//! sliding window per scale, each window normalised by its standard deviation (integral image +
+//! squared integral image), boosted stages of trees, then `groupRectangles` to merge neighbours.
+//!
+//! It reads the XML of OpenCV's "new" cascade format (`<cascade>` with `<stages>`,
+//! `<weakClassifiers>`, `<features>`), e.g. `haarcascade_frontalface_default.xml`.
+//!
+//! [`FaceFinder`] wraps the policy: pre-cropped faces are used as they are, full photos are
+//! searched, and with no face found the whole image is classified (with a notice).
+
+use crate::error::{FerError, Result};
+use crate::preprocess::to_gray;
+use image::{DynamicImage, GrayImage};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// File name of the default frontal-face cascade, looked up by [`Detect::Auto`].
+pub const DEFAULT_CASCADE: &str = "haarcascade_frontalface_default.xml";
+
+/// A box in source-image pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BBox {
+    pub x: u32,
+    pub y: u32,
+    pub w: u32,
+    pub h: u32,
+}
+
+impl BBox {
+    /// The box grown by `margin` of its size on every side, clipped to a `width` x `height` image.
+    ///
+    /// ```
+    /// use fer_runtime::BBox;
+    /// let b = BBox { x: 10, y: 10, w: 20, h: 20 }.expand(0.25, 100, 35);
+    /// assert_eq!(b, BBox { x: 5, y: 5, w: 30, h: 30 });
+    /// ```
+    pub fn expand(&self, margin: f32, width: u32, height: u32) -> BBox {
+        let (dx, dy) = (
+            (self.w as f32 * margin).round() as i64,
+            (self.h as f32 * margin).round() as i64,
+        );
+        let x0 = (self.x as i64 - dx).max(0);
+        let y0 = (self.y as i64 - dy).max(0);
+        let x1 = (self.x as i64 + self.w as i64 + dx).min(width as i64);
+        let y1 = (self.y as i64 + self.h as i64 + dy).min(height as i64);
+        BBox {
+            x: x0 as u32,
+            y: y0 as u32,
+            w: (x1 - x0).max(1) as u32,
+            h: (y1 - y0).max(1) as u32,
+        }
+    }
+}
+
+/// Detection parameters, with OpenCV's usual values as defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct HaarParams {
+    /// Pyramid step between scales.
+    pub scale_factor: f32,
+    /// A face needs more than this many overlapping raw detections to be kept.
+    pub min_neighbors: usize,
+    /// Smallest face side, in source pixels.
+    pub min_size: u32,
+    /// Photos are first shrunk to this longest side (boxes are mapped back): keeps detection
+    /// fast on multi-megapixel frames where faces are large anyway.
+    pub max_side: u32,
+}
+
+impl Default for HaarParams {
+    fn default() -> Self {
+        HaarParams {
+            scale_factor: 1.1,
+            min_neighbors: 3,
+            min_size: 30,
+            max_side: 800,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Rect {
+    x: usize,
+    y: usize,
+    w: usize,
+    h: usize,
+    weight: f64,
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    left: i32,
+    right: i32,
+    feature: usize,
+    threshold: f64,
+}
+
+#[derive(Debug, Clone)]
+struct Tree {
+    nodes: Vec<Node>,
+    leaves: Vec<f64>,
+}
+
+#[derive(Debug, Clone)]
+struct Stage {
+    threshold: f64,
+    trees: Vec<Tree>,
+}
+
+/// A Haar cascade classifier loaded from OpenCV XML.
+#[derive(Debug, Clone)]
+pub struct HaarCascade {
+    path: PathBuf,
+    /// Training window (width, height), 24x24 for the frontal-face cascade.
+    window: (usize, usize),
+    stages: Vec<Stage>,
+    features: Vec<Vec<Rect>>,
+}
+
+/// Integral images of one pyramid level, `(w + 1) x (h + 1)`, row-major.
+struct Integral {
+    stride: usize,
+    sum: Vec<i64>,
+    sqsum: Vec<i64>,
+}
+
+impl Integral {
+    fn new(img: &GrayImage) -> Integral {
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let stride = w + 1;
+        let mut sum = vec![0i64; stride * (h + 1)];
+        let mut sqsum = vec![0i64; stride * (h + 1)];
+        let raw = img.as_raw();
+        for y in 0..h {
+            let (mut row, mut row_sq) = (0i64, 0i64);
+            for x in 0..w {
+                let v = raw[y * w + x] as i64;
+                row += v;
+                row_sq += v * v;
+                let i = (y + 1) * stride + x + 1;
+                sum[i] = sum[i - stride] + row;
+                sqsum[i] = sqsum[i - stride] + row_sq;
+            }
+        }
+        Integral { stride, sum, sqsum }
+    }
+
+    #[inline]
+    fn rect(table: &[i64], stride: usize, x: usize, y: usize, w: usize, h: usize) -> i64 {
+        let (a, b) = (y * stride + x, y * stride + x + w);
+        let (c, d) = ((y + h) * stride + x, (y + h) * stride + x + w);
+        table[d] - table[b] - table[c] + table[a]
+    }
+}
+
+fn elements<'a, 'i>(
+    node: roxmltree::Node<'a, 'i>,
+) -> impl Iterator<Item = roxmltree::Node<'a, 'i>> {
+    node.children().filter(|n| n.is_element())
+}
+
+fn child<'a, 'i>(node: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
+    elements(node).find(|n| n.tag_name().name() == name)
+}
+
+impl HaarCascade {
+    /// Reads a cascade from an OpenCV XML file.
+    ///
+    /// ```no_run
+    /// use fer_runtime::{HaarCascade, HaarParams};
+    /// let cascade = HaarCascade::load("haarcascade_frontalface_default.xml".as_ref())?;
+    /// let gray = image::open("group.jpg").unwrap().to_luma8();
+    /// for b in cascade.detect(&gray, &HaarParams::default()) {
+    ///     println!("face at {},{} size {}x{}", b.x, b.y, b.w, b.h);
+    /// }
+    /// # Ok::<(), fer_runtime::FerError>(())
+    /// ```
+    pub fn load(path: &Path) -> Result<HaarCascade> {
+        let text = std::fs::read_to_string(path).map_err(|e| FerError::io(path, e))?;
+        Self::from_xml(&text, path)
+    }
+
+    /// Parses cascade XML; `path` only names the source in errors.
+    pub fn from_xml(text: &str, path: &Path) -> Result<HaarCascade> {
+        let err = |reason: String| FerError::Cascade {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let doc = roxmltree::Document::parse(text).map_err(|source| FerError::Xml {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cascade = doc
+            .descendants()
+            .find(|n| n.has_tag_name("cascade"))
+            .ok_or_else(|| {
+                err("no <cascade> element (only OpenCV's new cascade format is read)".into())
+            })?;
+        let text_of = |parent: roxmltree::Node, name: &str| -> Result<String> {
+            child(parent, name)
+                .and_then(|n| n.text())
+                .map(|t| t.trim().to_string())
+                .ok_or_else(|| {
+                    err(format!(
+                        "<{name}> missing in <{}>",
+                        parent.tag_name().name()
+                    ))
+                })
+        };
+        let num = |parent: roxmltree::Node, name: &str| -> Result<f64> {
+            let t = text_of(parent, name)?;
+            t.parse::<f64>()
+                .map_err(|_| err(format!("<{name}> is not a number: {t:?}")))
+        };
+        let numbers = |t: &str, what: &str| -> Result<Vec<f64>> {
+            t.split_whitespace()
+                .map(|s| {
+                    s.parse::<f64>()
+                        .map_err(|_| err(format!("bad number {s:?} in <{what}>")))
+                })
+                .collect()
+        };
+        for (tag, want) in [("stageType", "BOOST"), ("featureType", "HAAR")] {
+            if let Ok(v) = text_of(cascade, tag) {
+                if v != want {
+                    return Err(err(format!("<{tag}> is {v}; only {want} is supported")));
+                }
+            }
+        }
+        let window = (
+            num(cascade, "width")? as usize,
+            num(cascade, "height")? as usize,
+        );
+        if window.0 < 3 || window.1 < 3 {
+            return Err(err(format!(
+                "window {}x{} is too small",
+                window.0, window.1
+            )));
+        }
+
+        let mut features = Vec::new();
+        let fnode = child(cascade, "features").ok_or_else(|| err("<features> missing".into()))?;
+        for (i, f) in elements(fnode).enumerate() {
+            if let Some(t) = child(f, "tilted").and_then(|n| n.text()) {
+                if t.trim() != "0" {
+                    return Err(err(format!(
+                        "feature {i} is tilted; tilted Haar features are not supported"
+                    )));
+                }
+            }
+            let rects =
+                child(f, "rects").ok_or_else(|| err(format!("feature {i} has no <rects>")))?;
+            let mut v = Vec::new();
+            for r in elements(rects) {
+                let n = numbers(r.text().unwrap_or(""), "rects")?;
+                let [x, y, w, h, weight] = n[..] else {
+                    return Err(err(format!(
+                        "feature {i}: a rect needs 5 numbers, got {}",
+                        n.len()
+                    )));
+                };
+                if x < 0.0 || y < 0.0 || x + w > window.0 as f64 || y + h > window.1 as f64 {
+                    return Err(err(format!(
+                        "feature {i}: rect outside the {}x{} window",
+                        window.0, window.1
+                    )));
+                }
+                v.push(Rect {
+                    x: x as usize,
+                    y: y as usize,
+                    w: w as usize,
+                    h: h as usize,
+                    weight,
+                });
+            }
+            features.push(v);
+        }
+
+        let mut stages = Vec::new();
+        let snode = child(cascade, "stages").ok_or_else(|| err("<stages> missing".into()))?;
+        for (si, s) in elements(snode).enumerate() {
+            let threshold = num(s, "stageThreshold")?;
+            let weak = child(s, "weakClassifiers")
+                .ok_or_else(|| err(format!("stage {si}: <weakClassifiers> missing")))?;
+            let mut trees = Vec::new();
+            for w in elements(weak) {
+                let inner = numbers(&text_of(w, "internalNodes")?, "internalNodes")?;
+                let leaves = numbers(&text_of(w, "leafValues")?, "leafValues")?;
+                if inner.is_empty() || inner.len() % 4 != 0 {
+                    return Err(err(format!(
+                        "stage {si}: <internalNodes> needs groups of 4 numbers"
+                    )));
+                }
+                let nodes: Vec<Node> = inner
+                    .chunks_exact(4)
+                    .map(|c| Node {
+                        left: c[0] as i32,
+                        right: c[1] as i32,
+                        feature: c[2] as usize,
+                        threshold: c[3],
+                    })
+                    .collect();
+                for n in &nodes {
+                    let in_range = |i: i32| {
+                        if i > 0 {
+                            (i as usize) < nodes.len()
+                        } else {
+                            ((-i) as usize) < leaves.len()
+                        }
+                    };
+                    if n.feature >= features.len() || !in_range(n.left) || !in_range(n.right) {
+                        return Err(err(format!(
+                            "stage {si}: a node points outside its tree or the feature list"
+                        )));
+                    }
+                }
+                trees.push(Tree { nodes, leaves });
+            }
+            stages.push(Stage { threshold, trees });
+        }
+        if stages.is_empty() {
+            return Err(err("no stages".into()));
+        }
+        Ok(HaarCascade {
+            path: path.to_path_buf(),
+            window,
+            stages,
+            features,
+        })
+    }
+
+    /// Where the cascade was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the window at `(x, y)` of a pyramid level passes every stage.
+    fn classify(&self, ii: &Integral, x: usize, y: usize) -> bool {
+        let (ww, wh) = self.window;
+        let s = ii.stride;
+        // Variance normalisation over the window less a 1-pixel border, as OpenCV's HaarEvaluator.
+        let area = ((ww - 2) * (wh - 2)) as f64;
+        let sum = Integral::rect(&ii.sum, s, x + 1, y + 1, ww - 2, wh - 2) as f64;
+        let sq = Integral::rect(&ii.sqsum, s, x + 1, y + 1, ww - 2, wh - 2) as f64;
+        let nf = area * sq - sum * sum;
+        let inv_norm = if nf > 0.0 { 1.0 / nf.sqrt() } else { 1.0 };
+        for stage in &self.stages {
+            let mut total = 0.0;
+            for tree in &stage.trees {
+                let mut idx = 0usize;
+                let leaf = loop {
+                    let node = &tree.nodes[idx];
+                    let value: f64 = self.features[node.feature]
+                        .iter()
+                        .map(|r| {
+                            r.weight * Integral::rect(&ii.sum, s, x + r.x, y + r.y, r.w, r.h) as f64
+                        })
+                        .sum::<f64>()
+                        * inv_norm;
+                    let next = if value < node.threshold {
+                        node.left
+                    } else {
+                        node.right
+                    };
+                    if next <= 0 {
+                        break tree.leaves[(-next) as usize];
+                    }
+                    idx = next as usize;
+                };
+                total += leaf;
+            }
+            if total < stage.threshold {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Faces in a gray image, after grouping, in source pixels.
+    pub fn detect(&self, gray: &GrayImage, params: &HaarParams) -> Vec<BBox> {
+        let (w0, h0) = gray.dimensions();
+        if w0 == 0 || h0 == 0 {
+            return Vec::new();
+        }
+        // Shrink big photos first; `pre` maps boxes back to source pixels.
+        let longest = w0.max(h0);
+        let (img, pre) = if params.max_side > 0 && longest > params.max_side {
+            let r = params.max_side as f64 / longest as f64;
+            let (w, h) = (
+                ((w0 as f64 * r).round() as u32).max(1),
+                ((h0 as f64 * r).round() as u32).max(1),
+            );
+            (
+                image::imageops::resize(gray, w, h, image::imageops::FilterType::Triangle),
+                longest as f64 / params.max_side as f64,
+            )
+        } else {
+            (gray.clone(), 1.0)
+        };
+        let (ww, wh) = self.window;
+        let step = (params.scale_factor as f64).max(1.01);
+        let mut factors = Vec::new();
+        let mut f = 1.0f64;
+        loop {
+            let (sw, sh) = (
+                (img.width() as f64 / f).round() as usize,
+                (img.height() as f64 / f).round() as usize,
+            );
+            if sw < ww || sh < wh {
+                break;
+            }
+            factors.push(f);
+            f *= step;
+        }
+        let raw: Vec<BBox> = factors
+            .par_iter()
+            .flat_map_iter(|&f| {
+                let win = (
+                    (ww as f64 * f * pre).round() as u32,
+                    (wh as f64 * f * pre).round() as u32,
+                );
+                if win.0 < params.min_size || win.1 < params.min_size {
+                    return Vec::new();
+                }
+                let (sw, sh) = (
+                    (img.width() as f64 / f).round() as u32,
+                    (img.height() as f64 / f).round() as u32,
+                );
+                let level = if f == 1.0 {
+                    img.clone()
+                } else {
+                    image::imageops::resize(&img, sw, sh, image::imageops::FilterType::Triangle)
+                };
+                let ii = Integral::new(&level);
+                // OpenCV's stride: every other window at fine scales, every window at coarse ones.
+                let stride = if f > 2.0 { 1 } else { 2 };
+                let mut found = Vec::new();
+                for y in (0..=(sh as usize - wh)).step_by(stride) {
+                    for x in (0..=(sw as usize - ww)).step_by(stride) {
+                        if self.classify(&ii, x, y) {
+                            found.push(BBox {
+                                x: (x as f64 * f * pre).round() as u32,
+                                y: (y as f64 * f * pre).round() as u32,
+                                w: win.0,
+                                h: win.1,
+                            });
+                        }
+                    }
+                }
+                found
+            })
+            .collect();
+        group_rectangles(&raw, params.min_neighbors, 0.2)
+    }
+}
+
+/// OpenCV's `groupRectangles`: clusters of similar boxes are averaged; clusters with at most
+/// `threshold` members are dropped, as are boxes inside a stronger neighbouring box.
+pub fn group_rectangles(rects: &[BBox], threshold: usize, eps: f64) -> Vec<BBox> {
+    let n = rects.len();
+    let similar = |a: &BBox, b: &BBox| {
+        let delta = eps * (a.w.min(b.w) + a.h.min(b.h)) as f64 * 0.5;
+        let close = |p: u32, q: u32| (p as f64 - q as f64).abs() <= delta;
+        close(a.x, b.x)
+            && close(a.y, b.y)
+            && close(a.x + a.w, b.x + b.w)
+            && close(a.y + a.h, b.y + b.h)
+    };
+    // Union-find partition into classes of similar boxes.
+    let mut parent: Vec<usize> = (0..n).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    for i in 0..n {
+        for j in (i + 1)..n {
+            if similar(&rects[i], &rects[j]) {
+                let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+                if a != b {
+                    parent[b] = a;
+                }
+            }
+        }
+    }
+    let mut classes: std::collections::BTreeMap<usize, (f64, f64, f64, f64, usize)> =
+        Default::default();
+    for (i, r) in rects.iter().enumerate() {
+        let c = classes.entry(root(&mut parent, i)).or_default();
+        c.0 += r.x as f64;
+        c.1 += r.y as f64;
+        c.2 += r.w as f64;
+        c.3 += r.h as f64;
+        c.4 += 1;
+    }
+    let avg: Vec<(BBox, usize)> = classes
+        .values()
+        .map(|&(x, y, w, h, k)| {
+            let s = 1.0 / k as f64;
+            let b = BBox {
+                x: (x * s).round() as u32,
+                y: (y * s).round() as u32,
+                w: (w * s).round() as u32,
+                h: (h * s).round() as u32,
+            };
+            (b, k)
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (i, (r1, n1)) in avg.iter().enumerate() {
+        if *n1 <= threshold {
+            continue;
+        }
+        let inside_stronger = avg.iter().enumerate().any(|(j, (r2, n2))| {
+            if i == j || *n2 <= threshold {
+                return false;
+            }
+            let (dx, dy) = (
+                (r2.w as f64 * eps).round() as i64,
+                (r2.h as f64 * eps).round() as i64,
+            );
+            let (x1, y1, x2, y2) = (r1.x as i64, r1.y as i64, r2.x as i64, r2.y as i64);
+            x1 >= x2 - dx
+                && y1 >= y2 - dy
+                && x1 + r1.w as i64 <= x2 + r2.w as i64 + dx
+                && y1 + r1.h as i64 <= y2 + r2.h as i64 + dy
+                && (*n2 > (*n1).max(3) || *n1 < 3)
+        });
+        if !inside_stronger {
+            out.push(*r1);
+        }
+    }
+    out
+}
+
+/// Which face detector to use, as given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Detect {
+    /// The default cascade if it can be found (`$FER_ASSETS/`, then next to the executable), run
+    /// only on images large enough to be photos rather than face crops.
+    #[default]
+    Auto,
+    /// This cascade file, on every image.
+    Haar(PathBuf),
+    /// No detection: every image is a face crop.
+    None,
+}
+
+impl FromStr for Detect {
+    type Err = FerError;
+    /// `auto`, `none` or `haar:<cascade.xml>`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Detect::Auto),
+            "none" => Ok(Detect::None),
+            _ => match s.strip_prefix("haar:") {
+                Some(p) if !p.is_empty() => Ok(Detect::Haar(PathBuf::from(p))),
+                _ => Err(FerError::Invalid {
+                    what: "detector",
+                    value: s.into(),
+                    reason: "expected auto, none or haar:<cascade.xml>".into(),
+                }),
+            },
+        }
+    }
+}
+
+/// Where [`Detect::Auto`] looks for the default cascade, in order.
+pub fn default_cascade_paths() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Some(dir) = std::env::var_os("FER_ASSETS").filter(|d| !d.is_empty()) {
+        v.push(PathBuf::from(dir).join(DEFAULT_CASCADE));
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        v.push(dir.join(DEFAULT_CASCADE));
+    }
+    v
+}
+
+/// One region to classify: a detected face, or the whole image.
+#[derive(Debug, Clone)]
+pub struct Face {
+    /// The detected box (before the margin); `None` for the whole image.
+    pub bbox: Option<BBox>,
+    /// The pixels the model will see: the box grown by the margin, or the whole image.
+    pub image: DynamicImage,
+}
+
+/// The regions found in one image.
+#[derive(Debug, Clone)]
+pub struct Faces {
+    pub faces: Vec<Face>,
+    /// Set when detection ran but found nothing and the whole image is used instead.
+    pub notice: Option<String>,
+}
+
+/// Detection policy: which detector, on which images, and how much margin around each face.
+#[derive(Debug, Clone)]
+pub struct FaceFinder {
+    cascade: Option<HaarCascade>,
+    /// Run only on images whose shorter side is at least this (0: always).
+    min_photo_side: u32,
+    pub params: HaarParams,
+    /// Margin added around each detected face, as a fraction of its size per side.
+    pub margin: f32,
+}
+
+impl FaceFinder {
+    /// Faces used as given: no detection.
+    pub fn none() -> FaceFinder {
+        FaceFinder {
+            cascade: None,
+            min_photo_side: 0,
+            params: HaarParams::default(),
+            margin: 0.15,
+        }
+    }
+
+    /// The finder `detect` asks for; `input_size` (model H, W) decides which images count as
+    /// photos in [`Detect::Auto`] mode (shorter side at least max(2 · input side, 200) pixels).
+    ///
+    /// ```
+    /// use fer_runtime::{Detect, FaceFinder};
+    /// let finder = FaceFinder::new(&Detect::None, (112, 112))?;
+    /// let crop = image::DynamicImage::new_luma8(112, 112);
+    /// let faces = finder.find(&crop);
+    /// assert_eq!(faces.faces.len(), 1);
+    /// assert!(faces.faces[0].bbox.is_none()); // the whole image is the face
+    /// # Ok::<(), fer_runtime::FerError>(())
+    /// ```
+    pub fn new(detect: &Detect, input_size: (usize, usize)) -> Result<FaceFinder> {
+        let mut f = FaceFinder::none();
+        match detect {
+            Detect::None => {}
+            Detect::Haar(p) => f.cascade = Some(HaarCascade::load(p)?),
+            Detect::Auto => {
+                match default_cascade_paths().into_iter().find(|p| p.is_file()) {
+                    Some(p) => f.cascade = Some(HaarCascade::load(&p)?),
+                    None => tracing::warn!(
+                        "no face detector: {DEFAULT_CASCADE} not found in $FER_ASSETS or next to the executable; \
+                         images are classified whole (use --detect haar:<xml>)"
+                    ),
+                }
+                f.min_photo_side = (2 * input_size.0.max(input_size.1) as u32).max(200);
+            }
+        }
+        Ok(f)
+    }
+
+    /// Whether a detector is loaded.
+    pub fn cascade(&self) -> Option<&HaarCascade> {
+        self.cascade.as_ref()
+    }
+
+    /// The regions to classify in `img`.
+    pub fn find(&self, img: &DynamicImage) -> Faces {
+        let whole = |notice| Faces {
+            faces: vec![Face {
+                bbox: None,
+                image: img.clone(),
+            }],
+            notice,
+        };
+        let Some(cascade) = &self.cascade else {
+            return whole(None);
+        };
+        if img.width().min(img.height()) < self.min_photo_side {
+            return whole(None);
+        }
+        let mut boxes = cascade.detect(&to_gray(img), &self.params);
+        if boxes.is_empty() {
+            return whole(Some("no face found; the whole image was classified".into()));
+        }
+        // Reading order: top to bottom, then left to right.
+        boxes.sort_by_key(|b| (b.y, b.x));
+        let faces = boxes
+            .into_iter()
+            .map(|b| {
+                let m = b.expand(self.margin, img.width(), img.height());
+                Face {
+                    bbox: Some(b),
+                    image: img.crop_imm(m.x, m.y, m.w, m.h),
+                }
+            })
+            .collect();
+        Faces {
+            faces,
+            notice: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TINY: &str = r#"<?xml version="1.0"?>
+<opencv_storage><cascade><stageType>BOOST</stageType><featureType>HAAR</featureType>
+<height>4</height><width>4</width>
+<stages><_><maxWeakCount>1</maxWeakCount><stageThreshold>0.5</stageThreshold>
+<weakClassifiers><_><internalNodes>0 -1 0 0.0</internalNodes><leafValues>0.0 1.0</leafValues></_></weakClassifiers></_></stages>
+<features><_><rects><_>0 0 4 2 -1.</_><_>0 2 4 2 1.</_></rects></_></features></cascade></opencv_storage>"#;
+
+    #[test]
+    fn a_one_feature_cascade_fires_where_the_bottom_is_brighter() {
+        let c = HaarCascade::from_xml(TINY, Path::new("tiny.xml")).unwrap();
+        // Dark top half, bright bottom half: the feature (bottom − top) is positive → right leaf 1.0 ≥ 0.5.
+        let img = GrayImage::from_fn(4, 4, |_, y| image::Luma([if y < 2 { 10 } else { 200 }]));
+        let ii = Integral::new(&img);
+        assert!(c.classify(&ii, 0, 0));
+        let flipped = GrayImage::from_fn(4, 4, |_, y| image::Luma([if y < 2 { 200 } else { 10 }]));
+        assert!(!c.classify(&Integral::new(&flipped), 0, 0));
+    }
+
+    #[test]
+    fn integral_sums_match_direct_sums() {
+        let img = GrayImage::from_fn(5, 4, |x, y| image::Luma([(x * 7 + y * 13) as u8]));
+        let ii = Integral::new(&img);
+        let direct: i64 = (1..4)
+            .flat_map(|y| (2..5).map(move |x| (x * 7 + y * 13) as i64))
+            .sum();
+        assert_eq!(Integral::rect(&ii.sum, ii.stride, 2, 1, 3, 3), direct);
+    }
+
+    #[test]
+    fn grouping_merges_neighbours_and_drops_lonely_boxes() {
+        let b = |x, y, s| BBox { x, y, w: s, h: s };
+        let rects = [
+            b(100, 100, 50),
+            b(102, 101, 50),
+            b(99, 98, 52),
+            b(101, 100, 48),
+            b(300, 300, 40),
+        ];
+        let g = group_rectangles(&rects, 3, 0.2);
+        assert_eq!(g, vec![b(101, 100, 50)]);
+        assert!(group_rectangles(&rects, 4, 0.2).is_empty());
+    }
+
+    #[test]
+    fn detect_option_parses() {
+        assert_eq!("none".parse::<Detect>().unwrap(), Detect::None);
+        assert_eq!(
+            "haar:x.xml".parse::<Detect>().unwrap(),
+            Detect::Haar("x.xml".into())
+        );
+        assert!("haar:".parse::<Detect>().is_err());
+        assert!("yolo".parse::<Detect>().is_err());
+    }
+
+    #[test]
+    fn malformed_cascades_are_refused_with_the_reason() {
+        let e = HaarCascade::from_xml("<a/>", Path::new("x.xml")).unwrap_err();
+        assert!(
+            e.to_string().contains("x.xml") && e.to_string().contains("<cascade>"),
+            "{e}"
+        );
+        let bad = TINY.replace("0 -1 0 0.0", "0 -1 7 0.0");
+        assert!(HaarCascade::from_xml(&bad, Path::new("x.xml")).is_err());
+        assert!(matches!(
+            HaarCascade::from_xml("<cascade", Path::new("x.xml")),
+            Err(FerError::Xml { .. })
+        ));
+    }
+}

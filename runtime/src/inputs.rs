@@ -1,0 +1,136 @@
+//! Turns command-line inputs (files, directories, glob patterns) into the list of image files to
+//! process. Every input that cannot be used becomes an error naming it, in place, so the rest of
+//! the list is still processed and the caller can report each failure.
+
+use crate::error::{FerError, Result};
+use std::path::{Path, PathBuf};
+
+/// Extensions picked up when walking directories and expanding globs (case-insensitive).
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp"];
+
+/// Whether `path` has one of [`IMAGE_EXTENSIONS`].
+pub fn is_image_path(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+/// Expands `inputs` in order: a file is taken as it is (whatever its extension: a non-image will
+/// fail to decode, with its name), a directory is walked recursively for images (sorted), and a
+/// pattern with `*`, `?` or `[` that names no existing file is expanded as a glob (images only).
+///
+/// ```no_run
+/// let items = fer_runtime::collect_inputs(&["photos/", "extra/*.jpg", "one.png"]);
+/// for item in &items {
+///     match item {
+///         Ok(path) => println!("{}", path.display()),
+///         Err(e) => eprintln!("skipped: {e}"),
+///     }
+/// }
+/// ```
+pub fn collect_inputs<S: AsRef<str>>(inputs: &[S]) -> Vec<Result<PathBuf>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        let input = input.as_ref();
+        let path = Path::new(input);
+        if path.is_dir() {
+            walk(path, &mut out);
+        } else if path.exists() || !input.contains(['*', '?', '[']) {
+            // A missing file is reported by the loader (with the OS's reason), like any other.
+            out.push(Ok(path.to_path_buf()));
+        } else {
+            match glob::glob(input) {
+                Err(e) => out.push(Err(FerError::Glob {
+                    pattern: input.into(),
+                    reason: e.to_string(),
+                })),
+                Ok(paths) => {
+                    let before = out.len();
+                    let mut matched: Vec<PathBuf> = Vec::new();
+                    for entry in paths {
+                        match entry {
+                            Ok(p) => matched.push(p),
+                            Err(e) => {
+                                let path = e.path().to_path_buf();
+                                out.push(Err(FerError::io(path, e.into())))
+                            }
+                        }
+                    }
+                    matched.sort();
+                    for p in matched {
+                        if p.is_dir() {
+                            walk(&p, &mut out);
+                        } else if is_image_path(&p) {
+                            out.push(Ok(p));
+                        }
+                    }
+                    if out.len() == before {
+                        out.push(Err(FerError::Glob {
+                            pattern: input.into(),
+                            reason: "matches no image file".into(),
+                        }));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn walk(dir: &Path, out: &mut Vec<Result<PathBuf>>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) => return out.push(Err(FerError::io(dir, e))),
+    };
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(e) => paths.push(e.path()),
+            Err(e) => out.push(Err(FerError::io(dir, e))),
+        }
+    }
+    paths.sort();
+    for p in paths {
+        if p.is_dir() {
+            walk(&p, out);
+        } else if is_image_path(&p) {
+            out.push(Ok(p));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walks_directories_expands_globs_and_keeps_missing_files_as_items() {
+        let root = std::env::temp_dir().join(format!("fer-inputs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        for f in ["b.png", "a.JPG", "notes.txt", "sub/c.bmp"] {
+            std::fs::write(root.join(f), b"x").unwrap();
+        }
+        let r = root.to_str().unwrap();
+        let items = collect_inputs(&[
+            r.to_string(),
+            format!("{r}/*.png"),
+            format!("{r}/*.gif"),
+            format!("{r}/missing.png"),
+        ]);
+        let names: Vec<String> = items
+            .iter()
+            .map(|i| match i {
+                Ok(p) => p.strip_prefix(&root).unwrap().display().to_string(),
+                Err(e) => format!("error: {e}"),
+            })
+            .collect();
+        assert_eq!(names[..4], ["a.JPG", "b.png", "sub/c.bmp", "b.png"]);
+        assert!(
+            names[4].starts_with("error: ") && names[4].contains("*.gif"),
+            "{names:?}"
+        );
+        assert_eq!(names[5], "missing.png");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

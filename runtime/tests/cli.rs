@@ -1,0 +1,470 @@
+//! `fer-run` end to end: the built binary on a directory of images, JSON output, per-item errors
+//! and the exit code, CAM overlays, bench and info.
+
+mod common;
+
+use common::*;
+use fer_export::ColorMode;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fer_run(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_fer-run"))
+        .args(args)
+        .output()
+        .expect("fer-run runs");
+    eprintln!(
+        "fer-run {}\n--- status {:?}\n--- stdout\n{}--- stderr\n{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+struct Fixture {
+    dir: PathBuf,
+    model: String,
+    images: PathBuf,
+}
+
+/// A cam-capable gray model and a directory of 5 images (png, jpg, bmp, one in a subdirectory)
+/// plus a text file the directory walk must skip.
+fn fixture(name: &str) -> Fixture {
+    let dir = tmpdir(name);
+    let spec = ConvSpec {
+        channels: 1,
+        color: ColorMode::Gray,
+        size: (24, 24),
+        cam: true,
+        confidence: false,
+        seed: 21,
+    };
+    let model = save(&conv_model(&spec), &dir.join("model.onnx"))
+        .display()
+        .to_string();
+    let images = dir.join("images");
+    std::fs::create_dir_all(images.join("more")).unwrap();
+    pattern(40, 30, 1).save(images.join("a.png")).unwrap();
+    pattern(64, 64, 2).save(images.join("b.jpg")).unwrap();
+    pattern(50, 45, 3).save(images.join("c.bmp")).unwrap();
+    pattern(32, 32, 4).save(images.join("d.PNG")).unwrap();
+    pattern(36, 44, 5).save(images.join("more/e.jpeg")).unwrap();
+    std::fs::write(images.join("README.txt"), "not an image").unwrap();
+    Fixture { dir, model, images }
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[test]
+fn a_directory_yields_one_json_result_per_image() {
+    let f = fixture("cli-dir");
+    for backend in ["tract", "auto"] {
+        let out = fer_run(&[
+            "--model",
+            &f.model,
+            "--backend",
+            backend,
+            "--json",
+            &s(&f.images),
+        ]);
+        assert!(out.status.success());
+        let lines = json_lines(&out);
+        let files: Vec<&str> = lines.iter().map(|l| l["file"].as_str().unwrap()).collect();
+        let want: Vec<String> = ["a.png", "b.jpg", "c.bmp", "d.PNG", "more/e.jpeg"]
+            .iter()
+            .map(|n| s(&f.images.join(n)))
+            .collect();
+        assert_eq!(files, want);
+        for l in &lines {
+            assert!(l["box"].is_null(), "small images are classified whole: {l}");
+            let probs = l["probs"].as_object().unwrap();
+            assert_eq!(
+                probs.keys().collect::<Vec<_>>(),
+                LABELS.iter().collect::<Vec<_>>()
+            );
+            let sum: f64 = probs.values().map(|v| v.as_f64().unwrap()).sum();
+            assert!((sum - 1.0).abs() < 1e-4);
+            let label = l["label"].as_str().unwrap();
+            let best = probs
+                .iter()
+                .max_by(|a, b| a.1.as_f64().unwrap().total_cmp(&b.1.as_f64().unwrap()))
+                .unwrap()
+                .0;
+            assert_eq!(label, best);
+            let c = l["confidence"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&c));
+        }
+    }
+}
+
+#[test]
+fn batch_size_does_not_change_results() {
+    let f = fixture("cli-batch");
+    let run = |b: &str| {
+        json_lines(&fer_run(&[
+            "-m",
+            &f.model,
+            "--backend",
+            "tract",
+            "--json",
+            "--batch",
+            b,
+            &s(&f.images),
+        ]))
+    };
+    let (one, three) = (run("1"), run("3"));
+    assert_eq!(one.len(), 5);
+    for (a, b) in one.iter().zip(&three) {
+        assert_eq!(a["label"], b["label"]);
+        for (k, v) in a["probs"].as_object().unwrap() {
+            assert!((v.as_f64().unwrap() - b["probs"][k].as_f64().unwrap()).abs() < 1e-5);
+        }
+    }
+}
+
+#[test]
+fn the_table_lists_every_image_and_globs_expand() {
+    let f = fixture("cli-table");
+    let glob = s(&f.images.join("*.png"));
+    let out = fer_run(&[
+        "-m",
+        &f.model,
+        "--backend",
+        "tract",
+        &glob,
+        &s(&f.images.join("b.jpg")),
+    ]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("FILE") && lines[0].contains("LABEL") && lines[0].contains("CONF")
+    );
+    // The glob matches a.png (d.PNG differs in case on Linux), then b.jpg.
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(lines[1].contains("a.png") && lines[2].contains("b.jpg"));
+    assert!(lines[1..]
+        .iter()
+        .all(|l| l.contains("whole image") && LABELS.iter().any(|lab| l.contains(lab))));
+}
+
+#[test]
+fn bad_items_are_reported_one_by_one_and_the_exit_code_is_non_zero() {
+    let f = fixture("cli-errors");
+    let missing = f.dir.join("missing.png");
+    let text = f.dir.join("notes.jpg");
+    std::fs::write(&text, "hello").unwrap();
+    let cut = f.dir.join("cut.png");
+    truncated_png(&cut);
+    let huge = f.dir.join("huge.png");
+    std::fs::write(&huge, huge_png_header(20_000, 20_000)).unwrap();
+    let good = f.images.join("a.png");
+    let nomatch = s(&f.dir.join("nothing*.png"));
+    let args = [
+        s(&missing),
+        s(&good),
+        s(&text),
+        s(&cut),
+        s(&huge),
+        nomatch.clone(),
+        s(&f.images.join("c.bmp")),
+    ];
+
+    let t = std::time::Instant::now();
+    let mut argv = vec!["-m", f.model.as_str(), "--backend", "tract", "--json"];
+    argv.extend(args.iter().map(String::as_str));
+    let out = fer_run(&argv);
+    assert!(
+        t.elapsed().as_secs() < 30,
+        "the huge image must not be decoded"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 7);
+    let expect = [
+        (s(&missing), Some("No such file")),
+        (s(&good), None),
+        (s(&text), Some("not a supported image")),
+        (s(&cut), Some("cannot decode")),
+        (s(&huge), Some("over the limit")),
+        (nomatch, Some("matches no image")),
+        (s(&f.images.join("c.bmp")), None),
+    ];
+    for (line, (file, err)) in lines.iter().zip(expect) {
+        assert_eq!(line["file"].as_str().unwrap(), file);
+        match err {
+            Some(e) => {
+                let msg = line["error"].as_str().unwrap();
+                assert!(msg.contains(e) && msg.contains(&file), "{msg}");
+            }
+            None => assert!(line["label"].is_string(), "{line}"),
+        }
+    }
+    assert!(String::from_utf8_lossy(&out.stderr).contains("5 of 7 input(s) failed"));
+
+    // Table mode: errors go to stderr, one line each naming the file; results still on stdout.
+    let out = fer_run(&[
+        "-m",
+        &f.model,
+        "--backend",
+        "tract",
+        &s(&missing),
+        &s(&good),
+        &s(&cut),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 2, "{stderr}");
+    assert!(errors[0].contains("missing.png") && errors[1].contains("cut.png"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("a.png"));
+}
+
+#[test]
+fn unusable_models_are_refused_with_the_reason() {
+    let f = fixture("cli-models");
+    let rank2 = s(&save(&rank2_model(), &f.dir.join("rank2.onnx")));
+    let out = fer_run(&["-m", &rank2, &s(&f.images)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rank2.onnx") && err.contains("rank 2"),
+        "{err}"
+    );
+
+    let junk = f.dir.join("junk.onnx");
+    std::fs::write(&junk, "definitely not protobuf").unwrap();
+    let out = fer_run(&["-m", &s(&junk), &s(&f.images)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an ONNX model"));
+
+    // --cam on a model without a cam output.
+    let spec = ConvSpec {
+        channels: 1,
+        color: ColorMode::Gray,
+        size: (8, 8),
+        cam: false,
+        confidence: false,
+        seed: 1,
+    };
+    let nocam = s(&save(&conv_model(&spec), &f.dir.join("nocam.onnx")));
+    let out = fer_run(&[
+        "-m",
+        &nocam,
+        "--cam",
+        &s(&f.dir.join("cams")),
+        &s(&f.images),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no `cam` output"));
+    // tract cannot run on CUDA.
+    let out = fer_run(&[
+        "-m",
+        &nocam,
+        "--backend",
+        "tract",
+        "--device",
+        "cuda",
+        &s(&f.images),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn cam_overlays_have_each_images_size() {
+    let f = fixture("cli-cam");
+    let cams = f.dir.join("cams");
+    let out = fer_run(&[
+        "-m",
+        &f.model,
+        "--backend",
+        "tract",
+        "--json",
+        "--cam",
+        &s(&cams),
+        &s(&f.images),
+    ]);
+    assert!(out.status.success());
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 5);
+    for l in &lines {
+        let src = image::open(l["file"].as_str().unwrap()).unwrap();
+        let cam_file = l["cam"].as_str().unwrap();
+        assert!(cam_file.ends_with("_cam.png"), "{cam_file}");
+        let overlay = image::open(cam_file).unwrap();
+        assert_eq!(
+            (overlay.width(), overlay.height()),
+            (src.width(), src.height()),
+            "{cam_file}"
+        );
+    }
+}
+
+#[test]
+fn the_astronaut_photo_gets_one_face_box() {
+    if assets("the_astronaut_photo_gets_one_face_box").is_none() {
+        return;
+    }
+    let f = fixture("cli-face");
+    let photo = s(&PathBuf::from(std::env::var("FER_ASSETS").unwrap()).join("astronaut.png"));
+    let cams = f.dir.join("cams");
+    let out = fer_run(&[
+        "-m",
+        &f.model,
+        "--backend",
+        "tract",
+        "--json",
+        "--cam",
+        &s(&cams),
+        &photo,
+    ]);
+    assert!(out.status.success());
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1);
+    let b = &lines[0]["box"];
+    let (x, y, w, h) = (
+        b["x"].as_u64().unwrap(),
+        b["y"].as_u64().unwrap(),
+        b["w"].as_u64().unwrap(),
+        b["h"].as_u64().unwrap(),
+    );
+    assert!(
+        (160..=300).contains(&(x + w / 2)) && (40..=220).contains(&(y + h / 2)),
+        "{b}"
+    );
+    // The overlay covers the face crop (box plus margin), not the whole photo.
+    let overlay = image::open(lines[0]["cam"].as_str().unwrap()).unwrap();
+    assert!(
+        overlay.width() > w as u32 && overlay.width() < 512,
+        "{}",
+        overlay.width()
+    );
+    // --no-detect classifies the whole photo.
+    let out = fer_run(&[
+        "-m",
+        &f.model,
+        "--backend",
+        "tract",
+        "--json",
+        "--no-detect",
+        &photo,
+    ]);
+    assert!(json_lines(&out)[0]["box"].is_null());
+}
+
+#[test]
+fn bench_reports_latency_and_throughput() {
+    let f = fixture("cli-bench");
+    let out = fer_run(&[
+        "bench",
+        "-m",
+        &f.model,
+        "--backend",
+        "tract",
+        "--batch",
+        "2",
+        "--iters",
+        "6",
+        "--warmup",
+        "1",
+        "--json",
+    ]);
+    assert!(out.status.success());
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (r["batch"].as_u64(), r["iters"].as_u64()),
+        (Some(2), Some(6))
+    );
+    assert_eq!(r["what"], "inference");
+    let (p50, p95, p99) = (
+        r["p50_ms"].as_f64().unwrap(),
+        r["p95_ms"].as_f64().unwrap(),
+        r["p99_ms"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p95 && p95 <= p99);
+    assert!(r["throughput"].as_f64().unwrap() > 0.0);
+
+    let out = fer_run(&[
+        "bench",
+        "-m",
+        &f.model,
+        "--backend",
+        "tract",
+        "--iters",
+        "3",
+        "--warmup",
+        "0",
+        "--images",
+        &s(&f.images),
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("decode+preprocess+inference")
+            && text.contains("p99")
+            && text.contains("img/s"),
+        "{text}"
+    );
+}
+
+#[test]
+fn info_prints_metadata_and_io() {
+    let f = fixture("cli-info");
+    let out = fer_run(&["info", "-m", &f.model]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "angry, happy, neutral, sad (4)",
+        "24x24",
+        "color gray",
+        "input: float32 [N, 1, 24, 24]",
+        "cam: float32 [N, 4, 24, 24]",
+        "fer.method = eac",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    let out = fer_run(&["info", "-m", &f.model, "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["metadata"]["input_size"], serde_json::json!([24, 24]));
+    assert_eq!(v["channels"], 1);
+
+    let help = fer_run(&["--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Examples:"));
+}
+
+#[test]
+fn ort_with_a_missing_cuda_provider_warns_and_runs_on_cpu() {
+    if !ort_ready("ort_with_a_missing_cuda_provider_warns_and_runs_on_cpu") {
+        return;
+    }
+    let f = fixture("cli-cuda");
+    let out = fer_run(&[
+        "-m",
+        &f.model,
+        "--backend",
+        "ort",
+        "--device",
+        "cuda",
+        "--json",
+        &s(&f.images.join("a.png")),
+    ]);
+    assert!(out.status.success());
+    assert_eq!(json_lines(&out).len(), 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CUDA") && err.contains("CPU"), "{err}");
+}

@@ -63,6 +63,24 @@ enum Command {
     Bench(BenchArgs),
     /// Print a model's metadata, inputs and outputs.
     Info(InfoArgs),
+    /// Accuracy on a labelled folder of face crops (<dir>/<class>/*.png), classes named as in the
+    /// model's labels: checks a deployed file against `fer-train eval` of its checkpoint.
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Folder with one sub-folder per class (named as the model's labels).
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// Faces per model call.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    batch: u16,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -173,6 +191,7 @@ fn main() -> Result<()> {
         Some(Command::Predict(a)) => run_predict(a),
         Some(Command::Bench(a)) => run_bench(a),
         Some(Command::Info(a)) => run_info(a),
+        Some(Command::Eval(a)) => run_eval(a),
         None => run_predict(cli.predict),
     }
 }
@@ -571,6 +590,71 @@ fn run_info(a: InfoArgs) -> Result<()> {
     }
     for n in &info.notices {
         println!("note: {n}");
+    }
+    Ok(())
+}
+
+fn run_eval(a: EvalArgs) -> Result<()> {
+    let model = load_model(&a.model)?;
+    let labels = model.labels().to_vec();
+    let mut files: Vec<(PathBuf, usize)> = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(&a.dir)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(class) = labels.iter().position(|l| l.eq_ignore_ascii_case(&name)) else {
+            bail!("{}: class folder `{name}` is not one of the model's labels {labels:?}", a.dir.display());
+        };
+        let dir = e.path();
+        for f in collect_inputs(&[dir.to_string_lossy()]) {
+            files.push((f.map_err(|e| one_line(&e))?, class));
+        }
+    }
+    if files.is_empty() {
+        bail!("{}: no images in class sub-folders", a.dir.display());
+    }
+    let k = labels.len();
+    let mut confusion = vec![vec![0u64; k]; k];
+    let bar = progress_bar(files.len(), a.json);
+    let limits = ImageLimits::default();
+    for chunk in files.chunks(a.batch as usize) {
+        let imgs = chunk
+            .iter()
+            .map(|(f, _)| load_image(f, &limits))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| one_line(&e))?;
+        for ((_, y), p) in chunk.iter().zip(model.predict_batch(&imgs).map_err(|e| one_line(&e))?) {
+            confusion[*y][p.class_index] += 1;
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    let total: u64 = confusion.iter().flatten().sum();
+    let correct: u64 = (0..k).map(|i| confusion[i][i]).sum();
+    let recalls: Vec<f64> = (0..k)
+        .filter(|&i| confusion[i].iter().sum::<u64>() > 0)
+        .map(|i| confusion[i][i] as f64 / confusion[i].iter().sum::<u64>() as f64)
+        .collect();
+    let accuracy = correct as f64 / total as f64;
+    let mean_class = recalls.iter().sum::<f64>() / recalls.len().max(1) as f64;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"model": model.path(), "backend": model.backend_name(), "images": total,
+                "accuracy": accuracy, "mean_class_accuracy": mean_class, "labels": labels, "confusion": confusion})
+        );
+    } else {
+        println!(
+            "{}: {total} images, accuracy {:.2}%, mean class accuracy {:.2}% ({})",
+            a.dir.display(),
+            100.0 * accuracy,
+            100.0 * mean_class,
+            model.backend_name()
+        );
     }
     Ok(())
 }

@@ -468,3 +468,39 @@ fn ort_with_a_missing_cuda_provider_warns_and_runs_on_cpu() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("CUDA") && err.contains("CPU"), "{err}");
 }
+
+/// `fer-run eval` on a labelled folder: a 1-channel gray model whose logit for class k is
+/// `w_k · mean(pixel)`, so dark images are "a" and bright ones the last class; accuracy is known.
+#[test]
+fn eval_reports_accuracy_on_a_labelled_folder() {
+    let dir = tmpdir("cli_eval");
+    let k = LABELS.len();
+    // Normalised mean m = (v/255 - 0.5)/0.5: class 0 wins for m < 0, the last class for m > 0.
+    let mut weight = vec![0f32; k];
+    weight[0] = -10.0;
+    weight[k - 1] = 10.0;
+    let model = save(
+        &linear_model(1, ColorMode::Gray, (8, 8), &weight, &vec![0.0; k], &[0.5], &[0.5]),
+        &dir.join("m.onnx"),
+    );
+    let data = dir.join("data");
+    for (class, value, n) in [(LABELS[0], 20u8, 3), (LABELS[k - 1], 230u8, 2)] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for i in 0..n {
+            image::GrayImage::from_pixel(8, 8, image::Luma([value])).save(data.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    // One bright image filed under class 0: predicted as the last class, so 4 of 5 are right.
+    image::GrayImage::from_pixel(8, 8, image::Luma([230])).save(data.join(LABELS[0]).join("wrong.png")).unwrap();
+    let out = fer_run(&["eval", "--model", model.to_str().unwrap(), "--backend", "tract", "--json", data.to_str().unwrap()]);
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["images"], 6);
+    assert!((v["accuracy"].as_f64().unwrap() - 5.0 / 6.0).abs() < 1e-9, "{v}");
+    assert!((v["mean_class_accuracy"].as_f64().unwrap() - (3.0 / 4.0 + 1.0) / 2.0).abs() < 1e-9, "{v}");
+
+    std::fs::create_dir_all(data.join("contempt")).unwrap();
+    let out = fer_run(&["eval", "--model", model.to_str().unwrap(), "--backend", "tract", data.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("class folder `contempt`"));
+}

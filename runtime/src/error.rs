@@ -63,7 +63,7 @@ pub enum FerError {
     #[error("empty batch: at least one image is needed")]
     EmptyBatch,
     /// ONNX Runtime was asked for but cannot be used (library missing, or built without `ort`).
-    #[error("ONNX Runtime is not available: {0}")]
+    #[error("ONNX Runtime is not available: {0} (set ORT_DYLIB_PATH to libonnxruntime.so.1.31.1 — scripts/setup.sh installs it under .venv/lib/python3*/site-packages/onnxruntime/capi/ — or use --backend tract)")]
     OrtUnavailable(String),
     #[cfg(feature = "ort")]
     #[error("ONNX Runtime: {0}")]

@@ -84,6 +84,7 @@ fn check_parity(model: &Classifier, name: &str, x: &Tensor, fp16: bool) {
     }
     let path = temp_dir(&format!("parity_{name}_{}", if fp16 { "fp16" } else { "fp32" })).join("m.onnx");
     fer_export::save(&proto, &path).unwrap();
+    onnx_checker(&path);
 
     let (logits, f) = tch::no_grad(|| model.forward_t(x, false));
     let cam = tch::no_grad(|| model.head.cam(&f));
@@ -105,6 +106,32 @@ fn check_parity(model: &Classifier, name: &str, x: &Tensor, fp16: bool) {
         let cam_scale = want_cam.iter().fold(0f32, |m, v| m.max(v.abs()));
         assert_close(&got_cam, &want_cam, tol * cam_scale.max(1.0) / 10.0, 0.0, &format!("{what} (cam, max |cam| {cam_scale:.1})"));
     }
+}
+
+/// The reference ONNX checker (full check: types and shapes inferred through the whole graph).
+fn onnx_checker(path: &std::path::Path) {
+    let Some(python) = fer_tests::python_or_skip() else { return };
+    let out = std::process::Command::new(python)
+        .args(["-c", "import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "onnx.checker rejects {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn export_refuses_what_it_cannot_convert() {
+    // A graph with a Cast cannot be converted to fp16 faithfully by our pass: refused by name.
+    let mut g = fer_export::GraphBuilder::new("t");
+    let x = g.input("input", &[fer_export::Dim::batch(), fer_export::Dim::Fixed(3)]);
+    let y = g.op("Cast", &[&x], &[fer_export::Attr::int("to", 1)], "cast_me");
+    g.output("logits", &y, &[fer_export::Dim::batch(), fer_export::Dim::Fixed(3)]);
+    let m = g.finish(&Metadata::default()).unwrap();
+    let e = fer_export::fp16::to_fp16(m).unwrap_err().to_string();
+    assert!(e.contains("cannot export `cast_me/Cast`"), "{e}");
+    // A graph without outputs is not written.
+    let g = fer_export::GraphBuilder::new("empty");
+    assert!(g.finish(&Metadata::default()).unwrap_err().to_string().contains("no outputs"));
 }
 
 fn random_inputs(arch: Arch, name: &str, size: i64) {

@@ -81,7 +81,9 @@ fn dataset(tag: &str) -> (PathBuf, PathBuf) {
 fn a_short_eac_run_learns() {
     let _turn = serial();
     let (root, out) = dataset("learns");
-    let mut t = Trainer::new(config(&root, &out, "eac", 4, "{ name: eac, lambda: 5.0 }"), false).unwrap();
+    let mut cfg = config(&root, &out, "eac", 4, "{ name: eac, lambda: 5.0 }");
+    cfg.train.export = true;
+    let mut t = Trainer::new(cfg, false).unwrap();
     let s = t.fit().unwrap();
     let h = &t.state.history;
     assert!(h.last().unwrap().train_loss < h[0].train_loss, "loss did not fall: {:?}", h.iter().map(|r| r.train_loss).collect::<Vec<_>>());
@@ -92,6 +94,24 @@ fn a_short_eac_run_learns() {
     }
     let csv = std::fs::read_to_string(out.join("eac/metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5, "header + 4 epochs:\n{csv}");
+    // `fit` exported the model: it is self-describing and classifies the val images as the
+    // checkpoint does.
+    let onnx = s.onnx.expect("fit exports model.onnx");
+    let m = fer_runtime::Model::load(&onnx, fer_runtime::Backend::Tract).unwrap();
+    assert_eq!(m.labels(), CLASSES);
+    assert_eq!(m.metadata().input_size, (32, 32));
+    let (mut right, mut total) = (0, 0);
+    for (k, class) in CLASSES.iter().enumerate() {
+        for f in std::fs::read_dir(root.join("val").join(class)).unwrap() {
+            let img = image::open(f.unwrap().path()).unwrap();
+            right += (m.predict_image(&img).unwrap().class_index == k) as usize;
+            total += 1;
+        }
+    }
+    let deployed = right as f64 / total as f64;
+    // The runtime resizes 24→32 with its own filter, the trainer with torch's bilinear: allow a
+    // few images of difference on this small set.
+    assert!((deployed - s.final_val.accuracy).abs() <= 0.1, "deployed {deployed} vs trained {}", s.final_val.accuracy);
 }
 
 #[test]

@@ -61,6 +61,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Report what libtorch sees (CUDA, cuDNN, devices) and run a small matmul on each device.
+    Doctor,
     /// Write the ONNX graph of a checkpoint (with the contract's metadata).
     Export {
         #[arg(long)]
@@ -90,6 +92,7 @@ fn main() -> Result<()> {
             run_eval(run, checkpoint, split, overrides, confusion_png, json)
         }
         Command::Export { run, checkpoint, out, cam, fp16 } => run_export(run, checkpoint, out, cam, fp16),
+        Command::Doctor => run_doctor(),
     }
 }
 
@@ -138,5 +141,22 @@ fn run_export(run: PathBuf, checkpoint: Option<PathBuf>, out: PathBuf, cam: bool
     let val_acc = loaded.recorded_val_accuracy();
     fer_train::export::export_model(&loaded.model, &loaded.cfg, &loaded.classes, val_acc, &out, cam, fp16)?;
     println!("wrote {} ({} classes, input {}x{})", out.display(), loaded.classes.len(), loaded.cfg.model.input_size, loaded.cfg.model.input_size);
+    Ok(())
+}
+
+fn run_doctor() -> Result<()> {
+    use tch::{Cuda, Device, Kind, Tensor};
+    println!("fer-train {} (tch 0.24.0, built for libtorch 2.11.0)", env!("CARGO_PKG_VERSION"));
+    println!("CUDA available: {}, devices: {}, cuDNN: {}", Cuda::is_available(), Cuda::device_count(), Cuda::cudnn_is_available());
+    let mut devices = vec![Device::Cpu];
+    devices.extend((0..Cuda::device_count() as usize).map(Device::Cuda));
+    for d in devices {
+        // (A·B)·1 summed two ways: a real kernel on the device, checked against closed form.
+        let a = Tensor::ones([256, 256], (Kind::Float, d));
+        let got = a.matmul(&a).sum(Kind::Double).double_value(&[]);
+        let want = 256.0f64.powi(3);
+        anyhow::ensure!((got - want).abs() < 1e-3 * want, "matmul on {d:?} gave {got}, expected {want}");
+        println!("{d:?}: 256x256 matmul ok ({got})");
+    }
     Ok(())
 }

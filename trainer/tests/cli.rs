@@ -65,3 +65,20 @@ fn bad_configs_and_data_are_named() {
     let (ok, err) = fer_train(&["eval", "--run", dir.join("nothing").to_str().unwrap()]);
     assert!(!ok && err.contains("nothing"), "{err}");
 }
+
+/// `fer-train doctor` runs a kernel on every device libtorch sees, and the binary really links
+/// libtorch_cuda (the linker's --as-needed would otherwise drop it and CUDA would silently vanish).
+#[test]
+fn doctor_runs_and_libtorch_cuda_is_linked() {
+    let (ok, _) = fer_train(&["doctor"]);
+    assert!(ok);
+    let exe = env!("CARGO_BIN_EXE_fer-train");
+    let lib = std::env::var("LIBTORCH").map(PathBuf::from).ok();
+    if lib.as_ref().is_some_and(|l| l.join("lib/libtorch_cuda.so").exists()) {
+        let out = Command::new("readelf").args(["-d", exe]).output();
+        match out {
+            Ok(o) => assert!(String::from_utf8_lossy(&o.stdout).contains("libtorch_cuda.so"), "libtorch_cuda.so is not NEEDED by {exe}"),
+            Err(_) => eprintln!("SKIP: readelf not found"),
+        }
+    }
+}

@@ -109,7 +109,7 @@ pub struct TrainConfig {
     /// `auto` (CUDA when available), `cpu`, `cuda`, `cuda:N`.
     #[serde(default = "auto")]
     pub device: String,
-    /// bf16 autocast on CUDA.
+    /// bf16 autocast on CUDA: not implemented yet (refused with an error, see `Trainer::new`).
     #[serde(default)]
     pub bf16: bool,
     /// Max global gradient norm; none = no clipping.

@@ -91,6 +91,11 @@ impl Trainer {
     /// Loads data, builds the model; with `resume`, restores the run directory's last checkpoint.
     pub fn new(cfg: Config, resume: bool) -> Result<Self> {
         let device = select_device(&cfg.train.device)?;
+        if cfg.train.bf16 {
+            // tch 0.24 exposes only libtorch's legacy autocast switch, which means float16 on CUDA
+            // (no dtype choice, no grad scaler): refusing beats silently training in fp16.
+            bail!("train.bf16: bf16 autocast is not implemented yet (tch 0.24's autocast is float16 without loss scaling); set it to false");
+        }
         if cfg.train.threads > 0 {
             tch::set_num_threads(cfg.train.threads);
         }
@@ -231,7 +236,7 @@ impl Trainer {
             let x = if self.aug.erase.is_some() { self.aug.erase(&x) } else { x };
             let y = labels.index_select(0, &idx);
             self.opt.zero_grad();
-            let out = tch::autocast(cfg.bf16 && self.device.is_cuda(), || training_loss(&self.cfg.method, &self.model, &x, &y));
+            let out = training_loss(&self.cfg.method, &self.model, &x, &y);
             out.loss.backward();
             if !self.opt.step(cfg.grad_clip) {
                 skipped += 1;

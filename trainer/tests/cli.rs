@@ -50,6 +50,9 @@ fn bad_configs_and_data_are_named() {
     let (ok, err) = fer_train(&["fit", "--config", "/nonexistent/c.yaml"]);
     assert!(!ok && err.contains("/nonexistent/c.yaml"), "{err}");
 
+    let (ok, err) = fer_train(&["fit", "--config", c, "--set", "train.bf16=true"]);
+    assert!(!ok && err.contains("bf16 autocast is not implemented"), "{err}");
+
     let (ok, err) = fer_train(&["fit", "--config", c, "--set", "train.optimizer.name=adagrad"]);
     assert!(!ok && err.contains("adagrad"), "{err}");
 

@@ -1,15 +1,17 @@
 //! tract backend: pure Rust, no platform-specific code, so it cross-compiles to aarch64 (Raspberry
-//! Pi, Jetson CPU). The input shape is fixed up front with `with_input_fact` and the graph
-//! optimised for it; one optimised plan per batch size is built on first use and cached, which is
-//! correct for any `N` and keeps tract's fastest kernels (no symbolic shapes at run time).
+//! Pi, Jetson CPU). The input shape is fixed to batch 1 with `with_input_fact` and the graph
+//! optimised for it once, at load (tract's fastest kernels, no symbolic shapes at run time); a
+//! batch runs as batch-1 calls in parallel, which on these convnets was faster than a batch-N
+//! plan (`bench/runtime_vs_python.py`, docs/RESULTS.md).
 
 use super::{Engine, Outputs};
 use crate::error::{FerError, Result};
 use crate::metadata::{outputs as names, ModelInfo};
-use ndarray::ArrayView4;
-use std::collections::HashMap;
+use ndarray::{ArrayD, ArrayView4, Axis};
+use rayon::prelude::*;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::floats::FloatPrecisionTranslator;
 use tract_onnx::tract_core::transform::ModelTransform;
@@ -17,15 +19,16 @@ use tract_onnx::tract_core::transform::ModelTransform;
 /// aarch64 (Raspberry Pi 5, Jetson) has float16 arithmetic; elsewhere float16 graphs run in float32.
 const NATIVE_F16: bool = cfg!(target_arch = "aarch64");
 
-/// Plans kept at once; a caller cycling through more batch sizes than this recompiles.
-const MAX_PLANS: usize = 16;
-
 pub(crate) struct TractEngine {
-    model: InferenceModel,
+    /// The optimised batch-1 plan.
+    plan: Arc<TypedRunnableModel>,
     /// `(C, H, W)` of the input.
     chw: (usize, usize, usize),
     output_names: Vec<String>,
-    plans: Mutex<HashMap<usize, Arc<TypedRunnableModel>>>,
+    /// tract's own thread pool for the matrix products inside one single-image call. tract is
+    /// single-threaded unless given one; ONNX Runtime's default is one intra-op thread per core, so
+    /// this is the like-for-like setting.
+    executor: Executor,
 }
 
 impl TractEngine {
@@ -34,12 +37,13 @@ impl TractEngine {
         path: &Path,
         info: &ModelInfo,
     ) -> Result<Self> {
+        let contract = |stage: &str, e: &dyn std::fmt::Display| FerError::Contract {
+            path: path.to_path_buf(),
+            reason: format!("tract cannot {stage} it: {e:#}"),
+        };
         let mut model = tract_onnx::onnx()
             .model_for_proto_model(proto)
-            .map_err(|e| FerError::Contract {
-                path: path.to_path_buf(),
-                reason: format!("tract cannot load it: {e:#}"),
-            })?;
+            .map_err(|e| contract("load", &e))?;
         let output_names: Vec<String> =
             [names::LOGITS, names::PROBS, names::CAM, names::CONFIDENCE]
                 .into_iter()
@@ -49,39 +53,53 @@ impl TractEngine {
         // Only the contract's outputs, in a known order: extra outputs are never computed.
         model.select_outputs_by_name(&output_names)?;
         let (h, w) = info.metadata.input_size;
-        let engine = TractEngine {
-            model,
-            chw: (info.channels, h, w),
+        let chw = (info.channels, h, w);
+        // Optimised now, so an unsupported op fails at load time, not on the first image.
+        let plan = optimise(model, chw).map_err(|e| contract("optimise", &e))?;
+        Ok(TractEngine {
+            plan,
+            chw,
             output_names,
-            plans: Mutex::new(HashMap::new()),
-        };
-        // Build the batch-1 plan now, so an unsupported op fails at load time, not on the first image.
-        engine.plan(1).map_err(|e| FerError::Contract {
-            path: path.to_path_buf(),
-            reason: format!("tract cannot optimise it: {e}"),
-        })?;
-        Ok(engine)
+            executor: intra_op_executor(),
+        })
     }
+}
 
-    fn plan(&self, n: usize) -> Result<Arc<TypedRunnableModel>> {
-        let mut plans = self.plans.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(p) = plans.get(&n) {
-            return Ok(p.clone());
-        }
-        let (c, h, w) = self.chw;
-        let mut typed = self.model.clone().with_input_fact(0, f32::fact([n, c, h, w]).into())?.into_typed()?;
-        if !NATIVE_F16 {
-            // Without half-precision arithmetic in hardware tract emulates float16, which is both
-            // slower and less exact than computing in float32 on the upcast float16 weights; an
-            // `--fp16` file then only saves disk and memory on this target.
-            FloatPrecisionTranslator::new(f16::datum_type(), f32::datum_type()).transform(&mut typed)?;
-        }
-        let plan = typed.into_optimized()?.into_runnable()?;
-        if plans.len() >= MAX_PLANS {
-            plans.clear();
-        }
-        plans.insert(n, plan.clone());
-        Ok(plan)
+fn optimise(model: InferenceModel, (c, h, w): (usize, usize, usize)) -> TractResult<Arc<TypedRunnableModel>> {
+    let mut typed = model.with_input_fact(0, f32::fact([1, c, h, w]).into())?.into_typed()?;
+    if !NATIVE_F16 {
+        // Without half-precision arithmetic in hardware tract emulates float16, which is both
+        // slower and less exact than computing in float32 on the upcast float16 weights; an
+        // `--fp16` file then only saves disk and memory on this target.
+        FloatPrecisionTranslator::new(f16::datum_type(), f32::datum_type()).transform(&mut typed)?;
+    }
+    typed.into_optimized()?.into_runnable()
+}
+
+/// One worker per core (`FER_TRACT_THREADS` overrides; 1 = tract's single-threaded executor).
+fn intra_op_executor() -> Executor {
+    let n = std::env::var("FER_TRACT_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if n == 1 {
+        Executor::SingleThread
+    } else {
+        Executor::multithread_with_name(n, "fer-tract")
+    }
+}
+
+impl TractEngine {
+    /// The contract's outputs for `x` (`[1, C, H, W]`), named, on the given executor.
+    fn run_plan(&self, x: ArrayView4<f32>, executor: &Executor) -> Result<Vec<(String, ArrayD<f32>)>> {
+        let input: Tensor = x.to_owned().into_dyn().into();
+        let out = multithread_tract_scope(executor.clone(), || self.plan.run(tvec!(input.into())))?;
+        self.output_names
+            .iter()
+            .zip(out.iter())
+            .map(|(name, v)| Ok((name.clone(), v.to_plain_array_view::<f32>()?.to_owned())))
+            .collect()
     }
 }
 
@@ -95,15 +113,24 @@ impl Engine for TractEngine {
                 got: vec![n, c, h, w],
             });
         }
-        let plan = self.plan(n)?;
-        let input: Tensor = x.to_owned().into_dyn().into();
-        let out = plan.run(tvec!(input.into()))?;
-        let named = self
-            .output_names
-            .iter()
-            .zip(out.iter())
-            .map(|(name, v)| Ok((name.clone(), v.to_plain_array_view::<f32>()?.to_owned())))
-            .collect::<Result<Vec<_>>>()?;
+        let named = if n <= 1 {
+            self.run_plan(x, &self.executor)?
+        } else {
+            // Images of a batch run as batch-1 calls on rayon's pool, one image per core, each
+            // single-threaded: on these small convnets that beats one batch-N plan.
+            let parts = (0..n)
+                .into_par_iter()
+                .map(|i| self.run_plan(x.slice_axis(Axis(0), (i..i + 1).into()), &Executor::SingleThread))
+                .collect::<Result<Vec<_>>>()?;
+            self.output_names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    let views: Vec<_> = parts.iter().map(|p| p[i].1.view()).collect();
+                    Ok((name.clone(), ndarray::concatenate(Axis(0), &views)?))
+                })
+                .collect::<Result<Vec<_>>>()?
+        };
         Outputs::from_named(named, n)
     }
 

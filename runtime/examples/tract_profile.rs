@@ -1,0 +1,55 @@
+//! Where tract spends its time on a model: runs the optimised batch-1 plan `--iters` times and
+//! prints the total per operator kind, slowest first. A maintainer's tool for the tract backend:
+//!
+//!     cargo run --release -p fer-runtime --example tract_profile -- model.onnx [iters]
+//!
+//! It profiles the file's graph as stored: a float16 file is profiled in float16, whereas the
+//! runtime's tract backend upcasts it to float32 on targets without native half precision.
+
+use anyhow::Context;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+use tract_onnx::tract_core::plan::{eval, SimplePlan, SimpleState};
+
+fn main() -> TractResult<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let path = args.get(1).context("usage: tract_profile <model.onnx> [iters]")?;
+    let iters: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(50);
+    let model = tract_onnx::onnx().model_for_path(path)?;
+    let fact = model.input_fact(0)?.clone();
+    let shape: Vec<usize> = fact
+        .shape
+        .dims()
+        .enumerate()
+        .map(|(i, d)| if i == 0 { Some(1) } else { d.concretize().and_then(|d| d.to_i64().ok().map(|d| d as usize)) })
+        .collect::<Option<_>>()
+        .context("input dims other than the batch must be fixed")?;
+    let model = model.with_input_fact(0, f32::fact(&shape).into())?.into_optimized()?;
+    let plan = SimplePlan::new(model)?;
+    let mut state = SimpleState::new(&plan)?;
+    let input: Tensor = tract_ndarray::ArrayD::<f32>::from_elem(shape, 0.1).into();
+    let mut per_op: HashMap<String, (Duration, usize)> = HashMap::new();
+    let t0 = Instant::now();
+    for _ in 0..iters {
+        state.run_plan_with_eval(tvec!(input.clone().into()), |ctx, st, node, inputs| {
+            let t = Instant::now();
+            let out = eval(ctx, st, node, inputs);
+            let e = per_op.entry(node.op().name().to_string()).or_default();
+            e.0 += t.elapsed();
+            e.1 += 1;
+            out
+        })?;
+    }
+    let total = t0.elapsed();
+    let mut rows: Vec<_> = per_op.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+    println!("{:28} {:>10} {:>8} {:>6}", "op", "ms/run", "nodes", "share");
+    for (op, (d, n)) in rows {
+        let ms = d.as_secs_f64() * 1e3 / iters as f64;
+        println!("{op:28} {ms:10.3} {:8} {:5.1}%", n / iters, 100.0 * d.as_secs_f64() / total.as_secs_f64());
+    }
+    println!("total {:.3} ms/run", total.as_secs_f64() * 1e3 / iters as f64);
+    Ok(())
+}

@@ -1,10 +1,12 @@
-//! The exported graph computes what the trained model computes: for each backbone, the tch model in
-//! eval mode, ONNX Runtime and tract on the exported file give the same `logits` (and `cam`) on
-//! random inputs and on real faces, for batch 1 and 8 (fp32 ≤ 1e-4, fp16 ≤ 1e-2), with the same argmax.
+//! The exported graph computes what the trained model computes: for each backbone and head, the tch
+//! model in eval mode, ONNX Runtime and tract on the exported file give the same `logits`, `probs`
+//! (and `cam`, `confidence` where the model has them) on random inputs and on real faces, for batch
+//! 1 and 8 (fp32 ≤ 1e-4, fp16 ≤ 1e-2), with the same argmax.
 
 use fer_runtime::{Backend, Device as OrtDevice, Model};
 use fer_tests::{assert_close, temp_dir};
-use fer_train::models::{Arch, Classifier};
+use fer_train::models::{Arch, Classifier, Head, HeadSpec, ModelSpec};
+use fer_train::nn::{AttentionKind, RbConfig};
 use fer_export::Metadata;
 use ndarray::{Array4, ArrayView4};
 use tch::{nn, Device, Kind, Tensor};
@@ -12,37 +14,51 @@ use tch::{nn, Device, Kind, Tensor};
 /// A model with random weights and non-trivial BN statistics (so the BN folding is exercised).
 /// γ is drawn in [0.2, 0.7] as in trained residual networks: with γ ≈ 1 a random 16-block ResNet-50
 /// grows its activations (and so every backend's rounding) by orders of magnitude, which no trained
-/// model does.
-fn random_model(arch: Arch, k: i64) -> (nn::VarStore, Classifier) {
+/// model does. The head keeps its own init (only its BN statistics are drawn).
+fn random_model(spec: &ModelSpec) -> (nn::VarStore, Classifier) {
     tch::manual_seed(7);
     let vs = nn::VarStore::new(Device::Cpu);
-    let model = Classifier::new(&vs.root(), arch, 3, k, 0.0);
+    let model = Classifier::build(&vs.root(), spec).expect("build");
+    let head = spec.head.prefixes(spec.arch);
     tch::no_grad(|| {
         for (name, mut t) in vs.variables() {
+            let in_head = head.iter().any(|p| name.starts_with(p.as_str()));
             if name.ends_with("running_mean") {
                 t.copy_(&(Tensor::rand_like(&t) * 0.4 - 0.2));
             } else if name.ends_with("running_var") {
                 t.copy_(&(Tensor::rand_like(&t) + 0.5));
-            } else if t.dim() == 1 && name.ends_with("weight") && !name.starts_with("fc.") && !name.starts_with("classifier.") {
+            } else if t.dim() == 1 && name.ends_with("weight") && !in_head {
                 t.copy_(&(Tensor::rand_like(&t) * 0.5 + 0.2)); // BN γ
-            } else if t.dim() == 1 && !name.starts_with("fc.") && !name.starts_with("classifier.") {
-                t.copy_(&(Tensor::rand_like(&t) * 0.2 - 0.1)); // BN β
+            } else if t.dim() == 1 && !in_head {
+                t.copy_(&(Tensor::rand_like(&t) * 0.2 - 0.1)); // BN β, conv biases
             }
         }
     });
     (vs, model)
 }
 
+/// The parameters whose scaling scales the logits exactly (eval mode): the last affine layer.
+fn logit_layer(model: &Classifier) -> Option<&'static str> {
+    match (&model.head, model.arch) {
+        (Head::Linear(_), Arch::Mbv2) => Some("classifier.1"),
+        (Head::Linear(_), _) => Some("fc"),
+        (Head::Fc3(_), _) => Some("classifier.6"),
+        (Head::Dan(_), _) => Some("bn"),
+        // ln of a probability: its scale is the model's own.
+        (Head::Rb(_), _) => None,
+    }
+}
+
 /// Scales the classifier so the largest |logit| on `x` is 10, as in a trained model: the fp32
 /// tolerance (1e-4 absolute) is then checked at a realistic logit magnitude, not at a tiny one.
-fn realistic_logits(model: &Classifier, x: &Tensor) {
+fn realistic_logits(vs: &nn::VarStore, model: &Classifier, x: &Tensor) {
+    let Some(layer) = logit_layer(model) else { return };
     let (logits, _) = tch::no_grad(|| model.forward_t(x, false));
     let s = 10.0 / logits.abs().max().double_value(&[]);
+    let vars = vs.variables();
     tch::no_grad(|| {
-        let mut w = model.head.fc.ws.shallow_clone();
-        let _ = w.g_mul_scalar_(s);
-        if let Some(b) = &model.head.fc.bs {
-            let _ = b.shallow_clone().g_mul_scalar_(s);
+        for suffix in ["weight", "bias"] {
+            let _ = vars[&format!("{layer}.{suffix}")].shallow_clone().g_mul_scalar_(s);
         }
     });
 }
@@ -51,6 +67,10 @@ fn to_array(t: &Tensor) -> Array4<f32> {
     let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
     let v = Vec::<f32>::try_from(t.contiguous().flatten(0, -1)).unwrap();
     Array4::from_shape_vec((shape[0], shape[1], shape[2], shape[3]), v).unwrap()
+}
+
+fn to_vec(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.contiguous().flatten(0, -1)).unwrap()
 }
 
 fn backends() -> Vec<(&'static str, Backend)> {
@@ -69,13 +89,39 @@ fn argmax_rows(v: &[f32], k: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Exports `model` and compares every backend with tch on `x`.
+/// What tch computes in eval mode for the contract's outputs.
+struct Expected {
+    logits: Vec<f32>,
+    probs: Vec<f32>,
+    cam: Option<Vec<f32>>,
+    confidence: Option<Vec<f32>>,
+}
+
+fn expected(model: &Classifier, x: &Tensor) -> Expected {
+    tch::no_grad(|| {
+        let (logits, f) = model.forward_t(x, false);
+        let (probs, confidence) = match &model.head {
+            Head::Rb(rb) => {
+                let p = rb.forward_parts(&f, false).final_dist;
+                let c = fer_train::nn::rb_confidence(&p).squeeze_dim(1);
+                (p, Some(to_vec(&c)))
+            }
+            _ => (logits.softmax(1, Kind::Float), None),
+        };
+        Expected { logits: to_vec(&logits), probs: to_vec(&probs), cam: model.head.cam(&f).map(|c| to_vec(&c)), confidence }
+    })
+}
+
+/// Exports `model` and compares every backend with tch on `x`: logits, probs, and cam and
+/// confidence where the model has them.
 fn check_parity(model: &Classifier, name: &str, x: &Tensor, fp16: bool) {
     let size = x.size()[2] as usize;
     let k = model.num_classes as usize;
     let meta = Metadata {
         labels: (0..k).map(|i| format!("c{i}")).collect(),
         input_size: (size, size),
+        mean: vec![0.5; model.in_channels as usize],
+        std: vec![0.5; model.in_channels as usize],
         ..Default::default()
     };
     let mut proto = model.to_onnx(&meta, true).expect("export");
@@ -86,25 +132,36 @@ fn check_parity(model: &Classifier, name: &str, x: &Tensor, fp16: bool) {
     fer_export::save(&proto, &path).unwrap();
     onnx_checker(&path);
 
-    let (logits, f) = tch::no_grad(|| model.forward_t(x, false));
-    let cam = tch::no_grad(|| model.head.cam(&f));
-    let want_logits = Vec::<f32>::try_from(logits.flatten(0, -1)).unwrap();
-    let want_cam = Vec::<f32>::try_from(cam.flatten(0, -1)).unwrap();
+    let want = expected(model, x);
     let xa = to_array(x);
     let tol = if fp16 { 1e-2 } else { 1e-4 };
     for (bname, backend) in backends() {
         let m = Model::load(&path, backend).unwrap_or_else(|e| panic!("{bname} loading {name}: {e}"));
         let out = m.predict_tensor(ArrayView4::from(&xa)).unwrap_or_else(|e| panic!("{bname} on {name}: {e}"));
         let got: Vec<f32> = out.logits.iter().copied().collect();
-        let what = format!("{name} {} batch {} {bname} logits", if fp16 { "fp16" } else { "fp32" }, x.size()[0]);
-        let scale = want_logits.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert_close(&got, &want_logits, tol, 0.0, &format!("{what} (max |logit| {scale:.2})"));
-        assert_eq!(argmax_rows(&got, k), argmax_rows(&want_logits, k), "{what}: argmax differs");
-        let got_cam: Vec<f32> = out.cam.as_ref().expect("cam output").iter().copied().collect();
-        // The logit is the spatial mean of the CAM (plus bias), so single CAM positions can be far
-        // larger than the logits: hold them to the same relative precision (tol per 10 units).
-        let cam_scale = want_cam.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert_close(&got_cam, &want_cam, tol * cam_scale.max(1.0) / 10.0, 0.0, &format!("{what} (cam, max |cam| {cam_scale:.1})"));
+        let what = format!("{name} {} batch {} {bname}", if fp16 { "fp16" } else { "fp32" }, x.size()[0]);
+        let scale = want.logits.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert_close(&got, &want.logits, tol, 0.0, &format!("{what} logits (max |logit| {scale:.2})"));
+        assert_eq!(argmax_rows(&got, k), argmax_rows(&want.logits, k), "{what}: argmax differs");
+        let got_probs: Vec<f32> = out.probs.iter().copied().collect();
+        assert_close(&got_probs, &want.probs, tol, 0.0, &format!("{what} probs"));
+        assert_eq!(argmax_rows(&got_probs, k), argmax_rows(&want.probs, k), "{what}: argmax of probs differs");
+        match (&want.cam, &out.cam) {
+            (Some(want_cam), Some(got_cam)) => {
+                let got_cam: Vec<f32> = got_cam.iter().copied().collect();
+                // The logit is the spatial mean of the CAM (plus bias), so single CAM positions can be far
+                // larger than the logits: hold them to the same relative precision (tol per 10 units).
+                let cam_scale = want_cam.iter().fold(0f32, |m, v| m.max(v.abs()));
+                assert_close(&got_cam, want_cam, tol * cam_scale.max(1.0) / 10.0, 0.0, &format!("{what} (cam, max |cam| {cam_scale:.1})"));
+            }
+            (None, None) => {}
+            (w, g) => panic!("{what}: cam expected {} but the file has {}", w.is_some(), g.is_some()),
+        }
+        match (&want.confidence, &out.confidence) {
+            (Some(w), Some(g)) => assert_close(&g.to_vec(), w, tol, 0.0, &format!("{what} confidence")),
+            (None, None) => {}
+            (w, g) => panic!("{what}: confidence expected {} but the file has {}", w.is_some(), g.is_some()),
+        }
     }
 }
 
@@ -134,42 +191,81 @@ fn export_refuses_what_it_cannot_convert() {
     assert!(g.finish(&Metadata::default()).unwrap_err().to_string().contains("no outputs"));
 }
 
-fn random_inputs(arch: Arch, name: &str, size: i64) {
-    let (_vs, model) = random_model(arch, 7);
-    realistic_logits(&model, &Tensor::randn([8, 3, size, size], (Kind::Float, Device::Cpu)));
+/// The spec of an arch with its default head at `size` px, 3 channels, 7 classes.
+fn spec(arch: Arch, size: i64) -> ModelSpec {
+    ModelSpec { input_size: size, ..ModelSpec::new(arch, 3, 7, 0.0) }
+}
+
+/// Random inputs at batch 1 and 8 (fp32) and batch 2 in float16 (for heads whose fp16 export is
+/// not refused, see `Head::fp16_faithful`).
+fn random_inputs(spec: &ModelSpec, name: &str) {
+    let (vs, model) = random_model(spec);
+    let (c, size) = (spec.in_channels, spec.input_size);
+    realistic_logits(&vs, &model, &Tensor::randn([8, c, size, size], (Kind::Float, Device::Cpu)));
     for batch in [1, 8] {
-        let x = Tensor::randn([batch, 3, size, size], (Kind::Float, Device::Cpu));
+        let x = Tensor::randn([batch, c, size, size], (Kind::Float, Device::Cpu));
         check_parity(&model, name, &x, false);
     }
-    let x = Tensor::randn([2, 3, size, size], (Kind::Float, Device::Cpu));
-    check_parity(&model, name, &x, true);
+    if model.head.fp16_faithful() {
+        let x = Tensor::randn([2, c, size, size], (Kind::Float, Device::Cpu));
+        check_parity(&model, name, &x, true);
+    }
 }
 
 #[test]
 fn resnet18_parity_random_inputs() {
-    random_inputs(Arch::Resnet18, "resnet18", 64);
+    random_inputs(&spec(Arch::Resnet18, 64), "resnet18");
 }
 
 #[test]
 fn mobilenet_v2_parity_random_inputs() {
-    random_inputs(Arch::Mbv2, "mbv2", 64);
+    random_inputs(&spec(Arch::Mbv2, 64), "mbv2");
 }
 
 #[test]
 fn resnet50_parity_random_inputs() {
-    random_inputs(Arch::Resnet50, "resnet50", 64);
+    random_inputs(&spec(Arch::Resnet50, 64), "resnet50");
+}
+
+#[test]
+fn se_resnet50_parity_random_inputs() {
+    random_inputs(&spec(Arch::SeResnet50, 64), "se_resnet50");
+}
+
+/// IVSA at the seed's 48x48 gray input, with each attention of the ablation.
+#[test]
+fn ivsa_parity_random_inputs() {
+    for (att, name) in [(AttentionKind::Sab, "ivsa_sab"), (AttentionKind::Cbam, "ivsa_cbam"), (AttentionKind::None, "ivsa_none")] {
+        let s = ModelSpec { in_channels: 1, attention: Some(att), ..spec(Arch::Ivsa, 48) };
+        random_inputs(&s, name);
+    }
+}
+
+/// GReFEL's reliability balancing head on ResNet-18: `probs` is the corrected distribution and
+/// the file has `confidence`.
+#[test]
+fn grefel_rb_parity_random_inputs() {
+    let s = ModelSpec { head: HeadSpec::Rb(RbConfig::default()), ..spec(Arch::Resnet18, 64) };
+    random_inputs(&s, "grefel_rb_r18");
+}
+
+/// DAN's MAN (4 heads) + AFN on ResNet-18, with its CAM.
+#[test]
+fn dan_parity_random_inputs() {
+    let s = ModelSpec { head: HeadSpec::Dan { heads: 4 }, ..spec(Arch::Resnet18, 64) };
+    random_inputs(&s, "dan_r18");
 }
 
 /// Real faces: FER2013 val images preprocessed by the trainer's eval path.
 #[test]
 fn parity_on_real_faces() {
     let Some(root) = fer_tests::fer2013_or_skip() else { return };
-    let spec: fer_train::data::DataSpec = serde_yaml::from_str(&format!(
+    let data: fer_train::data::DataSpec = serde_yaml::from_str(&format!(
         "{{format: folder, root: '{}', classes: [angry, disgust, fear, happy, neutral, sad, surprise], every: 400}}",
         root.display()
     ))
     .unwrap();
-    let ds = fer_train::data::load_split(&spec, "val").unwrap();
+    let ds = fer_train::data::load_split(&data, "val").unwrap();
     assert!(ds.len() >= 8, "need 8 faces, got {}", ds.len());
     let aug = fer_train::augment::Augment {
         size: 112,
@@ -182,8 +278,8 @@ fn parity_on_real_faces() {
     };
     let x8 = aug.eval(&ds.images.narrow(0, 0, 8));
     for (arch, name) in [(Arch::Mbv2, "mbv2_faces"), (Arch::Resnet18, "resnet18_faces")] {
-        let (_vs, model) = random_model(arch, 7);
-        realistic_logits(&model, &x8);
+        let (vs, model) = random_model(&spec(arch, 112));
+        realistic_logits(&vs, &model, &x8);
         check_parity(&model, name, &x8.narrow(0, 0, 1), false);
         check_parity(&model, name, &x8, false);
     }

@@ -20,7 +20,7 @@ fn check(arch: Arch, tv_name: &str, size: i64) {
     let vs = nn::VarStore::new(Device::Cpu);
     let model = Classifier::new(&vs.root(), arch, 3, 7, 0.0);
     let weights = dir.join("weights.safetensors");
-    load_into(&vs, &load_tensors(&weights).unwrap(), &weights, None).expect("strict load of torchvision weights");
+    load_into(&vs, &load_tensors(&weights).unwrap(), &weights, &[]).expect("strict load of torchvision weights");
     let io = load_tensors(&dir.join("io.safetensors")).unwrap();
     let (logits, _) = tch::no_grad(|| model.forward_t(&io["input"], false));
     let got = Vec::<f32>::try_from(logits.flatten(0, -1)).unwrap();

@@ -163,6 +163,12 @@ impl GraphBuilder {
         name
     }
 
+    /// Whether a value or initializer named `name` exists already (blocks that emit shared weights
+    /// once, such as an MLP applied to several inputs).
+    pub fn has(&self, name: &str) -> bool {
+        self.used.contains(name)
+    }
+
     fn claim(&mut self, name: &str) -> Result<()> {
         if !self.used.insert(name.to_string()) {
             return Err(ExportError::DuplicateName(name.into()));

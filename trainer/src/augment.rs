@@ -163,6 +163,20 @@ impl Augment {
         self.finish(Self::scaled(x_u8, self.size))
     }
 
+    /// Ten-crop views (IVSA's evaluation, seed 004): the batch resized to `size + pad` as in
+    /// training, its four corner crops and centre crop of `size` (centre offset `pad / 2`), and
+    /// their horizontal flips; 10 tensors `[B, channels, size, size]`.
+    pub fn ten_crop(&self, x_u8: &Tensor) -> Vec<Tensor> {
+        let (s, p) = (self.size, self.pad.max(0));
+        let x = self.finish(Self::scaled(x_u8, s + p));
+        let crops: Vec<Tensor> = [(0, 0), (0, p), (p, 0), (p, p), (p / 2, p / 2)]
+            .iter()
+            .map(|&(i, j)| x.narrow(2, i, s).narrow(3, j, s))
+            .collect();
+        let flips: Vec<Tensor> = crops.iter().map(|c| c.flip([3])).collect();
+        crops.into_iter().chain(flips).collect()
+    }
+
     /// Random erasing of a normalized float batch `[B, C, H, W]`: per sample, with probability
     /// `p`, one box (the first of 10 random draws that fits) is set to `value` on all channels.
     /// The peer's `erase`, draw for draw.
@@ -365,5 +379,23 @@ mod tests {
             "size: 1\npad: 0\nflip: true\nerase: null\nmean: [0.5]\nstd: [0.5]\nchannels: 3\ncrop: 2\n"
         )
         .is_err());
+    }
+
+    #[test]
+    fn ten_crop_views_are_the_corners_centre_and_flips() {
+        let aug = Augment { size: 4, pad: 2, flip: false, erase: None, mean: vec![0.0], std: vec![1.0], channels: 1 };
+        // A 6x6 image at size + pad = 6: no resampling, so the crops are exact sub-windows.
+        let img = Tensor::arange(36, (Kind::Uint8, tch::Device::Cpu)).view([1, 1, 6, 6]);
+        let views = aug.ten_crop(&img);
+        assert_eq!(views.len(), 10);
+        let full = aug.finish(Augment::scaled(&img, 6));
+        for (v, (i, j)) in views.iter().zip([(0, 0), (0, 2), (2, 0), (2, 2), (1, 1)]) {
+            assert_eq!(v.size(), [1, 1, 4, 4]);
+            let want = full.narrow(2, i, 4).narrow(3, j, 4);
+            assert!(v.allclose(&want, 1e-6, 1e-6, false), "crop at ({i}, {j})");
+        }
+        for k in 0..5 {
+            assert!(views[k + 5].allclose(&views[k].flip([3]), 1e-6, 1e-6, false), "flip of view {k}");
+        }
     }
 }

@@ -57,12 +57,12 @@ pub fn model_tensors(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
 
 /// Copies `named` into the model's variables. Strict: every model variable must be present with
 /// its shape (torchvision's `num_batches_tracked` and our `optim.*`/`meta.*` entries are ignored);
-/// with `allow_missing_head`, variables under `head` may be absent (fine-tuning a new class set).
+/// variables under any of `skip_prefixes` may be absent (the head, when fine-tuning a new class set).
 pub fn load_into(
     vs: &nn::VarStore,
     named: &HashMap<String, Tensor>,
     path: &Path,
-    skip_prefix: Option<&str>,
+    skip_prefixes: &[String],
 ) -> Result<(), CheckpointError> {
     let mut vars = vs.variables();
     let mut missing = Vec::new();
@@ -76,7 +76,7 @@ pub fn load_into(
                         what: format!("`{name}` has shape {:?}, the model needs {:?}", src.size(), var.size()),
                     })
                 }
-                None if skip_prefix.is_some_and(|p| name.starts_with(p)) => {}
+                None if skip_prefixes.iter().any(|p| name.starts_with(p.as_str())) => {}
                 None => missing.push(name.clone()),
             }
         }

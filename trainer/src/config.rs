@@ -4,7 +4,8 @@
 
 use crate::data::DataSpec;
 use crate::methods::MethodConfig;
-use crate::models::Arch;
+use crate::models::{Arch, ModelSpec};
+use crate::nn::AttentionKind;
 use crate::optim::{OptimizerConfig, SchedulerConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -70,6 +71,10 @@ pub struct ModelConfig {
     pub in_channels: i64,
     #[serde(default)]
     pub dropout: f64,
+    /// Attention after every stage of arch `ivsa`: `sab` (default), `cbam` or `none`; an error
+    /// with any other arch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention: Option<AttentionKind>,
     /// Optional initial weights (safetensors with torchvision names; the head may be absent).
     pub init: Option<PathBuf>,
     #[serde(default = "default_mean")]
@@ -117,6 +122,10 @@ pub struct TrainConfig {
     /// CPU threads for tch (0 = libtorch's default).
     #[serde(default)]
     pub threads: i32,
+    /// Validate with ten-crop averaging (IVSA, seed 004): the corner and centre crops of the
+    /// `input_size + crop_pad` image and their flips. The exported model sees a single view.
+    #[serde(default)]
+    pub ten_crop_eval: bool,
     /// Export `model.onnx` (with CAM) at the end of `fit`.
     #[serde(default = "yes")]
     pub export: bool,
@@ -145,6 +154,9 @@ pub enum ConfigError {
     BadOverride(String),
     #[error("--set {key}: `{segment}` is not a section of the config")]
     NotASection { key: String, segment: String },
+    /// Sections that parse but do not fit together (a method and an arch).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl Config {
@@ -170,6 +182,21 @@ impl Config {
 
     pub fn to_yaml(&self) -> String {
         serde_yaml::to_string(self).expect("a Config always serialises")
+    }
+
+    /// The model this config trains with `num_classes` classes; the method picks the head, and an
+    /// arch that cannot carry it is an error here (e.g. `dacfer` on `ivsa`, which has no CAMs).
+    pub fn model_spec(&self, num_classes: i64) -> Result<ModelSpec, ConfigError> {
+        let head = self.method.head_spec(self.model.arch).map_err(ConfigError::Invalid)?;
+        Ok(ModelSpec {
+            arch: self.model.arch,
+            in_channels: self.model.in_channels,
+            num_classes,
+            dropout: self.model.dropout,
+            input_size: self.model.input_size,
+            attention: self.model.attention,
+            head,
+        })
     }
 
     pub fn run_dir(&self) -> PathBuf {
@@ -220,5 +247,44 @@ train:
         assert!(e.contains("epochz"), "{e}");
         let e = Config::from_yaml(YAML, &["train.epochs".into()]).unwrap_err().to_string();
         assert!(e.contains("expected key.path=value"), "{e}");
+    }
+
+    #[test]
+    fn every_shipped_config_parses_and_builds() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let cfg = Config::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+                let spec = cfg.model_spec(7).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+                crate::models::Classifier::build(&vs.root(), &spec).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 9, "only {n} configs in {}", dir.display());
+    }
+
+    /// Methods and archs that do not fit together, and unknown attention kinds, are named errors.
+    #[test]
+    fn bad_method_arch_pairs_are_errors_not_panics() {
+        let c = Config::from_yaml(YAML, &["model.arch=ivsa".into(), "model.input_size=48".into(), "method={name: dacfer}".into()]).unwrap();
+        let e = c.model_spec(7).unwrap_err().to_string();
+        assert!(e.contains("method dacfer needs class activation maps") && e.contains("arch ivsa"), "{e}");
+        let e = Config::from_yaml(YAML, &["model.attention=sa".into()]).unwrap_err().to_string();
+        assert!(e.contains("unknown variant `sa`") && e.contains("sab"), "{e}");
+        let c = Config::from_yaml(YAML, &["model.attention=cbam".into()]).unwrap();
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let e = crate::models::Classifier::build(&vs.root(), &c.model_spec(7).unwrap()).unwrap_err().to_string();
+        assert!(e.contains("model.attention is only for arch ivsa"), "{e}");
+        let c = Config::from_yaml(YAML, &["model.arch=ivsa".into(), "model.input_size=40".into(), "method={name: ce}".into()]).unwrap();
+        let e = crate::models::Classifier::build(&vs.root(), &c.model_spec(7).unwrap()).unwrap_err().to_string();
+        assert!(e.contains("multiple of 16"), "{e}");
+        let c = Config::from_yaml(YAML, &["method={name: grefel_rb, rb: {tokens: 7}}".into()]).unwrap();
+        let e = crate::models::Classifier::build(&vs.root(), &c.model_spec(7).unwrap()).unwrap_err().to_string();
+        assert!(e.contains("cannot be cut into 7 tokens"), "{e}");
+        let e = Config::from_yaml(YAML, &["method={name: dan, head: 4}".into()]).unwrap_err().to_string();
+        assert!(e.contains("unknown field `head`"), "{e}");
     }
 }

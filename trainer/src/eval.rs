@@ -34,18 +34,16 @@ impl LoadedRun {
         };
         let named = checkpoint::load_tensors(&ckpt)?;
         // The number of classes is the head's output size, read from the checkpoint itself.
-        let head_bias = match cfg.model.arch {
-            crate::models::Arch::Mbv2 => "classifier.1.bias",
-            _ => "fc.bias",
-        };
+        let head = cfg.method.head_spec(cfg.model.arch).map_err(anyhow::Error::msg)?;
+        let head_bias = head.class_param(cfg.model.arch);
         let k = named
-            .get(head_bias)
+            .get(&head_bias)
             .with_context(|| format!("{}: no `{head_bias}`, not a {} checkpoint", ckpt.display(), cfg.model.arch.name()))?
             .size()[0];
         let device = select_device(&cfg.train.device)?;
         let vs = nn::VarStore::new(device);
-        let model = Classifier::new(&vs.root(), cfg.model.arch, cfg.model.in_channels, k, cfg.model.dropout);
-        checkpoint::load_into(&vs, &named, &ckpt, None)?;
+        let model = Classifier::build(&vs.root(), &cfg.model_spec(k)?)?;
+        checkpoint::load_into(&vs, &named, &ckpt, &[])?;
         let classes = match &cfg.data.classes {
             Some(c) => c.clone(),
             None => read_classes(run).unwrap_or_else(|| (0..k).map(|i| format!("class{i}")).collect()),
@@ -60,14 +58,15 @@ impl LoadedRun {
         let c = self.cfg.model.in_channels;
         let aug = Augment {
             size: self.cfg.model.input_size,
-            pad: 0,
+            // Unused by the single-view eval; the ten-crop views are cut from `size + pad`, as in training.
+            pad: self.cfg.train.crop_pad,
             flip: false,
             erase: None,
             mean: broadcast(&self.cfg.model.mean, c),
             std: broadcast(&self.cfg.model.std, c),
             channels: c,
         };
-        let preds = predict(&self.model, &aug, &ds, self.cfg.train.eval_batch_size);
+        let preds = predict(&self.model, &aug, &ds, self.cfg.train.eval_batch_size, self.cfg.train.ten_crop_eval);
         Ok((Metrics::from_predictions(&ds.labels, &preds, ds.num_classes()), ds.classes.clone()))
     }
 

@@ -20,8 +20,10 @@ pub fn metadata(cfg: &Config, classes: &[String], val_accuracy: Option<f64>) -> 
         ("fer.noise_rate".to_string(), cfg.noise.rate.to_string()),
         ("fer.epochs".to_string(), cfg.train.epochs.to_string()),
     ];
-    if let crate::methods::MethodConfig::Eac { lambda } = cfg.method {
-        extra.push(("fer.eac_lambda".to_string(), lambda.to_string()));
+    extra.extend(cfg.method.metadata());
+    let attention = cfg.model.attention.or((cfg.model.arch == crate::models::Arch::Ivsa).then_some(crate::nn::AttentionKind::Sab));
+    if let Some(att) = attention {
+        extra.push(("fer.attention".to_string(), serde_json::to_string(&att).expect("serialisable").trim_matches('"').to_string()));
     }
     Metadata {
         labels: classes.to_vec(),
@@ -48,6 +50,10 @@ pub fn export_model(
     with_cam: bool,
     fp16: bool,
 ) -> Result<()> {
+    if fp16 && !model.head.fp16_faithful() {
+        // Measured against tch (see Head::fp16_faithful): refused rather than shipped approximate.
+        anyhow::bail!("--fp16: the {} head does not export faithfully in float16; export it in float32", cfg.method.name());
+    }
     let meta = metadata(cfg, classes, val_accuracy);
     let mut proto = model.to_onnx(&meta, with_cam)?;
     if fp16 {

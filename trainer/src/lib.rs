@@ -3,8 +3,9 @@
 //! - [`data`]: dataset readers (FER2013 CSV, image folders, RAF-DB, path/label CSV), label noise
 //! - [`augment`]: GPU-side augmentation (resize, random crop, flip, random erasing)
 //! - [`nn`]: trainable blocks, each with its tch `forward` and its ONNX emission side by side
-//! - [`models`]: backbones (ResNet-18/50, MobileNetV2) and the classifier + CAM head
-//! - [`methods`]: losses and recipes (cross-entropy, EAC)
+//! - [`models`]: backbones (ResNet-18/50, SE-ResNet-50, MobileNetV2, IVSA's VGG) and the heads
+//!   (linear + CAM, IVSA's 3 FC, GReFEL's reliability balancing, DAN's MAN + AFN)
+//! - [`methods`]: losses and recipes (cross-entropy, EAC, DacFER, GReFEL, DAN + attention consistency)
 //! - [`train`]: the training loop, optimisers, schedulers, checkpoints
 
 pub mod augment;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 #[command(
     name = "fer-train",
     version,
-    about = "Train noise-robust facial-expression recognition models (CE, EAC) with libtorch and export them to ONNX",
+    about = "Train noise-robust facial-expression recognition models (CE, EAC, DacFER, GReFEL, IVSA, DAN) with libtorch and export them to ONNX",
     after_help = "Examples:
   fer-train fit --config configs/fer2013_r18_eac.yaml
   fer-train fit --config configs/fer2013_r18_eac.yaml --set noise.rate=0.3 --set name=r18_eac_n30

@@ -91,6 +91,8 @@ impl Trainer {
     /// Loads data, builds the model; with `resume`, restores the run directory's last checkpoint.
     pub fn new(cfg: Config, resume: bool) -> Result<Self> {
         let device = select_device(&cfg.train.device)?;
+        // A method that the arch cannot carry is a config error, reported before any data loads.
+        cfg.model_spec(1)?;
         if cfg.train.bf16 {
             // tch 0.24 exposes only libtorch's legacy autocast switch, which means float16 on CUDA
             // (no dtype choice, no grad scaler): refusing beats silently training in fp16.
@@ -129,11 +131,11 @@ impl Trainer {
 
         tch::manual_seed(cfg.train.seed as i64);
         let vs = nn::VarStore::new(device);
-        let model = Classifier::new(&vs.root(), cfg.model.arch, cfg.model.in_channels, k as i64, cfg.model.dropout);
+        let spec = cfg.model_spec(k as i64)?;
+        let model = Classifier::build(&vs.root(), &spec)?;
         if let Some(init) = &cfg.model.init {
             let named = checkpoint::load_tensors(init)?;
-            let head = model_head_prefix(&model);
-            checkpoint::load_into(&vs, &named, init, Some(&head))?;
+            checkpoint::load_into(&vs, &named, init, &spec.head.prefixes(spec.arch))?;
         }
         let mut opt = FlatOptimizer::new(&vs, cfg.train.optimizer.clone());
         let channels = cfg.model.in_channels;
@@ -150,7 +152,7 @@ impl Trainer {
         if resume {
             let ckpt = run_dir.join("last.safetensors");
             let named = checkpoint::load_tensors(&ckpt)?;
-            checkpoint::load_into(&vs, &named, &ckpt, None)?;
+            checkpoint::load_into(&vs, &named, &ckpt, &[])?;
             opt.load_state(&named).map_err(|what| CheckpointError::Invalid { path: ckpt.clone(), what })?;
             let epochs_done = named
                 .get("meta.epochs_done")
@@ -280,7 +282,7 @@ impl Trainer {
 
     /// Metrics on a dataset (eval mode, no augmentation beyond resize + normalise).
     pub fn evaluate_split(&self, ds: &Dataset) -> Result<Metrics> {
-        let preds = predict(&self.model, &self.aug, ds, self.cfg.train.eval_batch_size);
+        let preds = predict(&self.model, &self.aug, ds, self.cfg.train.eval_batch_size, self.cfg.train.ten_crop_eval);
         Ok(Metrics::from_predictions(&ds.labels, &preds, ds.num_classes()))
     }
 
@@ -337,16 +339,24 @@ impl Trainer {
     }
 }
 
-/// Predicted class per image, in eval mode.
-pub fn predict(model: &Classifier, aug: &Augment, ds: &Dataset, batch: i64) -> Vec<i64> {
+/// Predicted class per image, in eval mode; with `ten_crop`, the argmax of the class
+/// probabilities averaged over [`Augment::ten_crop`]'s views.
+pub fn predict(model: &Classifier, aug: &Augment, ds: &Dataset, batch: i64, ten_crop: bool) -> Vec<i64> {
     tch::no_grad(|| {
         let n = ds.len() as i64;
         let mut preds = Vec::with_capacity(n as usize);
         let mut i = 0;
         while i < n {
             let b = batch.min(n - i);
-            let x = aug.eval(&ds.images.narrow(0, i, b));
-            let (logits, _) = model.forward_t(&x, false);
+            let images = ds.images.narrow(0, i, b);
+            let logits = if ten_crop {
+                let views = aug.ten_crop(&images);
+                let n = views.len() as f64;
+                let probs = views.iter().map(|v| model.forward_t(v, false).0.softmax(1, Kind::Float)).reduce(|a, b| a + b).expect("ten views");
+                probs / n
+            } else {
+                model.forward_t(&aug.eval(&images), false).0
+            };
             preds.extend(Vec::<i64>::try_from(logits.argmax(1, false).to_device(Device::Cpu)).expect("int64 predictions"));
             i += b;
         }
@@ -356,14 +366,6 @@ pub fn predict(model: &Classifier, aug: &Augment, ds: &Dataset, batch: i64) -> V
 
 fn epoch_seed(seed: u64, epoch: usize) -> u64 {
     seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64)
-}
-
-/// The VarStore prefix of the classifier head (skipped when initialising from a backbone).
-fn model_head_prefix(model: &Classifier) -> String {
-    match model.arch {
-        crate::models::Arch::Mbv2 => "classifier.".into(),
-        _ => "fc.".into(),
-    }
 }
 
 /// A 1-value mean/std (gray) repeated for every input channel.

@@ -1,8 +1,12 @@
 //! ResNet-18 / ResNet-50 (He et al., 2016), derived from torchvision's `resnet.py`: same module
 //! tree and parameter names (`conv1`, `bn1`, `layer{1..4}.{i}.conv{1,2,3}`, `downsample.{0,1}`), so
 //! a torchvision state dict loads with a strict `VarStore::load`. The `fc` lives in the head.
+//!
+//! SE-ResNet-50 (DacFER's backbone, seed 000) is the ResNet-50 with a squeeze-excitation block
+//! (`layerX.Y.se.fc1/fc2`, r = 16) on each bottleneck's residual branch, after its last BN and
+//! before the identity is added (Hu et al., 2018, fig. 3).
 
-use crate::nn::{Act, Block, ConvBnAct};
+use crate::nn::{Act, Block, ConvBnAct, SqueezeExcite};
 use fer_export::GraphBuilder;
 use tch::{nn, Tensor};
 
@@ -28,14 +32,19 @@ pub struct ResNetConfig {
     pub block: BlockKind,
     pub layers: [i64; 4],
     pub in_channels: i64,
+    /// Squeeze-excitation reduction ratio in every block (SE-ResNet); none for a plain ResNet.
+    pub se_reduction: Option<i64>,
 }
 
 impl ResNetConfig {
     pub fn resnet18(in_channels: i64) -> Self {
-        ResNetConfig { block: BlockKind::Basic, layers: [2, 2, 2, 2], in_channels }
+        ResNetConfig { block: BlockKind::Basic, layers: [2, 2, 2, 2], in_channels, se_reduction: None }
     }
     pub fn resnet50(in_channels: i64) -> Self {
-        ResNetConfig { block: BlockKind::Bottleneck, layers: [3, 4, 6, 3], in_channels }
+        ResNetConfig { block: BlockKind::Bottleneck, layers: [3, 4, 6, 3], in_channels, se_reduction: None }
+    }
+    pub fn se_resnet50(in_channels: i64) -> Self {
+        ResNetConfig { se_reduction: Some(16), ..Self::resnet50(in_channels) }
     }
 }
 
@@ -44,12 +53,13 @@ impl ResNetConfig {
 #[derive(Debug)]
 pub struct Residual {
     convs: Vec<ConvBnAct>,
+    se: Option<SqueezeExcite>,
     downsample: Option<ConvBnAct>,
     name: String,
 }
 
 impl Residual {
-    fn new(p: nn::Path, kind: BlockKind, c_in: i64, planes: i64, stride: i64) -> Self {
+    fn new(p: nn::Path, kind: BlockKind, c_in: i64, planes: i64, stride: i64, se_reduction: Option<i64>) -> Self {
         let c_out = planes * kind.expansion();
         // The last conv's activation comes after the residual add, so it is `Act::None` here.
         let convs = match kind {
@@ -67,7 +77,8 @@ impl Residual {
             let d = &p / "downsample";
             ConvBnAct::new(&d / 0, &d / 1, c_in, c_out, 1, stride, 1, Act::None)
         });
-        Residual { convs, downsample, name: crate::nn::path_name(&p) }
+        let se = se_reduction.map(|r| SqueezeExcite::new(&p / "se", c_out, r));
+        Residual { convs, se, downsample, name: crate::nn::path_name(&p) }
     }
 }
 
@@ -76,6 +87,9 @@ impl Block for Residual {
         let mut y = xs.shallow_clone();
         for c in &self.convs {
             y = c.forward_t(&y, train);
+        }
+        if let Some(se) = &self.se {
+            y = se.forward_t(&y, train);
         }
         let identity = match &self.downsample {
             Some(d) => d.forward_t(xs, train),
@@ -88,6 +102,9 @@ impl Block for Residual {
         let mut y = x.to_string();
         for c in &self.convs {
             y = c.emit(g, &y)?;
+        }
+        if let Some(se) = &self.se {
+            y = se.emit(g, &y)?;
         }
         let identity = match &self.downsample {
             Some(d) => d.emit(g, x)?,
@@ -117,7 +134,7 @@ impl ResNet {
             let lp = p / format!("layer{}", s + 1);
             for i in 0..n {
                 let st = if i == 0 { stride } else { 1 };
-                blocks.push(Residual::new(&lp / i, cfg.block, c_in, planes, st));
+                blocks.push(Residual::new(&lp / i, cfg.block, c_in, planes, st, cfg.se_reduction));
                 c_in = planes * cfg.block.expansion();
             }
         }

@@ -11,6 +11,8 @@ pub enum Act {
     None,
     Relu,
     Relu6,
+    /// Exact (erf) GELU; opset 17 has no `Gelu` op, so it is emitted as `0.5·x·(1 + erf(x/√2))`.
+    Gelu,
 }
 
 impl Act {
@@ -19,6 +21,7 @@ impl Act {
             Act::None => xs,
             Act::Relu => xs.relu(),
             Act::Relu6 => xs.clamp(0.0, 6.0),
+            Act::Gelu => xs.gelu("none"),
         }
     }
 
@@ -27,6 +30,16 @@ impl Act {
             Act::None => x.to_string(),
             Act::Relu => g.relu(x, hint),
             Act::Relu6 => g.clip(x, 0.0, 6.0, hint),
+            Act::Gelu => {
+                let sqrt2 = g.const_f32(&format!("{hint}/sqrt2"), &[], &[std::f32::consts::SQRT_2]);
+                let half = g.const_f32(&format!("{hint}/half"), &[], &[0.5]);
+                let one = g.const_f32(&format!("{hint}/one"), &[], &[1.0]);
+                let scaled = g.op("Div", &[x, &sqrt2], &[], &format!("{hint}/div"));
+                let erf = g.op("Erf", &[&scaled], &[], &format!("{hint}/erf"));
+                let erf1 = g.add(&erf, &one, &format!("{hint}/erf1"));
+                let xh = g.mul(x, &half, &format!("{hint}/half_x"));
+                g.mul(&xh, &erf1, hint)
+            }
         }
     }
 }
@@ -36,7 +49,8 @@ pub struct ConvBnAct {
     pub conv: nn::Conv2D,
     pub bn: nn::BatchNorm,
     act: Act,
-    kernel: i64,
+    /// `[kh, kw]`: square for most blocks, 1x3 / 3x1 in DAN's spatial unit.
+    kernel: [i64; 2],
     stride: i64,
     groups: i64,
     /// BN epsilon (tch keeps its config private, so we remember it for folding).
@@ -59,10 +73,27 @@ impl ConvBnAct {
         groups: i64,
         act: Act,
     ) -> Self {
+        Self::rect(conv_p, bn_p, c_in, c_out, [kernel, kernel], stride, groups, act)
+    }
+
+    /// As [`new`](Self::new) with a `kh`×`kw` kernel, padded by `((kh-1)/2, (kw-1)/2)` ("same" for
+    /// odd kernels at stride 1).
+    #[allow(clippy::too_many_arguments)]
+    pub fn rect(
+        conv_p: nn::Path,
+        bn_p: nn::Path,
+        c_in: i64,
+        c_out: i64,
+        kernel: [i64; 2],
+        stride: i64,
+        groups: i64,
+        act: Act,
+    ) -> Self {
         let conv_name = path_name(&conv_p);
-        let cfg = nn::ConvConfig {
-            stride,
-            padding: (kernel - 1) / 2,
+        let cfg = nn::ConvConfigND::<[i64; 2]> {
+            stride: [stride, stride],
+            padding: [(kernel[0] - 1) / 2, (kernel[1] - 1) / 2],
+            dilation: [1, 1],
             groups,
             bias: false,
             ws_init: nn::Init::Kaiming {
@@ -72,7 +103,7 @@ impl ConvBnAct {
             },
             ..Default::default()
         };
-        let conv = nn::conv2d(conv_p, c_in, c_out, kernel, cfg);
+        let conv = nn::conv(conv_p, c_in, c_out, kernel, cfg);
         let bn_cfg = nn::BatchNormConfig {
             ws_init: nn::Init::Const(1.0),
             bs_init: nn::Init::Const(0.0),
@@ -106,8 +137,8 @@ impl Block for ConvBnAct {
         let w = super::emit_tensor(g, &format!("{}.weight", self.conv_name), &w)?;
         let b = super::emit_tensor(g, &format!("{}.bias", self.conv_name), &b)?;
         let k = self.kernel;
-        let p = (k - 1) / 2;
-        let y = g.conv(x, &w, Some(&b), [k, k], [self.stride, self.stride], [p, p], self.groups, &self.conv_name);
+        let p = [(k[0] - 1) / 2, (k[1] - 1) / 2];
+        let y = g.conv(x, &w, Some(&b), k, [self.stride, self.stride], p, self.groups, &self.conv_name);
         Ok(self.act.emit(g, &y, &format!("{}/act", self.conv_name)))
     }
 }

@@ -5,11 +5,22 @@
 //! Parameters are named by their VarStore path (`layer1.0.conv1.weight`), which is also the
 //! torchvision state-dict key and the ONNX initializer name.
 
+mod attention;
 mod conv_bn;
+mod dan;
 mod linear;
+mod norm1d;
+mod reliability;
+mod se;
 
+pub use attention::{AttentionKind, ConvAttention};
 pub use conv_bn::{Act, ConvBnAct};
-pub use linear::LinearHead;
+pub use dan::{CrossAttentionHead, DanHead};
+pub use linear::{Fc3Head, LinearHead};
+pub(crate) use linear::cam_of;
+pub use norm1d::BatchNorm1d;
+pub use reliability::{balance as rb_balance, confidence as rb_confidence, RbConfig, RbHead, RbOutput};
+pub use se::SqueezeExcite;
 
 use fer_export::GraphBuilder;
 use tch::{nn, Kind, Tensor};
@@ -49,4 +60,57 @@ pub fn torch_linear(p: nn::Path, fan_in: i64, fan_out: i64) -> nn::Linear {
         bias: true,
     };
     nn::linear(p, fan_in, fan_out, cfg)
+}
+
+/// Emits an `nn::Linear` (`[out, in]` weight, optional bias) as one `Gemm` named `name`.
+pub fn emit_linear(g: &mut GraphBuilder, x: &str, lin: &nn::Linear, name: &str) -> fer_export::Result<String> {
+    let w = emit_tensor(g, &format!("{name}.weight"), &lin.ws)?;
+    let b = match &lin.bs {
+        Some(b) => Some(emit_tensor(g, &format!("{name}.bias"), b)?),
+        None => None,
+    };
+    Ok(g.linear(x, &w, b.as_deref(), name))
+}
+
+/// Emits a stride-1 `nn::Conv2D` with "same" padding for its (odd) kernel, weights under `name`.
+pub fn emit_conv(g: &mut GraphBuilder, x: &str, conv: &nn::Conv2D, name: &str) -> fer_export::Result<String> {
+    let size = conv.ws.size();
+    let kernel = [size[2], size[3]];
+    let w = emit_tensor(g, &format!("{name}.weight"), &conv.ws)?;
+    let b = match &conv.bs {
+        Some(b) => Some(emit_tensor(g, &format!("{name}.bias"), b)?),
+        None => None,
+    };
+    Ok(g.conv(x, &w, b.as_deref(), kernel, [1, 1], [(kernel[0] - 1) / 2, (kernel[1] - 1) / 2], 1, name))
+}
+
+/// A stride-1 conv with bias and "same" padding, PyTorch's default init (the 1x1 convs of SE and
+/// attention MLPs).
+pub fn torch_conv(p: nn::Path, c_in: i64, c_out: i64, kernel: i64, bias: bool) -> nn::Conv2D {
+    let cfg = nn::ConvConfig { padding: (kernel - 1) / 2, bias, ..Default::default() };
+    nn::conv2d(p, c_in, c_out, kernel, cfg)
+}
+
+/// The L2 norm of each `H×W` map: `[N, C, H, W]` → `[N, C]` (`[N, C, 1, 1]` with `keepdim`).
+/// Its gradient at an all-zero map is zero, not NaN (libtorch's vector-norm backward).
+pub fn spatial_l2(x: &Tensor, keepdim: bool) -> Tensor {
+    let n = x.flatten(2, 3).linalg_norm(2.0, [-1i64].as_slice(), false, None::<Kind>);
+    if keepdim {
+        n.unsqueeze(-1).unsqueeze(-1)
+    } else {
+        n
+    }
+}
+
+/// Asserts that every trainable variable of `vs` (BN running statistics and names starting with
+/// one of `skip` aside) received a finite, non-zero gradient.
+#[cfg(test)]
+pub(crate) fn assert_all_have_gradients(vs: &nn::VarStore, skip: &[&str]) {
+    for (name, t) in vs.variables() {
+        if name.contains("running") || skip.iter().any(|s| name.starts_with(s)) {
+            continue;
+        }
+        let g = t.grad().abs().sum(Kind::Float).double_value(&[]);
+        assert!(g > 0.0 && g.is_finite(), "{name}: gradient {g}");
+    }
 }

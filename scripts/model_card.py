@@ -7,8 +7,8 @@ numbers come from the run, not from hand.
 Reads <run_dir>/summary.json, <run_dir>/metrics.csv, the ONNX file's metadata_props, and optional
 JSON reports of `fer-run bench --json` and `fer-run eval --json`.
 """
-import argparse, csv, hashlib, json, os
-import onnx
+import argparse, hashlib, json, os
+from runinfo import load_onnx, onnx_meta, read_metrics, read_summary
 
 ap = argparse.ArgumentParser()
 ap.add_argument("run_dir"); ap.add_argument("onnx"); ap.add_argument("card")
@@ -17,10 +17,10 @@ ap.add_argument("--fer-run-eval", help="fer-run eval --json output on the val sp
 ap.add_argument("--note", default="")
 a = ap.parse_args()
 
-summary = json.load(open(os.path.join(a.run_dir, "summary.json")))
-rows = list(csv.DictReader(open(os.path.join(a.run_dir, "metrics.csv"))))
-m = onnx.load(a.onnx)
-meta = {p.key: p.value for p in m.metadata_props}
+summary = read_summary(a.run_dir)
+rows = read_metrics(a.run_dir)
+m = load_onnx(a.onnx)
+meta = onnx_meta(m)
 size_mb = os.path.getsize(a.onnx) / 1e6
 sha = hashlib.sha256(open(a.onnx, "rb").read()).hexdigest()[:16]
 fv = summary["final_val"]

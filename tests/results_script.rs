@@ -1,0 +1,150 @@
+//! `scripts/results.py` builds the generated section of docs/RESULTS.md from run directories:
+//! the numbers come from summary.json, config.yaml (written by the trainer's own serialiser) and a
+//! tiny hand-countable model.onnx; text outside the markers stays as it was; a corrupt run is
+//! skipped with a warning naming its file; excluded and absent runs are handled.
+
+use fer_tests::{python_or_skip, temp_dir};
+use fer_train::config::Config;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Conv 3→4, 3x3, pad 1 on 8x8 (no bias), then Reshape to [N, 256] and Gemm 256→7 with bias.
+/// Params: 4·3·3·3 + 256·7 + 7 = 1,907 (the int64 Reshape shape is not a weight).
+/// MACs at batch 1: 4·8·8 outputs × 3·3·3 = 6,912, plus 256·7 = 1,792: 8,704.
+const TINY_ONNX: &str = r#"
+import sys, numpy as np, onnx
+from onnx import helper as h, numpy_helper as nh, TensorProto as T
+inits = [nh.from_array(np.ones((4, 3, 3, 3), np.float32), "W"), nh.from_array(np.ones((256, 7), np.float32), "B"),
+         nh.from_array(np.zeros(7, np.float32), "C"), nh.from_array(np.array([-1, 256], np.int64), "S")]
+nodes = [h.make_node("Conv", ["input", "W"], ["c"], pads=[1, 1, 1, 1]), h.make_node("Reshape", ["c", "S"], ["f"]),
+         h.make_node("Gemm", ["f", "B", "C"], ["logits"])]
+g = h.make_graph(nodes, "tiny", [h.make_tensor_value_info("input", T.FLOAT, ["N", 3, 8, 8])],
+                 [h.make_tensor_value_info("logits", T.FLOAT, ["N", 7])], inits)
+m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+onnx.checker.check_model(m)
+for p in sys.argv[1:]:
+    onnx.save(m, p)
+"#;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+struct Run<'a> {
+    name: &'a str,
+    method: &'a str,
+    noise: f64,
+    device: &'a str,
+    acc: f64,
+    epochs: usize,
+}
+
+/// A finished run directory as `fer-train` leaves it (less checkpoints and plots).
+fn write_run(runs: &Path, r: &Run) -> PathBuf {
+    let dir = runs.join(r.name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = format!(
+        "name: {}\ndata: {{ format: folder, root: /nonexistent }}\nnoise: {{ rate: {}, seed: 1 }}\n\
+         model: {{ arch: resnet18, input_size: 8 }}\nmethod: {}\ntrain:\n  epochs: {}\n  batch_size: 8\n  device: {}\n  optimizer: {{ name: adam, lr: 0.001 }}\n  scheduler: {{ name: exponential, gamma: 0.9 }}\n",
+        r.name, r.noise, r.method, r.epochs, r.device
+    );
+    let cfg = Config::from_yaml(&yaml, &[]).expect("test config");
+    std::fs::write(dir.join("config.yaml"), cfg.to_yaml()).unwrap();
+    let fv = serde_json::json!({"accuracy": r.acc, "mean_class_accuracy": 0.5, "macro_f1": 0.45678, "confusion": [[1, 0], [0, 1]]});
+    let summary = serde_json::json!({
+        "name": r.name, "epochs": r.epochs, "final_val": fv, "best_val_accuracy": 0.625, "best_epoch": 1,
+        "last5_val_accuracy_mean": 0.6, "train_img_per_s": 123.4, "onnx": dir.join("model.onnx"),
+    });
+    std::fs::write(dir.join("summary.json"), serde_json::to_string_pretty(&summary).unwrap()).unwrap();
+    let mut csv = String::from("epoch,lr,train_loss,train_accuracy,val_accuracy,val_mean_class_accuracy,val_macro_f1,img_per_s,seconds\n");
+    for e in 1..=r.epochs {
+        csv += &format!("{e},1.000000e-3,1.0,0.5,{},0.5,0.45678,123.4,1.0\n", r.acc);
+    }
+    std::fs::write(dir.join("metrics.csv"), csv).unwrap();
+    dir
+}
+
+fn results(py: &Path, runs: &Path, page: &Path, extra: &[&str]) -> (i32, String, String) {
+    let out = Command::new(py)
+        .arg(repo().join("scripts/results.py"))
+        .arg("--runs")
+        .arg(runs)
+        .arg("--out")
+        .arg(page)
+        .args(extra)
+        .output()
+        .unwrap();
+    let so = String::from_utf8_lossy(&out.stdout).to_string();
+    let se = String::from_utf8_lossy(&out.stderr).to_string();
+    (out.status.code().unwrap_or(-1), so, se)
+}
+
+const HEAD: &str = "# Results\n\nHand-written intro.\n\n## Training runs\n<!-- results:begin -->";
+const TAIL: &str = "<!-- results:end -->\n\n## Parity\nHand-written tail | with a table | 1.0 |\n";
+
+#[test]
+fn tables_come_from_the_runs_and_only_the_marked_section_changes() {
+    let Some(py) = python_or_skip() else { return };
+    let dir = temp_dir("results_script");
+    let runs = dir.join("runs");
+    let ce = write_run(&runs, &Run { name: "r18_ce", method: "{ name: ce }", noise: 0.0, device: "cpu", acc: 0.6125, epochs: 2 });
+    let rb = write_run(
+        &runs,
+        &Run { name: "r18_rb_n30", method: "{ name: grefel_rb, rb: { tokens: 7 } }", noise: 0.3, device: "auto", acc: 0.55, epochs: 1 },
+    );
+    let bench = write_run(&runs, &Run { name: "bench_r18", method: "{ name: ce }", noise: 0.1, device: "cpu", acc: 0.3, epochs: 1 });
+    let bad = write_run(&runs, &Run { name: "r18_bad", method: "{ name: eac }", noise: 0.2, device: "cpu", acc: 0.4, epochs: 1 });
+    std::fs::write(bad.join("summary.json"), "{ \"name\": \"r18_bad\", truncated").unwrap();
+    let onnx_paths: Vec<PathBuf> = [&ce, &rb, &bench, &bad].iter().map(|d| d.join("model.onnx")).collect();
+    let st = Command::new(&py).arg("-c").arg(TINY_ONNX).args(&onnx_paths).status().unwrap();
+    assert!(st.success(), "building the tiny ONNX file");
+
+    let page = dir.join("RESULTS.md");
+    std::fs::write(&page, format!("{HEAD}\nstale hand edits\n{TAIL}")).unwrap();
+    let (rc, _, err) = results(&py, &runs, &page, &[]);
+    assert_eq!(rc, 0, "{err}");
+    let text = std::fs::read_to_string(&page).unwrap();
+    eprintln!("{text}\n--- stderr:\n{err}");
+    assert!(text.starts_with(&format!("{HEAD}\n")) && text.ends_with(&format!("\n{TAIL}")), "outside the markers changed:\n{text}");
+    assert!(!text.contains("stale hand edits"));
+
+    // Table 1: numbers from summary.json, params and MACs counted from the graph by hand (above).
+    let cfg = runs.join("r18_ce/config.yaml");
+    let row = format!(
+        "| r18_ce | ce | resnet18 | 8 | 0 % | 2 | 61.25 % | 60.00 % | 62.50 % (1) | 50.00 % | 0.4568 | 1,907 | 8.70 k | 123.4 | cpu | \
+         `fer-train fit --config {} --set name=r18_ce_repro` |",
+        cfg.display()
+    );
+    assert!(text.contains(&row), "want row\n{row}\nin\n{text}");
+    assert!(text.contains("| r18_rb_n30 | grefel_rb | resnet18 | 8 | 30 % | 1 | 55.00 % |"), "{text}");
+    assert!(text.contains("| 1,907 | 8.70 k | 123.4 | ? |"), "device `auto` is reported as unknown: {text}");
+    // Table 2: method rows in the seeds' order, noise columns 0/10/20/30 %.
+    assert!(text.contains("| method | 0 % | 10 % | 20 % | 30 % |"), "{text}");
+    assert!(text.contains("| ce | 61.25 % | — | — | — |\n| grefel_rb | — | — | — | 55.00 % |"), "{text}");
+    // The corrupt run is skipped and named; the bench fixture is excluded by default.
+    assert!(!text.contains("r18_bad") && !text.contains("bench_r18") && !text.contains("| eac |"), "{text}");
+    let bad_file = bad.join("summary.json");
+    assert!(err.contains(&format!("{}: not valid JSON", bad_file.display())), "{err}");
+
+    // --check: clean now; a hand edit inside the markers is reported and left alone.
+    assert_eq!(results(&py, &runs, &page, &["--check"]).0, 0);
+    let edited = text.replace("61.25 %", "99.99 %");
+    std::fs::write(&page, &edited).unwrap();
+    let (rc, _, err) = results(&py, &runs, &page, &["--check"]);
+    assert_ne!(rc, 0, "--check must fail on a stale page: {err}");
+    assert_eq!(std::fs::read_to_string(&page).unwrap(), edited, "--check wrote the page");
+
+    // --exclude replaces the default: with none, the bench run appears (at 10 % noise).
+    results(&py, &runs, &page, &["--exclude", ""]);
+    let all = std::fs::read_to_string(&page).unwrap();
+    assert!(all.contains("| bench_r18 | ce |") && all.contains("| ce | 61.25 % | 30.00 % | — | — |"), "{all}");
+
+    // No runs at all: one sentence, no crash.
+    let empty = dir.join("no_runs");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (rc, _, err) = results(&py, &empty, &page, &[]);
+    assert_eq!(rc, 0, "{err}");
+    let none = std::fs::read_to_string(&page).unwrap();
+    assert!(none.contains("No training runs to report yet") && !none.contains("Table 1"), "{none}");
+    assert!(none.starts_with(&format!("{HEAD}\n")) && none.ends_with(&format!("\n{TAIL}")));
+}

@@ -5,7 +5,7 @@
 
 use fer_runtime::{Backend, Device as OrtDevice, Model};
 use fer_tests::{assert_close, temp_dir};
-use fer_train::models::{Arch, Classifier, Head, HeadSpec, ModelSpec};
+use fer_train::models::{Arch, Classifier, Head, HeadSpec, ModelSpec, StreamArch, VitConfig};
 use fer_train::nn::{AttentionKind, RbConfig};
 use fer_export::Metadata;
 use ndarray::{Array4, ArrayView4};
@@ -254,6 +254,18 @@ fn grefel_rb_parity_random_inputs() {
 fn dan_parity_random_inputs() {
     let s = ModelSpec { head: HeadSpec::Dan { heads: 4 }, ..spec(Arch::Resnet18, 64) };
     random_inputs(&s, "dan_r18");
+}
+
+/// GReFEL's cross-attention ViT (ResNet-18 image stream, MobileNetV2 landmark stream) at 48 px
+/// (3x3 windows; 4x4, 2x2 and 1 window per level) with the linear head and its CAM, and with the
+/// reliability balancing head on a MobileNetV2 image stream at 32 px.
+#[test]
+fn grefel_vit_parity_random_inputs() {
+    random_inputs(&spec(Arch::GrefelVit, 48), "grefel_vit");
+    let vit = VitConfig { image: StreamArch::Mbv2, landmark: StreamArch::Resnet18, cross_heads: [2, 4, 4], dim: 64, heads: 4, ..Default::default() };
+    let rb = RbConfig { tokens: 4, heads: 2, ..Default::default() };
+    let s = ModelSpec { vit: Some(vit), head: HeadSpec::Rb(rb), ..spec(Arch::GrefelVit, 32) };
+    random_inputs(&s, "grefel_vit_rb");
 }
 
 /// Real faces: FER2013 val images preprocessed by the trainer's eval path.

@@ -204,3 +204,40 @@ fn a_short_dan_run_learns() {
     let (root, out) = dataset("dan");
     learns(config_with(&root, &out, "dan", 3, "{ arch: resnet18, input_size: 32 }", "{ name: dan, heads: 2 }", ADAM), true);
 }
+
+/// GReFEL's full model (cross-attention ViT + reliability balancing) learns; the landmark stream
+/// starts from a user-supplied weight file (torchvision names, no prefix), and a file that lacks
+/// one of the stream's weights is refused by name.
+#[test]
+fn a_short_grefel_vit_run_learns_from_given_stream_weights() {
+    let _turn = serial();
+    let (root, out) = dataset("grefel_vit");
+    // "Pre-trained" landmark weights: a standalone MobileNetV2 pyramid, saved as its own file.
+    tch::manual_seed(3);
+    let lm_vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _lm = fer_train::models::MobileNetV2::pyramid(&lm_vs.root(), 3);
+    let lm_file = out.parent().unwrap().join("landmark.safetensors");
+    fer_train::checkpoint::save_tensors(&lm_file, &fer_train::checkpoint::model_tensors(&lm_vs)).unwrap();
+    let model = format!(
+        "{{ arch: grefel_vit, input_size: 32, vit: {{ image: resnet18, landmark: mbv2, landmark_init: '{}', dim: 32, heads: 4 }} }}",
+        lm_file.display()
+    );
+    let method = "{ name: grefel_rb, rb: { anchors: 2, tokens: 4, heads: 2 } }";
+    let cfg = config_with(&root, &out, "grefel_vit", 3, &model, method, ADAM);
+    let t = Trainer::new(cfg.clone(), false).unwrap();
+    let want = lm_vs.variables();
+    let got = t.vs.variables();
+    for name in ["features.0.0.weight", "features.13.conv.2.weight", "features.6.conv.1.1.running_var"] {
+        assert_eq!(got[&format!("landmark.{name}")], want[name], "{name} was not loaded");
+    }
+    drop(t);
+    learns(cfg.clone(), true);
+
+    let mut partial: Vec<(String, tch::Tensor)> = fer_train::checkpoint::model_tensors(&lm_vs);
+    partial.retain(|(k, _)| !k.starts_with("features.13."));
+    fer_train::checkpoint::save_tensors(&lm_file, &partial).unwrap();
+    let mut cfg = cfg;
+    cfg.name = "grefel_vit_partial".into();
+    let e = Trainer::new(cfg, false).err().expect("a stream file without features.13 is refused").to_string();
+    assert!(e.contains("landmark.safetensors") && e.contains("missing") && e.contains("landmark.features.13."), "{e}");
+}

@@ -91,3 +91,21 @@ pub fn load_into(
     }
     Ok(())
 }
+
+/// Copies the weights of one sub-model (a stream of GReFEL's extractor) from a file whose names
+/// have no prefix (`layer1.0.conv1.weight`) into the variables under `prefix` (`image.layer1.0...`).
+/// Strict for that sub-model (every variable under `prefix.` must be in the file, with its shape);
+/// entries the sub-model does not have (a torchvision `fc`, later stages) are ignored.
+pub fn load_subtree(vs: &nn::VarStore, named: &HashMap<String, Tensor>, path: &Path, prefix: &str) -> Result<(), CheckpointError> {
+    let dotted = format!("{prefix}.");
+    let renamed: HashMap<String, Tensor> = named.iter().map(|(k, t)| (format!("{dotted}{k}"), t.shallow_clone())).collect();
+    let others: Vec<String> = vs
+        .variables()
+        .into_keys()
+        .filter(|k| !k.starts_with(&dotted))
+        .collect();
+    if others.len() == vs.variables().len() {
+        return Err(CheckpointError::Invalid { path: path.into(), what: format!("the model has no variables under `{prefix}`") });
+    }
+    load_into(vs, &renamed, path, &others)
+}

@@ -4,7 +4,7 @@
 
 use crate::data::DataSpec;
 use crate::methods::MethodConfig;
-use crate::models::{Arch, ModelSpec};
+use crate::models::{Arch, ModelSpec, VitConfig};
 use crate::nn::AttentionKind;
 use crate::optim::{OptimizerConfig, SchedulerConfig};
 use serde::{Deserialize, Serialize};
@@ -75,6 +75,10 @@ pub struct ModelConfig {
     /// with any other arch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attention: Option<AttentionKind>,
+    /// GReFEL's cross-attention ViT (arch `grefel_vit`): its streams, their optional weights and
+    /// its sizes; the defaults when absent, an error with any other arch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vit: Option<VitConfig>,
     /// Optional initial weights (safetensors with torchvision names; the head may be absent).
     pub init: Option<PathBuf>,
     #[serde(default = "default_mean")]
@@ -195,6 +199,7 @@ impl Config {
             dropout: self.model.dropout,
             input_size: self.model.input_size,
             attention: self.model.attention,
+            vit: self.model.vit.clone(),
             head,
         })
     }
@@ -263,7 +268,7 @@ train:
                 n += 1;
             }
         }
-        assert!(n >= 9, "only {n} configs in {}", dir.display());
+        assert!(n >= 10, "only {n} configs in {}", dir.display());
     }
 
     /// Methods and archs that do not fit together, and unknown attention kinds, are named errors.

@@ -25,6 +25,10 @@ pub fn metadata(cfg: &Config, classes: &[String], val_accuracy: Option<f64>) -> 
     if let Some(att) = attention {
         extra.push(("fer.attention".to_string(), serde_json::to_string(&att).expect("serialisable").trim_matches('"').to_string()));
     }
+    if cfg.model.arch == crate::models::Arch::GrefelVit {
+        let vit = cfg.model.vit.clone().unwrap_or_default();
+        extra.push(("fer.vit".to_string(), serde_json::to_string(&vit).expect("serialisable")));
+    }
     Metadata {
         labels: classes.to_vec(),
         input_size: (cfg.model.input_size as usize, cfg.model.input_size as usize),

@@ -137,6 +137,14 @@ impl Trainer {
             let named = checkpoint::load_tensors(init)?;
             checkpoint::load_into(&vs, &named, init, &spec.head.prefixes(spec.arch))?;
         }
+        // GReFEL's streams: user-supplied weights (e.g. converted IR50 / landmark networks).
+        if let Some(vit) = &cfg.model.vit {
+            for (prefix, init) in [("image", &vit.image_init), ("landmark", &vit.landmark_init)] {
+                if let Some(path) = init {
+                    checkpoint::load_subtree(&vs, &checkpoint::load_tensors(path)?, path, prefix)?;
+                }
+            }
+        }
         let mut opt = FlatOptimizer::new(&vs, cfg.train.optimizer.clone());
         let channels = cfg.model.in_channels;
         let aug = Augment {

@@ -64,12 +64,25 @@ enum Layer {
 #[derive(Debug)]
 pub struct MobileNetV2 {
     layers: Vec<Layer>,
+    /// `(layer index, channels)` of the pyramid's outputs (empty for the classification backbone).
+    taps: Vec<(usize, i64)>,
 }
 
 impl MobileNetV2 {
     pub const OUT_CHANNELS: i64 = 1280;
 
     pub fn new(p: &nn::Path, in_channels: i64) -> Self {
+        Self::build(p, in_channels, false)
+    }
+
+    /// The layers up to output stride 16 (`features.0..=13`, no final 1x1 conv) as a feature
+    /// pyramid: the outputs of `features.3` (stride 4, 24 channels), `.6` (8, 32) and `.13` (16, 96).
+    /// torchvision names, so a torchvision state dict loads (its later layers are not used).
+    pub fn pyramid(p: &nn::Path, in_channels: i64) -> Self {
+        Self::build(p, in_channels, true)
+    }
+
+    fn build(p: &nn::Path, in_channels: i64, pyramid: bool) -> Self {
         let f = p / "features";
         let mut layers = vec![Layer::Conv(ConvBnAct::new(&f / 0 / 0, &f / 0 / 1, in_channels, 32, 3, 2, 1, Act::Relu6))];
         #[rustfmt::skip]
@@ -84,16 +97,74 @@ impl MobileNetV2 {
             (6, 320, 1, 1),
         ];
         let mut c_in = 32;
-        for (t, c, n, s) in table {
+        let mut stride = 2;
+        // (layer index, channels, output stride) of every inverted residual.
+        let mut built = Vec::new();
+        'table: for (t, c, n, s) in table {
             for i in 0..n {
-                let idx = layers.len() as i64;
-                layers.push(Layer::Inverted(InvertedResidual::new(&f / idx, c_in, c, if i == 0 { s } else { 1 }, t)));
+                let st = if i == 0 { s } else { 1 };
+                if pyramid && stride * st > 16 {
+                    break 'table;
+                }
+                let idx = layers.len();
+                layers.push(Layer::Inverted(InvertedResidual::new(&f / idx as i64, c_in, c, st, t)));
                 c_in = c;
+                stride *= st;
+                built.push((idx, c, stride));
             }
         }
-        let idx = layers.len() as i64;
-        layers.push(Layer::Conv(ConvBnAct::new(&f / idx / 0, &f / idx / 1, c_in, Self::OUT_CHANNELS, 1, 1, 1, Act::Relu6)));
-        MobileNetV2 { layers }
+        let mut taps = Vec::new();
+        if pyramid {
+            for want in [4, 8, 16] {
+                let &(idx, c, _) = built.iter().rev().find(|l| l.2 == want).expect("MobileNetV2 reaches strides 4, 8 and 16");
+                taps.push((idx, c));
+            }
+        } else {
+            let idx = layers.len() as i64;
+            layers.push(Layer::Conv(ConvBnAct::new(&f / idx / 0, &f / idx / 1, c_in, Self::OUT_CHANNELS, 1, 1, 1, Act::Relu6)));
+        }
+        MobileNetV2 { layers, taps }
+    }
+
+    /// Channels of the pyramid's outputs.
+    pub fn tap_channels(&self) -> Vec<i64> {
+        self.taps.iter().map(|t| t.1).collect()
+    }
+
+    /// # Shapes
+    /// `[N, C, H, W]` → the pyramid's maps at strides 4, 8, 16 (a [`pyramid`](Self::pyramid) model).
+    pub fn forward_taps(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
+        let mut y = xs.shallow_clone();
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            y = l.as_block().forward_t(&y, train);
+            if self.taps.iter().any(|t| t.0 == i) {
+                out.push(y.shallow_clone());
+            }
+        }
+        out
+    }
+
+    /// As [`forward_taps`](Self::forward_taps).
+    pub fn emit_taps(&self, g: &mut GraphBuilder, x: &str) -> fer_export::Result<Vec<String>> {
+        let mut y = x.to_string();
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            y = l.as_block().emit(g, &y)?;
+            if self.taps.iter().any(|t| t.0 == i) {
+                out.push(y.clone());
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Layer {
+    fn as_block(&self) -> &dyn Block {
+        match self {
+            Layer::Conv(c) => c,
+            Layer::Inverted(b) => b,
+        }
     }
 }
 
@@ -101,10 +172,7 @@ impl Block for MobileNetV2 {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut y = xs.shallow_clone();
         for l in &self.layers {
-            y = match l {
-                Layer::Conv(c) => c.forward_t(&y, train),
-                Layer::Inverted(b) => b.forward_t(&y, train),
-            };
+            y = l.as_block().forward_t(&y, train);
         }
         y
     }
@@ -112,10 +180,7 @@ impl Block for MobileNetV2 {
     fn emit(&self, g: &mut GraphBuilder, x: &str) -> fer_export::Result<String> {
         let mut y = x.to_string();
         for l in &self.layers {
-            y = match l {
-                Layer::Conv(c) => c.emit(g, &y)?,
-                Layer::Inverted(b) => b.emit(g, &y)?,
-            };
+            y = l.as_block().emit(g, &y)?;
         }
         Ok(y)
     }

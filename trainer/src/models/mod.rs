@@ -3,10 +3,12 @@
 //! three-FC classifier, GReFEL's reliability balancing head, or DAN's MAN + AFN. The method picks
 //! the head ([`crate::methods::MethodConfig::head_spec`]); [`ModelSpec`] says what to build.
 
+mod cross_vit;
 mod ivsa;
 mod mobilenetv2;
 mod resnet;
 
+pub use cross_vit::{CrossVit, StreamArch, VitConfig};
 pub use ivsa::Ivsa;
 pub use mobilenetv2::{InvertedResidual, MobileNetV2};
 pub use resnet::{BlockKind, ResNet, ResNetConfig, Residual};
@@ -29,6 +31,9 @@ pub enum Arch {
     Mbv2,
     /// IVSA's improved VGG with attention after every stage (seed 004); 3-FC classifier.
     Ivsa,
+    /// GReFEL's window-based cross-attention ViT on an image and a landmark stream (seed 002);
+    /// configured by `model.vit`.
+    GrefelVit,
 }
 
 impl Arch {
@@ -39,6 +44,7 @@ impl Arch {
             Arch::SeResnet50 => "se_resnet50",
             Arch::Mbv2 => "mobilenet_v2",
             Arch::Ivsa => "ivsa",
+            Arch::GrefelVit => "grefel_vit",
         }
     }
 
@@ -118,6 +124,8 @@ pub struct ModelSpec {
     pub input_size: i64,
     /// IVSA's per-stage attention (`None`: the arch's default, SAB for IVSA).
     pub attention: Option<AttentionKind>,
+    /// GReFEL's extractor (`None`: the defaults, for arch `grefel_vit`).
+    pub vit: Option<VitConfig>,
     pub head: HeadSpec,
 }
 
@@ -125,7 +133,7 @@ impl ModelSpec {
     /// The arch with its default head, attention and input size (48 for IVSA, 112 otherwise).
     pub fn new(arch: Arch, in_channels: i64, num_classes: i64, dropout: f64) -> Self {
         let input_size = if arch == Arch::Ivsa { 48 } else { 112 };
-        ModelSpec { arch, in_channels, num_classes, dropout, input_size, attention: None, head: arch.default_head() }
+        ModelSpec { arch, in_channels, num_classes, dropout, input_size, attention: None, vit: None, head: arch.default_head() }
     }
 }
 
@@ -134,6 +142,10 @@ impl ModelSpec {
 pub enum ModelError {
     #[error("model.attention is only for arch ivsa (got arch {0})")]
     AttentionWithoutIvsa(&'static str),
+    #[error("model.vit is only for arch grefel_vit (got arch {0})")]
+    VitWithoutGrefelVit(&'static str),
+    #[error("{0}")]
+    Vit(String),
     #[error("arch ivsa needs model.input_size to be a positive multiple of 16 (four 2x2 poolings), got {0}")]
     IvsaInputSize(i64),
     #[error("the 3-FC classifier belongs to arch ivsa, not {0}")]
@@ -147,6 +159,7 @@ enum Backbone {
     ResNet(ResNet),
     MobileNetV2(MobileNetV2),
     Ivsa(Ivsa),
+    CrossVit(CrossVit),
 }
 
 impl Backbone {
@@ -155,6 +168,7 @@ impl Backbone {
             Backbone::ResNet(b) => b,
             Backbone::MobileNetV2(b) => b,
             Backbone::Ivsa(b) => b,
+            Backbone::CrossVit(b) => b,
         }
     }
 }
@@ -230,6 +244,9 @@ impl Classifier {
         if spec.attention.is_some() && arch != Arch::Ivsa {
             return Err(ModelError::AttentionWithoutIvsa(arch.name()));
         }
+        if spec.vit.is_some() && arch != Arch::GrefelVit {
+            return Err(ModelError::VitWithoutGrefelVit(arch.name()));
+        }
         let (backbone, c) = match arch {
             Arch::Resnet18 | Arch::Resnet50 | Arch::SeResnet50 => {
                 let cfg = match arch {
@@ -248,6 +265,13 @@ impl Classifier {
                 }
                 let att = spec.attention.unwrap_or(AttentionKind::Sab);
                 (Backbone::Ivsa(Ivsa::new(root, spec.in_channels, att)), Ivsa::OUT_CHANNELS)
+            }
+            Arch::GrefelVit => {
+                let cfg = spec.vit.clone().unwrap_or_default();
+                cfg.check(spec.input_size).map_err(ModelError::Vit)?;
+                let m = CrossVit::new(root, spec.in_channels, spec.input_size, &cfg);
+                let c = m.out_channels();
+                (Backbone::CrossVit(m), c)
             }
         };
         let k = spec.num_classes;
@@ -275,7 +299,7 @@ impl Classifier {
     }
 
     /// # Shapes
-    /// `[N, C, H, W]` → feature map `[N, C_f, h, w]` (`h = H/32`; IVSA: `H/16`).
+    /// `[N, C, H, W]` → feature map `[N, C_f, h, w]` (`h = H/32`; IVSA and GReFEL's ViT: `H/16`).
     pub fn features(&self, xs: &Tensor, train: bool) -> Tensor {
         self.backbone.as_block().forward_t(xs, train)
     }

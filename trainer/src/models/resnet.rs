@@ -115,52 +115,91 @@ impl Block for Residual {
     }
 }
 
-/// The ResNet feature extractor: stem (7x7/2 conv, BN, ReLU, 3x3/2 max-pool) and four stages.
+/// The ResNet feature extractor: stem (7x7/2 conv, BN, ReLU, 3x3/2 max-pool) and four stages
+/// (or the first few, for a feature pyramid: strides 4, 8, 16, 32 after stages 1–4).
 #[derive(Debug)]
 pub struct ResNet {
     stem: ConvBnAct,
     blocks: Vec<Residual>,
-    out_channels: i64,
+    /// Channels after each built stage.
+    stage_channels: Vec<i64>,
+    /// How many blocks precede the end of each built stage.
+    stage_ends: Vec<usize>,
+    /// The VarStore path (`""` at the root, `"image"` as a stream of a larger model).
+    name: String,
 }
 
 impl ResNet {
     pub fn new(p: &nn::Path, cfg: &ResNetConfig) -> Self {
+        Self::with_stages(p, cfg, 4)
+    }
+
+    /// The stem and the first `stages` (1–4) stages, with torchvision's names.
+    pub fn with_stages(p: &nn::Path, cfg: &ResNetConfig, stages: usize) -> Self {
         let stem = ConvBnAct::new(p / "conv1", p / "bn1", cfg.in_channels, 64, 7, 2, 1, Act::Relu);
         let mut blocks = Vec::new();
+        let (mut stage_channels, mut stage_ends) = (Vec::new(), Vec::new());
         let mut c_in = 64;
         #[rustfmt::skip]
-        let stages = [(64, 1), (128, 2), (256, 2), (512, 2)]; // planes, first stride
-        for (s, ((planes, stride), n)) in stages.into_iter().zip(cfg.layers).enumerate() {
+        let table = [(64, 1), (128, 2), (256, 2), (512, 2)]; // planes, first stride
+        for (s, ((planes, stride), n)) in table.into_iter().zip(cfg.layers).enumerate().take(stages) {
             let lp = p / format!("layer{}", s + 1);
             for i in 0..n {
                 let st = if i == 0 { stride } else { 1 };
                 blocks.push(Residual::new(&lp / i, cfg.block, c_in, planes, st, cfg.se_reduction));
                 c_in = planes * cfg.block.expansion();
             }
+            stage_channels.push(c_in);
+            stage_ends.push(blocks.len());
         }
-        ResNet { stem, blocks, out_channels: c_in }
+        ResNet { stem, blocks, stage_channels, stage_ends, name: crate::nn::path_name(p) }
     }
 
     pub fn out_channels(&self) -> i64 {
-        self.out_channels
+        *self.stage_channels.last().expect("at least one stage")
+    }
+
+    /// Channels after each built stage.
+    pub fn stage_channels(&self) -> &[i64] {
+        &self.stage_channels
+    }
+
+    /// # Shapes
+    /// `[N, C, H, W]` → the output of each built stage, `[N, C_s, H/2^(s+1), W/2^(s+1)]`.
+    pub fn forward_stages(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
+        let mut y = self.stem.forward_t(xs, train).max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        let mut out = Vec::new();
+        for (i, b) in self.blocks.iter().enumerate() {
+            y = b.forward_t(&y, train);
+            if self.stage_ends.contains(&(i + 1)) {
+                out.push(y.shallow_clone());
+            }
+        }
+        out
+    }
+
+    /// As [`forward_stages`](Self::forward_stages).
+    pub fn emit_stages(&self, g: &mut GraphBuilder, x: &str) -> fer_export::Result<Vec<String>> {
+        let stem = self.stem.emit(g, x)?;
+        let hint = if self.name.is_empty() { "maxpool".to_string() } else { format!("{}.maxpool", self.name) };
+        let mut y = g.max_pool(&stem, 3, 2, 1, &hint);
+        let mut out = Vec::new();
+        for (i, b) in self.blocks.iter().enumerate() {
+            y = b.emit(g, &y)?;
+            if self.stage_ends.contains(&(i + 1)) {
+                out.push(y.clone());
+            }
+        }
+        Ok(out)
     }
 }
 
 impl Block for ResNet {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let mut y = self.stem.forward_t(xs, train).max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
-        for b in &self.blocks {
-            y = b.forward_t(&y, train);
-        }
-        y
+        self.forward_stages(xs, train).pop().expect("at least one stage")
     }
 
     fn emit(&self, g: &mut GraphBuilder, x: &str) -> fer_export::Result<String> {
-        let y = self.stem.emit(g, x)?;
-        let mut y = g.max_pool(&y, 3, 2, 1, "maxpool");
-        for b in &self.blocks {
-            y = b.emit(g, &y)?;
-        }
-        Ok(y)
+        Ok(self.emit_stages(g, x)?.pop().expect("at least one stage"))
     }
 }

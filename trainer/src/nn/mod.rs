@@ -12,6 +12,8 @@ mod linear;
 mod norm1d;
 mod reliability;
 mod se;
+mod transformer;
+mod window_cross;
 
 pub use attention::{AttentionKind, ConvAttention};
 pub use conv_bn::{Act, ConvBnAct};
@@ -21,6 +23,8 @@ pub(crate) use linear::cam_of;
 pub use norm1d::BatchNorm1d;
 pub use reliability::{balance as rb_balance, confidence as rb_confidence, RbConfig, RbHead, RbOutput};
 pub use se::SqueezeExcite;
+pub use transformer::{EncoderBlock, LayerNorm, Mlp, SelfAttention, TokenLinear};
+pub use window_cross::WindowCrossAttention;
 
 use fer_export::GraphBuilder;
 use tch::{nn, Kind, Tensor};
@@ -89,6 +93,11 @@ pub fn emit_conv(g: &mut GraphBuilder, x: &str, conv: &nn::Conv2D, name: &str) -
 pub fn torch_conv(p: nn::Path, c_in: i64, c_out: i64, kernel: i64, bias: bool) -> nn::Conv2D {
     let cfg = nn::ConvConfig { padding: (kernel - 1) / 2, bias, ..Default::default() };
     nn::conv2d(p, c_in, c_out, kernel, cfg)
+}
+
+/// A `k`×`k` conv of stride `k` with bias, no padding (a patch embedding), PyTorch's default init.
+pub fn patch_conv(p: nn::Path, c_in: i64, c_out: i64, k: i64) -> nn::Conv2D {
+    nn::conv2d(p, c_in, c_out, k, nn::ConvConfig { stride: k, bias: true, ..Default::default() })
 }
 
 /// The L2 norm of each `H×W` map: `[N, C, H, W]` → `[N, C]` (`[N, C, 1, 1]` with `keepdim`).

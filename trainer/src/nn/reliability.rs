@@ -20,6 +20,7 @@
 //! with both off `L_final = l`. The head's `logits` are `ln L_final` (so `softmax(logits)` is
 //! `L_final`), its `probs` are `L_final`, and its `confidence` is `C_f(L_final)`.
 
+use super::transformer::{attend, emit_attend, emit_merge_heads, emit_split_heads, merge_heads, split_heads};
 use super::{emit_linear, emit_tensor, path_name, torch_linear, BatchNorm1d};
 use fer_export::{Attr, GraphBuilder};
 use serde::{Deserialize, Serialize};
@@ -133,40 +134,27 @@ impl TokenAttention {
     /// `[N, D]` → `t_a` `[N, K]`.
     fn forward(&self, e: &Tensor) -> Tensor {
         let n = e.size()[0];
-        let (t, h) = (self.tokens, self.heads);
-        let x = e.reshape([n, t, -1]);
-        let split = |y: Tensor| y.reshape([n, t, h, -1]).transpose(1, 2); // [N, h, T, dh]
-        let (q, k, v) = (split(x.apply(&self.q)), split(x.apply(&self.k)), split(x.apply(&self.v)));
-        let dh = q.size()[3] as f64;
-        let att = (q.matmul(&k.transpose(2, 3)) / dh.sqrt()).softmax(-1, Kind::Float);
-        let o = att.matmul(&v).transpose(1, 2).reshape([n, t, -1]).apply(&self.out);
-        o.reshape([n, -1]).apply(&self.fc).softmax(1, Kind::Float)
+        let x = e.reshape([n, self.tokens, -1]);
+        let heads = |lin: &nn::Linear| split_heads(&x.apply(lin), self.heads);
+        let o = attend(&heads(&self.q), &heads(&self.k), &heads(&self.v), None);
+        merge_heads(&o).apply(&self.out).reshape([n, -1]).apply(&self.fc).softmax(1, Kind::Float)
     }
 
     fn emit(&self, g: &mut GraphBuilder, e: &str) -> fer_export::Result<String> {
         let nm = self.name.clone();
         let (t, h) = (self.tokens, self.heads);
         let d = self.q.ws.size()[0];
-        let dh = d / h;
+        // Token rows `[N·T, d]`, so each projection is one Gemm.
         let rows = g.const_i64(&format!("{nm}/rows"), &[-1, d]);
-        let x = g.op("Reshape", &[e, &rows], &[], &format!("{nm}/tokens")); // [N·T, d]
-        let heads_shape = g.const_i64(&format!("{nm}/heads_shape"), &[-1, t, h, dh]);
-        let proj = |g: &mut GraphBuilder, lin: &nn::Linear, which: &str| -> fer_export::Result<String> {
+        let x = g.op("Reshape", &[e, &rows], &[], &format!("{nm}/tokens"));
+        let mut heads = Vec::new();
+        for (lin, which) in [(&self.q, "q"), (&self.k, "k"), (&self.v, "v")] {
             let y = emit_linear(g, &x, lin, &format!("{nm}.{which}"))?;
-            let y = g.op("Reshape", &[&y, &heads_shape], &[], &format!("{nm}/{which}_heads"));
-            Ok(g.op("Transpose", &[&y], &[Attr::ints("perm", &[0, 2, 1, 3])], &format!("{nm}/{which}_t")))
-        };
-        let q = proj(g, &self.q, "q")?;
-        let k = proj(g, &self.k, "k")?;
-        let v = proj(g, &self.v, "v")?;
-        let kt = g.op("Transpose", &[&k], &[Attr::ints("perm", &[0, 1, 3, 2])], &format!("{nm}/k_tt"));
-        let scores = g.op("MatMul", &[&q, &kt], &[], &format!("{nm}/scores"));
-        let scale = g.const_f32(&format!("{nm}/scale"), &[], &[1.0 / (dh as f32).sqrt()]);
-        let scores = g.mul(&scores, &scale, &format!("{nm}/scaled"));
-        let att = g.softmax(&scores, -1, &format!("{nm}/att"));
-        let o = g.op("MatMul", &[&att, &v], &[], &format!("{nm}/attended"));
-        let o = g.op("Transpose", &[&o], &[Attr::ints("perm", &[0, 2, 1, 3])], &format!("{nm}/merge_t"));
-        let o = g.op("Reshape", &[&o, &rows], &[], &format!("{nm}/merged"));
+            heads.push(emit_split_heads(g, &y, &[t, d], h, &format!("{nm}/{which}")));
+        }
+        let o = emit_attend(g, &heads[0], &heads[1], &heads[2], None, 4, d / h, &nm);
+        let o = emit_merge_heads(g, &o, &[t, d], &nm);
+        let o = g.op("Reshape", &[&o, &rows], &[], &format!("{nm}/merged_rows"));
         let o = emit_linear(g, &o, &self.out, &format!("{nm}.out"))?;
         let flat = g.const_i64(&format!("{nm}/flat"), &[-1, t * d]);
         let o = g.op("Reshape", &[&o, &flat], &[], &format!("{nm}/flat"));

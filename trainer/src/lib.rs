@@ -7,8 +7,10 @@
 //!   (linear + CAM, IVSA's 3 FC, GReFEL's reliability balancing, DAN's MAN + AFN)
 //! - [`methods`]: losses and recipes (cross-entropy, EAC, DacFER, GReFEL, DAN + attention consistency)
 //! - [`train`]: the training loop, optimisers, schedulers, checkpoints
+//! - [`bench`]: the training step timed as the PyTorch peer's benchmark times it
 
 pub mod augment;
+pub mod bench;
 pub mod data;
 pub mod models;
 pub mod nn;

@@ -17,6 +17,8 @@ use std::path::PathBuf;
   fer-train fit --config configs/fer2013_r18_eac.yaml --resume        # continue runs/<name>
   fer-train eval --run runs/r18_eac --split val
   fer-train export --run runs/r18_eac --out eac_r18.onnx --cam
+  fer-train cache --config configs/fer2013_r18_eac.yaml           # decode the data once
+  fer-train bench --arch resnet18 --method eac --size 224 --batch 64  # training-step img/s
 
 A run directory holds config.yaml (resolved), last.safetensors + state.json (resumable checkpoint),
 best.safetensors, metrics.csv, curves.png, confusion.png, summary.json and model.onnx."
@@ -61,8 +63,42 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Decode a config's train and val splits once into its dataset cache (splits.cache_dir), so
+    /// later runs, and a GPU box that receives only the cache files, start without decoding images.
+    Cache {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
     /// Report what libtorch sees (CUDA, cuDNN, devices) and run a small matmul on each device.
     Doctor,
+    /// Time the training step (forward, the method's loss, backward, Adam) on random data, as
+    /// ../shared/reference/peer_bench.py times PyTorch eager; bench/train_vs_pytorch.py runs both.
+    Bench {
+        #[arg(long, value_enum, default_value = "resnet18")]
+        arch: fer_train::models::Arch,
+        /// Training method: ce, eac, dacfer, grefel_rb or dan (default hyper-parameters).
+        #[arg(long, default_value = "eac")]
+        method: String,
+        /// Input side in pixels.
+        #[arg(long, default_value_t = 224)]
+        size: i64,
+        #[arg(long, default_value_t = 64)]
+        batch: i64,
+        /// Untimed steps first (cuDNN autotuning, allocator warm-up).
+        #[arg(long, default_value_t = 8)]
+        warmup: usize,
+        /// Timed steps.
+        #[arg(long, default_value_t = 30)]
+        iters: usize,
+        /// auto, cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Print the result as one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write the ONNX graph of a checkpoint (with the contract's metadata).
     Export {
         #[arg(long)]
@@ -93,6 +129,19 @@ fn main() -> Result<()> {
         }
         Command::Export { run, checkpoint, out, cam, fp16 } => run_export(run, checkpoint, out, cam, fp16),
         Command::Doctor => run_doctor(),
+        Command::Cache { config, overrides } => run_cache(config, overrides),
+        Command::Bench { arch, method, size, batch, warmup, iters, device, json } => {
+            let bench = fer_train::bench::StepBench {
+                arch,
+                method: fer_train::bench::method_by_name(&method)?,
+                size,
+                batch,
+                warmup,
+                iters,
+                device: fer_train::train::select_device(&device)?,
+            };
+            run_bench(&bench, json)
+        }
     }
 }
 
@@ -141,6 +190,30 @@ fn run_export(run: PathBuf, checkpoint: Option<PathBuf>, out: PathBuf, cam: bool
     let val_acc = loaded.recorded_val_accuracy();
     fer_train::export::export_model(&loaded.model, &loaded.cfg, &loaded.classes, val_acc, &out, cam, fp16)?;
     println!("wrote {} ({} classes, input {}x{})", out.display(), loaded.classes.len(), loaded.cfg.model.input_size, loaded.cfg.model.input_size);
+    Ok(())
+}
+
+fn run_cache(config: PathBuf, overrides: Vec<String>) -> Result<()> {
+    let cfg = Config::load(&config, &overrides)?;
+    let dir = cfg.splits.cache_dir.as_deref().context("splits.cache_dir is null: this config caches nothing; set one (--set splits.cache_dir=.cache/data)")?;
+    for split in [&cfg.splits.train, &cfg.splits.val] {
+        let ds = fer_train::data::load_split_cached(&cfg.data, split, Some(dir))?;
+        let path = fer_train::data::cache_path(&cfg.data, split, dir);
+        println!("{split}: {} images, {} classes -> {}", ds.len(), ds.num_classes(), path.display());
+    }
+    Ok(())
+}
+
+fn run_bench(bench: &fer_train::bench::StepBench, json: bool) -> Result<()> {
+    let t = fer_train::bench::time_training_step(bench)?;
+    if json {
+        println!("{}", serde_json::to_string(&t)?);
+    } else {
+        println!(
+            "{} {} step, {}x{} px, batch {}, {}: {:.2} ms/step, {:.1} img/s ({} timed steps)",
+            t.arch, t.method, t.size, t.size, t.batch, t.device, t.ms_per_step, t.img_per_s, t.iters
+        );
+    }
     Ok(())
 }
 

@@ -91,6 +91,11 @@ impl Trainer {
     /// Loads data, builds the model; with `resume`, restores the run directory's last checkpoint.
     pub fn new(cfg: Config, resume: bool) -> Result<Self> {
         let device = select_device(&cfg.train.device)?;
+        if device.is_cuda() {
+            // Fixed input shapes: let cuDNN time its algorithms once, as the peer's
+            // `torch.backends.cudnn.benchmark = True`.
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
         // A method that the arch cannot carry is a config error, reported before any data loads.
         cfg.model_spec(1)?;
         if cfg.train.bf16 {

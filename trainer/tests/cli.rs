@@ -85,3 +85,21 @@ fn doctor_runs_and_libtorch_cuda_is_linked() {
         }
     }
 }
+
+/// `fer-train bench` times a real training step (its loss is finite) and reports img/s as JSON;
+/// an unknown method is named with the valid ones.
+#[test]
+fn bench_times_a_training_step() {
+    let o = Command::new(env!("CARGO_BIN_EXE_fer-train"))
+        .args(["bench", "--arch", "mbv2", "--method", "eac", "--size", "32", "--batch", "4", "--warmup", "1", "--iters", "2", "--device", "cpu", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((v["arch"].as_str(), v["method"].as_str(), v["batch"].as_i64()), (Some("mobilenet_v2"), Some("eac"), Some(4)));
+    let (ms, img_s) = (v["ms_per_step"].as_f64().unwrap(), v["img_per_s"].as_f64().unwrap());
+    assert!(ms > 0.0 && (img_s - 4.0 * 1e3 / ms).abs() < 1e-6 * img_s, "{v}");
+    assert!(v["loss"].as_f64().unwrap().is_finite());
+    let (ok, err) = fer_train(&["bench", "--method", "mixup", "--device", "cpu"]);
+    assert!(!ok && err.contains("unknown variant `mixup`") && err.contains("grefel_rb"), "{err}");
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Several `fer-train fit` runs side by side on one GPU inside one device call, each stopped at a
+# deadline, and their results (not their checkpoints) packed into one file that comes back:
+#   run dirs' summary.json, metrics.csv, config.yaml, state.json, curves.png, confusion.png, the logs,
+#   and nvidia-smi utilisation every 15 s.
+# Run it through scripts/device_run.sh (which puts fer-train on PATH, see scripts/device_pack.sh):
+#   bash scripts/device_run.sh bash bench/gpu_runs.sh 540 \
+#     "r18_ce      configs/fer2013_r18_ce.yaml" \
+#     "r18_eac     configs/fer2013_r18_eac.yaml" \
+#     "r18_ce_n30  configs/fer2013_r18_ce.yaml  noise.rate=0.3" \
+#     "r18_eac_n30 configs/fer2013_r18_eac.yaml noise.rate=0.3"
+# Each quoted spec: run name, config, then --set overrides. The first argument is the deadline in
+# seconds for every run (a run cut short keeps its finished epochs in metrics.csv and state.json).
+# Results go to $OUT/runs.tar.gz on the device machine ($OUT comes back), else ./runs.tar.gz.
+# Locally: tar xzf runs.tar.gz && .venv/bin/python scripts/results.py
+set -uo pipefail
+cd "$(dirname "$0")/.."
+deadline=${1:?usage: gpu_runs.sh <seconds> "<name> <config> [key=value ...]" ...}
+shift
+[ $# -gt 0 ] || { echo "gpu_runs.sh: no runs given" >&2; exit 2; }
+mkdir -p runs
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 15 >runs/gpu_util.csv 2>&1 &
+  smi=$!
+fi
+pids=(); names=()
+for spec in "$@"; do
+  read -r name config rest <<<"$spec"
+  sets=(--set "name=$name" --set train.export=false)
+  for kv in $rest; do sets+=(--set "$kv"); done
+  echo "[gpu_runs] $name: fer-train fit --config $config ${sets[*]}" >&2
+  timeout --signal=INT "$deadline" fer-train fit --config "$config" "${sets[@]}" >"runs/$name.log" 2>&1 &
+  pids+=($!); names+=("$name")
+done
+status=0
+for i in "${!pids[@]}"; do
+  if wait "${pids[$i]}"; then
+    echo "[gpu_runs] ${names[$i]}: done" >&2
+  else
+    rc=$?
+    echo "[gpu_runs] ${names[$i]}: exit $rc ($([ $rc = 124 ] && echo 'stopped at the deadline' || echo 'failed, see its log'))" >&2
+    tail -n 3 "runs/${names[$i]}.log" >&2
+    [ $rc = 124 ] || status=1
+  fi
+done
+[ -n "${smi:-}" ] && kill "$smi" 2>/dev/null
+files=(runs/gpu_util.csv)
+for n in "${names[@]}"; do
+  files+=("runs/$n.log")
+  for f in summary.json metrics.csv config.yaml state.json curves.png confusion.png; do
+    [ -f "runs/$n/$f" ] && files+=("runs/$n/$f")
+  done
+done
+dest=${OUT:-.}/runs.tar.gz
+tar czf "$dest" "${files[@]}" 2>/dev/null || tar czf "$dest" $(ls "${files[@]}" 2>/dev/null)
+echo "[gpu_runs] packed $(ls "${files[@]}" 2>/dev/null | wc -l) files into $dest" >&2
+for n in "${names[@]}"; do tail -n 1 "runs/$n.log"; done
+exit $status

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs on the lent GPU machine, from the checkout it receives, after scripts/device_pack.sh packed
+# .device-carry here: unpacks the binary and the dataset caches (python3's lzma: the machine may
+# have no xz), points the loader at that machine's libtorch, and runs "$@" with fer-train on PATH.
+#   bash scripts/device_run.sh fer-train doctor
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${FER_DEVICE_PYTHON:-python3}
+CARRY=.device-carry
+die() { echo "[device_run] error: $*" >&2; exit 1; }
+[ -s "$CARRY/fer-train.xz" ] || die "$CARRY/fer-train.xz is missing: run scripts/device_pack.sh here first and carry .device-carry"
+torch_dir=$("$PY" -c 'import os, torch; print(os.path.dirname(torch.__file__))') || die "$PY cannot import torch"
+export LD_LIBRARY_PATH="$torch_dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+unxz() {  # unxz <file.xz> <dest>: decompress once
+  [ -s "$2" ] && [ "$2" -nt "$1" ] && return 0
+  "$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2] + ".tmp", "wb"))' "$1" "$2" && mv "$2.tmp" "$2"
+}
+mkdir -p "$CARRY/bin" .cache/data
+unxz "$CARRY/fer-train.xz" "$CARRY/bin/fer-train"
+chmod +x "$CARRY/bin/fer-train"
+for f in "$CARRY"/data/*.xz; do
+  [ -e "$f" ] && unxz "$f" ".cache/data/$(basename "${f%.xz}")"
+done
+export PATH="$PWD/$CARRY/bin:$PATH"
+exec "$@"

@@ -54,9 +54,10 @@ pub fn export_model(
     with_cam: bool,
     fp16: bool,
 ) -> Result<()> {
-    if fp16 && !model.head.fp16_faithful() {
-        // Measured against tch (see Head::fp16_faithful): refused rather than shipped approximate.
-        anyhow::bail!("--fp16: the {} head does not export faithfully in float16; export it in float32", cfg.method.name());
+    if fp16 && !model.fp16_faithful() {
+        // Measured against tch (see Classifier::fp16_faithful): refused rather than shipped approximate.
+        let what = if model.head.fp16_faithful() { format!("arch {}", model.arch.name()) } else { format!("the {} head", cfg.method.name()) };
+        anyhow::bail!("--fp16: {what} does not export faithfully in float16; export it in float32");
     }
     let meta = metadata(cfg, classes, val_accuracy);
     let mut proto = model.to_onnx(&meta, with_cam)?;

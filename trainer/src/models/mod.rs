@@ -298,6 +298,13 @@ impl Classifier {
         Ok(Classifier { arch, in_channels: spec.in_channels, num_classes: k, spec: spec.clone(), backbone, head })
     }
 
+    /// Whether the `--fp16` export matches tch within the parity tests' 1e-2: the head must be
+    /// (see [`Head::fp16_faithful`]), and GReFEL's ViT is not: its layer norms and attention
+    /// softmaxes in float16 were measured at 0.4–1.3·10⁻² on the logits and CAMs, so it is refused.
+    pub fn fp16_faithful(&self) -> bool {
+        self.head.fp16_faithful() && !matches!(self.backbone, Backbone::CrossVit(_))
+    }
+
     /// # Shapes
     /// `[N, C, H, W]` → feature map `[N, C_f, h, w]` (`h = H/32`; IVSA and GReFEL's ViT: `H/16`).
     pub fn features(&self, xs: &Tensor, train: bool) -> Tensor {

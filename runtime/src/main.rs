@@ -340,8 +340,16 @@ fn run_predict(a: PredictArgs) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if !a.json {
+        // What the model is and the accuracy recorded when it was trained, so nobody mistakes a
+        // stand-in for a trained model.
+        let meta = model.metadata();
+        let mut about: Vec<String> = [meta.backbone.clone(), meta.method.clone()].into_iter().flatten().collect();
+        if let Some(v) = meta.val_accuracy {
+            about.push(format!("val accuracy {:.1}%", 100.0 * v));
+        }
+        let about = if about.is_empty() { String::new() } else { format!(" [{}]", about.join(", ")) };
         eprintln!(
-            "model {} on {} ({} classes)",
+            "model {}{about} on {} ({} classes)",
             a.model.path().display(),
             model.backend_name(),
             model.labels().len()

@@ -158,6 +158,9 @@ fn the_table_lists_every_image_and_globs_expand() {
     assert!(lines[1..]
         .iter()
         .all(|l| l.contains("whole image") && LABELS.iter().any(|lab| l.contains(lab))));
+    // The header says what the model is and its recorded accuracy (a stand-in shows as one).
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[tiny, eac, val accuracy 50.0%] on tract"), "{err}");
 }
 
 #[test]

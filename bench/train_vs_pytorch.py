@@ -5,8 +5,8 @@ Step (the design's bar: EAC step, 224 px, batch 64, MobileNetV2 / ResNet-18 / Re
     .venv/bin/python bench/train_vs_pytorch.py step --peer ../shared/reference/peer_bench.py
 
 runs the peer's own benchmark script (PyTorch eager, fp32/bf16 x NCHW/channels-last; CUDA only),
-then `fer-train bench` on the same settings, and prints img/s with the ratio against the peer's
-best variant and against its fp32 NCHW variant. `--peer-json FILE` reuses a peer result instead.
+then `fer-train bench` on the same settings (NCHW and channels-last, the faster counts), and prints
+img/s with the ratio against the peer's best variant and against its fp32 NCHW variant. `--peer-json FILE` reuses a peer result instead.
 
 Epoch (data on the device, augmentation and erasing included):
 
@@ -14,7 +14,7 @@ Epoch (data on the device, augmentation and erasing included):
         --data ../shared/datasets/fer2013 --arch resnet18 --method eac [--limit 20]
 
 runs one epoch of the peer's ref_train.py and of `fer-train fit` with configs/fer2013_r18_<method>.yaml
-(arch overridden) on the same data and prints the training img/s of each. `--limit N` keeps every
+(arch overridden, channels-last as the peer) on the same data and prints the training img/s of each. `--limit N` keeps every
 N-th training image on both sides (a CPU smoke test: DEV=cpu is set when CUDA is absent).
 Run it on an otherwise idle machine.
 """
@@ -67,20 +67,25 @@ def step():
         peer = {}
     rows = []
     for tv in a.archs.split(","):
-        ours = json.loads(run([a.fer_train, "bench", "--arch", ARCHS[tv], "--method", "eac", "--size", str(a.size),
-                               "--batch", str(a.batch), "--iters", str(a.iters), "--device", a.device, "--json"]))
+        base = [a.fer_train, "bench", "--arch", ARCHS[tv], "--method", "eac", "--size", str(a.size),
+                "--batch", str(a.batch), "--iters", str(a.iters), "--device", a.device, "--json"]
+        # fer-train in both layouts, as the peer is timed in both: the faster one counts.
+        runs = [json.loads(run(base)), json.loads(run(base + ["--channels-last"]))]
+        ours = max(runs, key=lambda r: r["img_per_s"])
         key = lambda amp, cl: f"train_eac_{tv}_bs{a.batch}_amp{amp}_cl{cl}_img_s"
         variants = {f"{'bf16' if amp else 'fp32'}/{'cl' if cl else 'nchw'}": peer.get(key(amp, cl)) for amp in (0, 1) for cl in (0, 1)}
         variants = {k: v for k, v in variants.items() if v}
         best = max(variants.items(), key=lambda kv: kv[1]) if variants else (None, None)
-        rows.append(dict(arch=tv, ours=ours["img_per_s"], ours_device=ours["device"], peer_best=best[1], peer_best_variant=best[0],
+        rows.append(dict(arch=tv, ours=ours["img_per_s"], ours_variant="cl" if ours["channels_last"] else "nchw",
+                         ours_nchw=runs[0]["img_per_s"], ours_cl=runs[1]["img_per_s"], ours_device=ours["device"],
+                         peer_best=best[1], peer_best_variant=best[0],
                          peer_fp32_nchw=variants.get("fp32/nchw")))
     print(f"\nEAC training step, {a.size} px, batch {a.batch} (img/s; ratio = fer-train / peer)")
-    print(f"{'arch':<14}{'fer-train':>11}{'peer best':>11}{'variant':>11}{'ratio':>8}{'peer fp32':>11}{'ratio':>8}")
+    print(f"{'arch':<14}{'fer-train':>11}{'layout':>8}{'peer best':>11}{'variant':>11}{'ratio':>8}{'peer fp32':>11}{'ratio':>8}")
     for r in rows:
         ratio = lambda p: f"{r['ours'] / p:.2f}x" if p else "-"
         fmt = lambda v: f"{v:.1f}" if v else "-"
-        print(f"{r['arch']:<14}{r['ours']:>11.1f}{fmt(r['peer_best']):>11}{r['peer_best_variant'] or '-':>11}{ratio(r['peer_best']):>8}"
+        print(f"{r['arch']:<14}{r['ours']:>11.1f}{r['ours_variant']:>8}{fmt(r['peer_best']):>11}{r['peer_best_variant'] or '-':>11}{ratio(r['peer_best']):>8}"
               f"{fmt(r['peer_fp32_nchw']):>11}{ratio(r['peer_fp32_nchw']):>8}")
     return rows
 
@@ -100,7 +105,8 @@ def epoch():
         run([sys.executable, a.peer, "--arch", a.arch, "--method", a.method, "--epochs", "1", "--data", a.data, "--out", out], env=env)
         peer = json.load(open(out))["train_img_s"]
         sets = ["train.epochs=1", f"model.arch={ARCHS[a.arch]}", f"data.root={a.data}", f"out_dir={d}", "name=speed_ours",
-                "train.export=false", f"train.device={device}", "splits.cache_dir=null"]
+                "train.export=false", f"train.device={device}", "splits.cache_dir=null",
+                "train.channels_last=true"]  # the peer trains channels-last
         if a.limit:
             sets.append(f"train.subset_every={a.limit}")
         config = f"configs/fer2013_r18_{a.method}.yaml"

@@ -125,23 +125,35 @@ fn a_short_eac_run_learns() {
 fn resume_continues_exactly() {
     let _turn = serial();
     let (root, out) = dataset("resume");
-    // Uninterrupted: 2 epochs.
-    let mut a = Trainer::new(config(&root, &out, "a", 2, "{ name: ce }"), false).unwrap();
-    a.fit().unwrap();
-    // Interrupted after 1 epoch, then resumed for the second.
-    let mut b = Trainer::new(config(&root, &out, "b", 1, "{ name: ce }"), false).unwrap();
-    b.fit().unwrap();
-    let mut b = Trainer::new(config(&root, &out, "b", 2, "{ name: ce }"), true).unwrap();
-    assert_eq!(b.state.epochs_done, 1);
-    b.fit().unwrap();
-    let wa = fer_train::checkpoint::load_tensors(&out.join("a/last.safetensors")).unwrap();
-    let wb = fer_train::checkpoint::load_tensors(&out.join("b/last.safetensors")).unwrap();
-    assert_eq!(wa.len(), wb.len());
-    for (k, ta) in &wa {
-        let diff = (ta.to_kind(tch::Kind::Double) - wb[k].to_kind(tch::Kind::Double)).abs().max().double_value(&[]);
-        assert!(diff <= 1e-6, "{k} differs by {diff} after resume");
+    for channels_last in [false, true] {
+        let cfg = |name: &str, epochs| {
+            let mut c = config(&root, &out, name, epochs, "{ name: ce }");
+            c.train.channels_last = channels_last;
+            c
+        };
+        let (a, b) = if channels_last { ("a_cl", "b_cl") } else { ("a", "b") };
+        // Uninterrupted: 2 epochs.
+        let mut ta = Trainer::new(cfg(a, 2), false).unwrap();
+        ta.fit().unwrap();
+        // Interrupted after 1 epoch, then resumed for the second.
+        Trainer::new(cfg(b, 1), false).unwrap().fit().unwrap();
+        let mut tb = Trainer::new(cfg(b, 2), true).unwrap();
+        assert_eq!(tb.state.epochs_done, 1);
+        tb.fit().unwrap();
+        let wa = fer_train::checkpoint::load_tensors(&out.join(a).join("last.safetensors")).unwrap();
+        let wb = fer_train::checkpoint::load_tensors(&out.join(b).join("last.safetensors")).unwrap();
+        assert_eq!(wa.len(), wb.len());
+        for (k, t) in &wa {
+            let diff = (t.to_kind(tch::Kind::Double) - wb[k].to_kind(tch::Kind::Double)).abs().max().double_value(&[]);
+            assert!(diff <= 1e-6, "{k} differs by {diff} after resume (channels_last {channels_last})");
+        }
+        assert_eq!(ta.state.history[1].val, tb.state.history[1].val);
     }
-    assert_eq!(a.state.history[1].val, b.state.history[1].val);
+    // The optimizer's moments are stored in the layout's order: resuming in the other layout is refused.
+    let mut c = config(&root, &out, "b_cl", 3, "{ name: ce }");
+    c.train.channels_last = false;
+    let e = Trainer::new(c, true).err().expect("a layout switch on resume is refused").to_string();
+    assert!(e.contains("train.channels_last=true"), "{e}");
 }
 
 /// Trains `cfg` and checks that the loss fell and, with `beats_chance`, that the model beats

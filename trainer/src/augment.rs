@@ -212,6 +212,14 @@ impl Augment {
     }
 }
 
+/// The same values with channels-last strides (`[N, C, H, W]` stored as NHWC), which PyTorch's
+/// `contiguous(memory_format=torch.channels_last)` gives and tch 0.24 has no call for. A conv whose
+/// input is channels-last runs its channels-last kernels and hands that layout on to the rest of
+/// the network (oneDNN on the CPU, cuDNN on the GPU).
+pub fn channels_last(x: &Tensor) -> Tensor {
+    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,5 +405,14 @@ mod tests {
         for k in 0..5 {
             assert!(views[k + 5].allclose(&views[k].flip([3]), 1e-6, 1e-6, false), "flip of view {k}");
         }
+    }
+
+    #[test]
+    fn channels_last_keeps_values_and_strides_nhwc() {
+        let x = Tensor::arange(2 * 3 * 4 * 5, (Kind::Float, Device::Cpu)).reshape([2, 3, 4, 5]);
+        let y = channels_last(&x);
+        assert_eq!(y.size(), [2, 3, 4, 5]);
+        assert_eq!(y.stride(), [60, 1, 15, 3]);
+        assert_eq!(y, x);
     }
 }

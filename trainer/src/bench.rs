@@ -22,6 +22,8 @@ pub struct StepBench {
     pub warmup: usize,
     pub iters: usize,
     pub device: Device,
+    /// Channels-last input batches (`train.channels_last`).
+    pub channels_last: bool,
 }
 
 /// The result, as `fer-train bench --json` prints it.
@@ -33,6 +35,7 @@ pub struct StepTiming {
     pub batch: i64,
     pub iters: usize,
     pub device: String,
+    pub channels_last: bool,
     pub ms_per_step: f64,
     pub img_per_s: f64,
     /// The last step's loss (finite: the step computed something).
@@ -55,8 +58,9 @@ pub fn time_training_step(b: &StepBench) -> Result<StepTiming> {
     let spec = ModelSpec { input_size: b.size, head, ..ModelSpec::new(b.arch, 3, 7, 0.0) };
     let model = Classifier::build(&vs.root(), &spec)?;
     let adam: OptimizerConfig = serde_yaml::from_str("{name: adam, lr: 2.0e-4, weight_decay: 1.0e-4}").expect("a valid optimiser config");
-    let mut opt = FlatOptimizer::new(&vs, adam);
+    let mut opt = FlatOptimizer::with_layout(&vs, adam, b.channels_last);
     let x = Tensor::randn([b.batch, 3, b.size, b.size], (Kind::Float, b.device));
+    let x = if b.channels_last { crate::augment::channels_last(&x) } else { x };
     let y = Tensor::randint(7, [b.batch], (Kind::Int64, b.device));
     let mut step = || {
         opt.zero_grad();
@@ -85,6 +89,7 @@ pub fn time_training_step(b: &StepBench) -> Result<StepTiming> {
         batch: b.batch,
         iters: b.iters.max(1),
         device: format!("{:?}", b.device),
+        channels_last: b.channels_last,
         ms_per_step: 1e3 * s,
         img_per_s: b.batch as f64 / s,
         loss,

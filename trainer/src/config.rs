@@ -121,6 +121,11 @@ pub struct TrainConfig {
     /// bf16 autocast on CUDA: not implemented yet (refused with an error, see `Trainer::new`).
     #[serde(default)]
     pub bf16: bool,
+    /// Channels-last batches and conv weights (PyTorch's `memory_format=torch.channels_last`, as
+    /// the peer trains): the same numbers through other kernels; measure which is faster on your
+    /// device (`fer-train bench --channels-last`). A run resumes only with the setting it began with.
+    #[serde(default)]
+    pub channels_last: bool,
     /// Max global gradient norm; none = no clipping.
     pub grad_clip: Option<f64>,
     /// CPU threads for tch (0 = libtorch's default).

@@ -95,6 +95,9 @@ enum Command {
         /// auto, cpu, cuda or cuda:N.
         #[arg(long, default_value = "auto")]
         device: String,
+        /// Channels-last input batches, as train.channels_last.
+        #[arg(long)]
+        channels_last: bool,
         /// Print the result as one JSON line.
         #[arg(long)]
         json: bool,
@@ -130,7 +133,7 @@ fn main() -> Result<()> {
         Command::Export { run, checkpoint, out, cam, fp16 } => run_export(run, checkpoint, out, cam, fp16),
         Command::Doctor => run_doctor(),
         Command::Cache { config, overrides } => run_cache(config, overrides),
-        Command::Bench { arch, method, size, batch, warmup, iters, device, json } => {
+        Command::Bench { arch, method, size, batch, warmup, iters, device, channels_last, json } => {
             let bench = fer_train::bench::StepBench {
                 arch,
                 method: fer_train::bench::method_by_name(&method)?,
@@ -139,6 +142,7 @@ fn main() -> Result<()> {
                 warmup,
                 iters,
                 device: fer_train::train::select_device(&device)?,
+                channels_last,
             };
             run_bench(&bench, json)
         }
@@ -210,8 +214,17 @@ fn run_bench(bench: &fer_train::bench::StepBench, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string(&t)?);
     } else {
         println!(
-            "{} {} step, {}x{} px, batch {}, {}: {:.2} ms/step, {:.1} img/s ({} timed steps)",
-            t.arch, t.method, t.size, t.size, t.batch, t.device, t.ms_per_step, t.img_per_s, t.iters
+            "{} {} step, {}x{} px, batch {}, {}{}: {:.2} ms/step, {:.1} img/s ({} timed steps)",
+            t.arch,
+            t.method,
+            t.size,
+            t.size,
+            t.batch,
+            t.device,
+            if t.channels_last { ", channels-last" } else { "" },
+            t.ms_per_step,
+            t.img_per_s,
+            t.iters
         );
     }
     Ok(())

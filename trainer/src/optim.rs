@@ -47,10 +47,25 @@ fn default_momentum() -> f64 {
     0.9
 }
 
+/// A parameter (or its gradient) flattened in the order its slice of the flat buffer uses:
+/// row-major, or `[O, kh, kw, I]` for a channels-last 4-D weight.
+fn in_flat_order(t: &Tensor, channels_last: bool) -> Tensor {
+    if channels_last {
+        t.permute([0, 2, 3, 1]).flatten(0, -1)
+    } else {
+        t.flatten(0, -1)
+    }
+}
+
+/// Elements per chunk of a CPU update (1 MiB of float32 per buffer: four buffers fit in L2).
+const CPU_CHUNK: i64 = 1 << 18;
+
 /// The optimiser: flat parameters, flat state, and the live learning rate.
 pub struct FlatOptimizer {
     cfg: OptimizerConfig,
     params: Vec<Tensor>,
+    /// Which params sit in the flat buffer in channels-last order.
+    nhwc: Vec<bool>,
     flat: Tensor,
     /// Adam: first moment; SGD: momentum buffer.
     exp_avg: Tensor,
@@ -69,6 +84,14 @@ impl std::fmt::Debug for FlatOptimizer {
 impl FlatOptimizer {
     /// Takes over the trainable variables of `vs` (in a fixed, name-sorted order).
     pub fn new(vs: &nn::VarStore, cfg: OptimizerConfig) -> Self {
+        Self::with_layout(vs, cfg, false)
+    }
+
+    /// As [`new`](Self::new); with `channels_last`, every 4-D weight becomes a channels-last view
+    /// (its slice of the flat buffer holds it in `[O, kh, kw, I]` order), as PyTorch's
+    /// `model.to(memory_format=torch.channels_last)`: convolutions then run their NHWC kernels
+    /// without converting the weight at each call.
+    pub fn with_layout(vs: &nn::VarStore, cfg: OptimizerConfig, channels_last: bool) -> Self {
         let mut named: Vec<(String, Tensor)> = vs
             .variables()
             .into_iter()
@@ -76,18 +99,28 @@ impl FlatOptimizer {
             .collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let mut params: Vec<Tensor> = named.into_iter().map(|(_, t)| t).collect();
-        let flat = tch::no_grad(|| Tensor::cat(&params.iter().map(|p| p.detach().flatten(0, -1)).collect::<Vec<_>>(), 0));
+        let nhwc: Vec<bool> = params.iter().map(|p| channels_last && p.dim() == 4).collect();
+        let flat = tch::no_grad(|| {
+            let parts: Vec<Tensor> = params.iter().zip(&nhwc).map(|(p, &cl)| in_flat_order(&p.detach(), cl)).collect();
+            Tensor::cat(&parts, 0)
+        });
         let mut offset = 0;
-        for p in params.iter_mut() {
+        for (p, &cl) in params.iter_mut().zip(&nhwc) {
             let n = p.numel() as i64;
-            let view = flat.narrow(0, offset, n).view(p.size().as_slice());
+            let size = p.size();
+            let slice = flat.narrow(0, offset, n);
+            let view = if cl {
+                slice.view([size[0], size[2], size[3], size[1]]).permute([0, 3, 1, 2])
+            } else {
+                slice.view(size.as_slice())
+            };
             p.set_data(&view);
             offset += n;
         }
         let exp_avg = flat.zeros_like();
         let exp_avg_sq = flat.zeros_like();
         let lr = cfg.lr;
-        FlatOptimizer { cfg, params, flat, exp_avg, exp_avg_sq, step: 0, lr }
+        FlatOptimizer { cfg, params, nhwc, flat, exp_avg, exp_avg_sq, step: 0, lr }
     }
 
     pub fn zero_grad(&mut self) {
@@ -105,10 +138,11 @@ impl FlatOptimizer {
         let grads: Vec<Tensor> = self
             .params
             .iter()
-            .map(|p| {
+            .zip(&self.nhwc)
+            .map(|(p, &cl)| {
                 let g = p.grad();
                 if g.defined() {
-                    g.flatten(0, -1)
+                    in_flat_order(&g, cl)
                 } else {
                     Tensor::zeros([p.numel() as i64], (Kind::Float, p.device()))
                 }
@@ -133,42 +167,59 @@ impl FlatOptimizer {
                 }
             }
             self.step += 1;
-            let c = &self.cfg;
-            let lr = self.lr;
-            match c.name {
-                OptimizerKind::Adam | OptimizerKind::Adamw => {
-                    if c.name == OptimizerKind::Adamw {
-                        let _ = self.flat.g_mul_scalar_(1.0 - lr * c.weight_decay);
-                    } else if c.weight_decay != 0.0 {
-                        g = g + &self.flat * c.weight_decay;
-                    }
-                    let (b1, b2) = c.betas;
-                    let _ = self.exp_avg.lerp_(&g, 1.0 - b1);
-                    let _ = self.exp_avg_sq.g_mul_scalar_(b2);
-                    let _ = self.exp_avg_sq.addcmul_(&(&g * (1.0 - b2)), &g);
-                    let bc1 = 1.0 - b1.powi(self.step as i32);
-                    let bc2 = 1.0 - b2.powi(self.step as i32);
-                    let denom = (self.exp_avg_sq.sqrt() / bc2.sqrt()) + c.eps;
-                    let _ = self.flat.addcdiv_(&(&self.exp_avg * (-lr / bc1)), &denom);
-                }
-                OptimizerKind::Sgd => {
-                    if c.weight_decay != 0.0 {
-                        g = g + &self.flat * c.weight_decay;
-                    }
-                    if c.momentum != 0.0 {
-                        if self.step == 1 {
-                            self.exp_avg.copy_(&g);
-                        } else {
-                            let _ = self.exp_avg.g_mul_scalar_(c.momentum);
-                            let _ = self.exp_avg.g_add_(&g);
-                        }
-                        g = if c.nesterov { g + &self.exp_avg * c.momentum } else { self.exp_avg.shallow_clone() };
-                    }
-                    let _ = self.flat.g_add_(&(g * -lr));
-                }
+            // On the GPU the whole buffer is one chunk (fewest kernels). On the CPU each op of the
+            // update streams the buffer through memory, so chunks that stay in the L2 cache across
+            // the ~10 ops of a step make it 3-5x faster (ResNet-18: 175 ms -> 30-50 ms, torch.optim.Adam 35 ms).
+            let n = self.flat.numel() as i64;
+            let chunk = if self.flat.device().is_cuda() { n } else { CPU_CHUNK };
+            let mut start = 0;
+            while start < n {
+                let len = chunk.min(n - start);
+                let view = |t: &Tensor| t.narrow(0, start, len);
+                self.update(view(&g), &mut view(&self.flat), &mut view(&self.exp_avg), &mut view(&self.exp_avg_sq));
+                start += len;
             }
             true
         })
+    }
+
+    /// The update rule on one chunk: `g` gradient, `p` parameters, `m` / `v` the moments (views
+    /// into the flat buffers, updated in place). `self.step` is already the new step number.
+    fn update(&self, mut g: Tensor, p: &mut Tensor, m: &mut Tensor, v: &mut Tensor) {
+        let c = &self.cfg;
+        let lr = self.lr;
+        match c.name {
+            OptimizerKind::Adam | OptimizerKind::Adamw => {
+                if c.name == OptimizerKind::Adamw {
+                    let _ = p.g_mul_scalar_(1.0 - lr * c.weight_decay);
+                } else if c.weight_decay != 0.0 {
+                    g = g + &*p * c.weight_decay;
+                }
+                let (b1, b2) = c.betas;
+                let _ = m.lerp_(&g, 1.0 - b1);
+                let _ = v.g_mul_scalar_(b2);
+                let _ = v.addcmul_(&(&g * (1.0 - b2)), &g);
+                let bc1 = 1.0 - b1.powi(self.step as i32);
+                let bc2 = 1.0 - b2.powi(self.step as i32);
+                let denom = (v.sqrt() / bc2.sqrt()) + c.eps;
+                let _ = p.addcdiv_(&(&*m * (-lr / bc1)), &denom);
+            }
+            OptimizerKind::Sgd => {
+                if c.weight_decay != 0.0 {
+                    g = g + &*p * c.weight_decay;
+                }
+                if c.momentum != 0.0 {
+                    if self.step == 1 {
+                        m.copy_(&g);
+                    } else {
+                        let _ = m.g_mul_scalar_(c.momentum);
+                        let _ = m.g_add_(&g);
+                    }
+                    g = if c.nesterov { g + &*m * c.momentum } else { m.shallow_clone() };
+                }
+                let _ = p.g_add_(&(g * -lr));
+            }
+        }
     }
 
     /// Optimiser state for checkpoints: tensors by name, plus `step` and `lr`.
@@ -178,12 +229,21 @@ impl FlatOptimizer {
             ("optim.exp_avg_sq".into(), self.exp_avg_sq.shallow_clone()),
             ("optim.step".into(), Tensor::from(self.step)),
             ("optim.lr".into(), Tensor::from(self.lr)),
+            ("optim.channels_last".into(), Tensor::from(self.nhwc.iter().any(|&c| c) as i64)),
         ]
     }
 
     /// Restores what [`state`](Self::state) saved; errors name the missing or mis-sized entry.
     pub fn load_state(&mut self, named: &std::collections::HashMap<String, Tensor>) -> Result<(), String> {
         let get = |k: &str| named.get(k).ok_or_else(|| format!("optimizer state `{k}` missing from checkpoint"));
+        // The moments of 4-D weights are stored in the layout's order: they only fit that layout.
+        let saved_cl = named.get("optim.channels_last").is_some_and(|t| t.int64_value(&[]) != 0);
+        let cl = self.nhwc.iter().any(|&c| c);
+        if saved_cl != cl {
+            return Err(format!(
+                "the checkpoint's optimizer state was saved with train.channels_last={saved_cl}; resume with the same setting (now {cl})"
+            ));
+        }
         for (k, dst) in [("optim.exp_avg", &mut self.exp_avg), ("optim.exp_avg_sq", &mut self.exp_avg_sq)] {
             let src = get(k)?;
             if src.size() != dst.size() {
@@ -249,6 +309,98 @@ impl SchedulerConfig {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    /// Deterministic float32 values `f(0.001·i + t)` (the same formula on the Python side).
+    fn wave(n: i64, t: f64, cos: bool) -> Tensor {
+        let x = Tensor::arange(n, (Kind::Double, Device::Cpu)) * 0.001 + t;
+        (if cos { x.cos() } else { x.sin() }).to_kind(Kind::Float)
+    }
+
+    // The second spans three CPU chunks and a partial one; the third is a conv weight
+    // `[16, 4, 3, 3]`, stored channels-last with `train.channels_last`.
+    const SIZES: [i64; 3] = [12, 600_000, 576];
+    const CONV: [i64; 4] = [16, 4, 3, 3];
+
+    fn shaped(t: Tensor, i: usize) -> Tensor {
+        if i == 2 { t.reshape(CONV) } else { t }
+    }
+    const STEPS: usize = 5;
+
+    /// Our flat optimiser against `torch.optim` on the same parameters and gradients: Adam (L2
+    /// decay), AdamW, SGD with Nesterov momentum, 5 steps, with and without channels-last weights; every parameter within 1e-5 relative (measured: 1.3e-6 Adam, 0 AdamW, 4.9e-6 SGD).
+    #[test]
+    fn matches_torch_optim_step_for_step() {
+        let Some(python) = std::env::var_os("FER_PYTHON").filter(|p| std::path::Path::new(p).exists()) else {
+            eprintln!("SKIP: FER_PYTHON is not set; run scripts/setup.sh for the PyTorch reference");
+            return;
+        };
+        let cases = [
+            ("adam", "{name: adam, lr: 0.01, weight_decay: 0.01}", "torch.optim.Adam(ps, lr=0.01, weight_decay=0.01)"),
+            ("adamw", "{name: adamw, lr: 0.01, weight_decay: 0.01}", "torch.optim.AdamW(ps, lr=0.01, weight_decay=0.01)"),
+            ("sgd", "{name: sgd, lr: 0.01, momentum: 0.9, nesterov: true, weight_decay: 0.001}", "torch.optim.SGD(ps, lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.001)"),
+        ];
+        for ((name, ours, theirs), channels_last) in cases.into_iter().flat_map(|c| [(c, false), (c, true)]) {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let params: Vec<Tensor> = SIZES
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| vs.root().var_copy(&format!("p{i}"), &shaped(wave(n, i as f64, true), i)))
+                .collect();
+            let mut opt = FlatOptimizer::with_layout(&vs, serde_yaml::from_str(ours).unwrap(), channels_last);
+            assert_eq!(params[2].stride()[1] == 1, channels_last, "the conv weight's layout");
+            for t in 0..STEPS {
+                opt.zero_grad();
+                let loss: Tensor = params
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (p * shaped(wave(SIZES[i], (t + 10 * i) as f64, false), i)).sum(Kind::Float))
+                    .reduce(|a, b| a + b)
+                    .unwrap();
+                loss.backward();
+                assert!(opt.step(None));
+            }
+            let script = format!(
+                r#"
+import sys, torch
+def wave(n, t, cos):
+    x = torch.arange(n, dtype=torch.float64) * 0.001 + t
+    return (x.cos() if cos else x.sin()).float()
+sizes = {SIZES:?}
+ps = [torch.nn.Parameter(wave(n, i, True)) for i, n in enumerate(sizes)]
+opt = {theirs}
+for t in range({STEPS}):
+    opt.zero_grad()
+    sum((p * wave(n, t + 10 * i, False)).sum() for i, (p, n) in enumerate(zip(ps, sizes))).backward()
+    opt.step()
+open(sys.argv[1], "wb").write(torch.cat([p.detach() for p in ps]).numpy().tobytes())
+"#
+            );
+            let out = std::env::temp_dir().join(format!("fer_optim_{name}_{}.f32", std::process::id()));
+            let st = std::process::Command::new(&python).args(["-c", &script]).arg(&out).status().unwrap();
+            assert!(st.success(), "the PyTorch reference failed for {name}");
+            let bytes = std::fs::read(&out).unwrap();
+            let _ = std::fs::remove_file(&out);
+            let want: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            // Logical (row-major) order, whatever the layout.
+            let got: Vec<f32> = params.iter().flat_map(|p| Vec::<f32>::try_from(p.detach().contiguous().flatten(0, -1)).unwrap()).collect();
+            assert_eq!(got.len(), want.len());
+            let (mut worst, mut at) = (0f32, 0);
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                let err = (a - b).abs() / (1e-3 + b.abs());
+                if !(err <= worst) {
+                    (worst, at) = (err, i);
+                }
+            }
+            assert!(worst < 1e-5, "{name} (channels_last {channels_last}): element {at} is {} vs torch {} (relative error {worst:e})", got[at], want[at]);
+            eprintln!("{name} (channels_last {channels_last}): worst relative error {worst:e} over {} parameters", got.len());
         }
     }
 }

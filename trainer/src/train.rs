@@ -150,7 +150,7 @@ impl Trainer {
                 }
             }
         }
-        let mut opt = FlatOptimizer::new(&vs, cfg.train.optimizer.clone());
+        let mut opt = FlatOptimizer::with_layout(&vs, cfg.train.optimizer.clone(), cfg.train.channels_last);
         let channels = cfg.model.in_channels;
         let aug = Augment {
             size: cfg.model.input_size,
@@ -249,6 +249,7 @@ impl Trainer {
             let idx = order.narrow(0, s * bs, bs);
             let x = self.aug.train(&self.train.images.index_select(0, &idx));
             let x = if self.aug.erase.is_some() { self.aug.erase(&x) } else { x };
+            let x = if cfg.channels_last { crate::augment::channels_last(&x) } else { x };
             let y = labels.index_select(0, &idx);
             self.opt.zero_grad();
             let out = training_loss(&self.cfg.method, &self.model, &x, &y);

@@ -95,7 +95,8 @@ impl Block for Residual {
             Some(d) => d.forward_t(xs, train),
             None => xs.shallow_clone(),
         };
-        (y + identity).relu()
+        let mut sum = y + identity;
+        sum.relu_() // in place, as torchvision
     }
 
     fn emit(&self, g: &mut GraphBuilder, x: &str) -> fer_export::Result<String> {

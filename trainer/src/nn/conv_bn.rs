@@ -16,11 +16,13 @@ pub enum Act {
 }
 
 impl Act {
-    pub fn forward(self, xs: Tensor) -> Tensor {
+    /// Applies the activation, in place for ReLU / ReLU6 (as torchvision's `inplace=True`: one
+    /// memory pass less forward and backward): `xs` must be a fresh value nothing else reads.
+    pub fn forward(self, mut xs: Tensor) -> Tensor {
         match self {
             Act::None => xs,
-            Act::Relu => xs.relu(),
-            Act::Relu6 => xs.clamp(0.0, 6.0),
+            Act::Relu => xs.relu_(),
+            Act::Relu6 => xs.relu6_(),
             Act::Gelu => xs.gelu("none"),
         }
     }

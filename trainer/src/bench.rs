@@ -49,6 +49,9 @@ fn sync(device: Device) {
 }
 
 pub fn time_training_step(b: &StepBench) -> Result<StepTiming> {
+    anyhow::ensure!(b.batch >= 2, "--batch must be at least 2 (BatchNorm needs two images per training batch), got {}", b.batch);
+    anyhow::ensure!(b.size >= 1, "--size must be at least 1 pixel, got {}", b.size);
+    let iters = b.iters.max(1);
     tch::manual_seed(0);
     if b.device.is_cuda() {
         tch::Cuda::cudnn_set_benchmark(true); // as the peer
@@ -75,11 +78,11 @@ pub fn time_training_step(b: &StepBench) -> Result<StepTiming> {
     sync(b.device);
     let t0 = Instant::now();
     let mut loss = Tensor::zeros([], (Kind::Float, b.device));
-    for _ in 0..b.iters.max(1) {
+    for _ in 0..iters {
         loss = step();
     }
     sync(b.device);
-    let s = t0.elapsed().as_secs_f64() / b.iters.max(1) as f64;
+    let s = t0.elapsed().as_secs_f64() / iters as f64;
     let loss = loss.double_value(&[]);
     anyhow::ensure!(loss.is_finite(), "the benchmarked step's loss is {loss}");
     Ok(StepTiming {
@@ -87,7 +90,7 @@ pub fn time_training_step(b: &StepBench) -> Result<StepTiming> {
         method: b.method.name(),
         size: b.size,
         batch: b.batch,
-        iters: b.iters.max(1),
+        iters,
         device: format!("{:?}", b.device),
         channels_last: b.channels_last,
         ms_per_step: 1e3 * s,

@@ -186,7 +186,28 @@ impl Config {
             let new: serde_yaml::Value = serde_yaml::from_str(raw).map_err(parse_err)?;
             set_path(&mut value, key, new)?;
         }
-        serde_yaml::from_value(value).map_err(parse_err)
+        let cfg: Config = serde_yaml::from_value(value).map_err(parse_err)?;
+        cfg.check_sizes()?;
+        Ok(cfg)
+    }
+
+    /// Sizes that parse but cannot run (tch would panic deep inside a kernel, or a division by
+    /// zero would): refused here, by key, for every entry point that reads a config.
+    fn check_sizes(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, want: &str, got: i64| Err(ConfigError::Invalid(format!("{key} must be {want}, got {got}")));
+        if self.train.batch_size < 2 {
+            return bad("train.batch_size", "at least 2 (BatchNorm needs two images per training batch)", self.train.batch_size);
+        }
+        if self.train.eval_batch_size < 1 {
+            return bad("train.eval_batch_size", "at least 1", self.train.eval_batch_size);
+        }
+        if self.model.input_size < 1 {
+            return bad("model.input_size", "at least 1 pixel", self.model.input_size);
+        }
+        if self.model.in_channels < 1 {
+            return bad("model.in_channels", "at least 1", self.model.in_channels);
+        }
+        Ok(())
     }
 
     pub fn to_yaml(&self) -> String {
@@ -274,6 +295,22 @@ train:
             }
         }
         assert!(n >= 10, "only {n} configs in {}", dir.display());
+    }
+
+    /// Sizes no kernel can run are refused by key (they used to panic: batch 0 divided by zero).
+    #[test]
+    fn sizes_that_cannot_run_are_named_errors() {
+        for (set, key) in [
+            ("train.batch_size=0", "train.batch_size"),
+            ("train.batch_size=1", "train.batch_size"),
+            ("train.eval_batch_size=0", "train.eval_batch_size"),
+            ("model.input_size=0", "model.input_size"),
+            ("model.in_channels=-1", "model.in_channels"),
+        ] {
+            let e = Config::from_yaml(YAML, &[set.into()]).unwrap_err().to_string();
+            assert!(e.starts_with(key), "--set {set}: {e}");
+        }
+        Config::from_yaml(YAML, &["train.batch_size=2".into(), "model.input_size=1".into()]).unwrap();
     }
 
     /// Methods and archs that do not fit together, and unknown attention kinds, are named errors.

@@ -102,4 +102,9 @@ fn bench_times_a_training_step() {
     assert!(v["loss"].as_f64().unwrap().is_finite());
     let (ok, err) = fer_train(&["bench", "--method", "mixup", "--device", "cpu"]);
     assert!(!ok && err.contains("unknown variant `mixup`") && err.contains("grefel_rb"), "{err}");
+    // Sizes no kernel can run: a named error, not a panic inside libtorch.
+    for (flag, value) in [("--batch", "0"), ("--size", "0")] {
+        let (ok, err) = fer_train(&["bench", "--device", "cpu", flag, value]);
+        assert!(!ok && err.contains(&format!("{flag} must be at least")) && !err.contains("panicked"), "{flag} {value}: {err}");
+    }
 }

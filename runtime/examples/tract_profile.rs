@@ -3,6 +3,10 @@
 //!
 //!     cargo run --release -p fer-runtime --example tract_profile -- model.onnx [iters]
 //!
+//! Like the runtime it applies tract's `conv_nhwc` transform first; `TRACT_TRANSFORMS=` profiles
+//! the graph without it, `TRACT_TRANSFORMS=a,b` applies other registered transforms instead.
+//! It runs single-threaded (the runtime's intra-op pool is not used).
+//!
 //! It profiles the file's graph as stored: a float16 file is profiled in float16, whereas the
 //! runtime's tract backend upcasts it to float32 on targets without native half precision.
 
@@ -26,7 +30,15 @@ fn main() -> TractResult<()> {
         .map(|(i, d)| if i == 0 { Some(1) } else { d.concretize().and_then(|d| d.to_i64().ok().map(|d| d as usize)) })
         .collect::<Option<_>>()
         .context("input dims other than the batch must be fixed")?;
-    let model = model.with_input_fact(0, f32::fact(&shape).into())?.into_optimized()?;
+    let mut model = model.with_input_fact(0, f32::fact(&shape).into())?.into_typed()?;
+    // The runtime's tract backend runs convolutions channel-last; `TRACT_TRANSFORMS=` (empty)
+    // profiles ONNX's own layout, a comma list tries other registered transforms.
+    let names = std::env::var("TRACT_TRANSFORMS").unwrap_or_else(|_| "conv_nhwc".into());
+    for name in names.split(',').filter(|n| !n.is_empty()) {
+        let t = tract_onnx::tract_core::transform::get_transform(name)?.with_context(|| format!("tract has no transform `{name}`"))?;
+        t.transform(&mut model)?;
+    }
+    let model = model.into_optimized()?;
     let plan = SimplePlan::new(model)?;
     let mut state = SimpleState::new(&plan)?;
     let input: Tensor = tract_ndarray::ArrayD::<f32>::from_elem(shape, 0.1).into();

@@ -5,7 +5,7 @@
 //!
 //! Like the runtime it applies tract's `conv_nhwc` transform first; `TRACT_TRANSFORMS=` profiles
 //! the graph without it, `TRACT_TRANSFORMS=a,b` applies other registered transforms instead.
-//! It runs single-threaded (the runtime's intra-op pool is not used).
+//! It runs single-threaded unless `FER_TRACT_THREADS=n` gives it the runtime's intra-op pool.
 //!
 //! It profiles the file's graph as stored: a float16 file is profiled in float16, whereas the
 //! runtime's tract backend upcasts it to float32 on targets without native half precision.
@@ -13,6 +13,7 @@
 use anyhow::Context;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 use tract_onnx::tract_core::plan::{eval, SimplePlan, SimpleState};
@@ -43,17 +44,23 @@ fn main() -> TractResult<()> {
     let mut state = SimpleState::new(&plan)?;
     let input: Tensor = tract_ndarray::ArrayD::<f32>::from_elem(shape, 0.1).into();
     let mut per_op: HashMap<String, (Duration, usize)> = HashMap::new();
+    // `FER_TRACT_THREADS=n` (n > 1) profiles on an intra-op pool of n threads, as the runtime runs.
+    let threads = std::env::var("FER_TRACT_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(1);
+    let executor = if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread };
     let t0 = Instant::now();
-    for _ in 0..iters {
-        state.run_plan_with_eval(tvec!(input.clone().into()), |ctx, st, node, inputs| {
-            let t = Instant::now();
-            let out = eval(ctx, st, node, inputs);
-            let e = per_op.entry(node.op().name().to_string()).or_default();
-            e.0 += t.elapsed();
-            e.1 += 1;
-            out
-        })?;
-    }
+    multithread_tract_scope(executor, || -> TractResult<()> {
+        for _ in 0..iters {
+            state.run_plan_with_eval(tvec!(input.clone().into()), |ctx, st, node, inputs| {
+                let t = Instant::now();
+                let out = eval(ctx, st, node, inputs);
+                let e = per_op.entry(node.op().name().to_string()).or_default();
+                e.0 += t.elapsed();
+                e.1 += 1;
+                out
+            })?;
+        }
+        Ok(())
+    })?;
     let total = t0.elapsed();
     let mut rows: Vec<_> = per_op.into_iter().collect();
     rows.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));

@@ -5,7 +5,9 @@
 //!
 //! Like the runtime it applies tract's `conv_nhwc` transform first; `TRACT_TRANSFORMS=` profiles
 //! the graph without it, `TRACT_TRANSFORMS=a,b` applies other registered transforms instead.
-//! It runs single-threaded unless `FER_TRACT_THREADS=n` gives it the runtime's intra-op pool.
+//! It runs single-threaded unless `FER_TRACT_THREADS=n` gives it the runtime's intra-op pool
+//! (`fer_runtime::intra_op`). `TRACT_PROFILE_NODES=1` lists every node (id, op, output shape)
+//! instead of totals per operator kind.
 //!
 //! It profiles the file's graph as stored: a float16 file is profiled in float16, whereas the
 //! runtime's tract backend upcasts it to float32 on targets without native half precision.
@@ -13,7 +15,7 @@
 use anyhow::Context;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use tract_linalg::multithread::{multithread_tract_scope, Executor};
+use fer_runtime::intra_op::IntraOp;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 use tract_onnx::tract_core::plan::{eval, SimplePlan, SimpleState};
@@ -44,16 +46,22 @@ fn main() -> TractResult<()> {
     let mut state = SimpleState::new(&plan)?;
     let input: Tensor = tract_ndarray::ArrayD::<f32>::from_elem(shape, 0.1).into();
     let mut per_op: HashMap<String, (Duration, usize)> = HashMap::new();
+    let per_node = std::env::var_os("TRACT_PROFILE_NODES").is_some_and(|v| v != "0");
     // `FER_TRACT_THREADS=n` (n > 1) profiles on an intra-op pool of n threads, as the runtime runs.
     let threads = std::env::var("FER_TRACT_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(1);
-    let executor = if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread };
+    let pool = IntraOp::with_threads(threads);
     let t0 = Instant::now();
-    multithread_tract_scope(executor, || -> TractResult<()> {
+    pool.run(|| -> TractResult<()> {
         for _ in 0..iters {
             state.run_plan_with_eval(tvec!(input.clone().into()), |ctx, st, node, inputs| {
                 let t = Instant::now();
                 let out = eval(ctx, st, node, inputs);
-                let e = per_op.entry(node.op().name().to_string()).or_default();
+                let key = if per_node {
+                    format!("{} {} {:?}", node.id, node.op().name(), node.outputs[0].fact.shape)
+                } else {
+                    node.op().name().to_string()
+                };
+                let e = per_op.entry(key).or_default();
                 e.0 += t.elapsed();
                 e.1 += 1;
                 out
@@ -64,7 +72,7 @@ fn main() -> TractResult<()> {
     let total = t0.elapsed();
     let mut rows: Vec<_> = per_op.into_iter().collect();
     rows.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
-    println!("{:28} {:>10} {:>8} {:>6}", "op", "ms/run", "nodes", "share");
+    println!("{:28} {:>10} {:>8} {:>6}", if per_node { "node" } else { "op" }, "ms/run", "nodes", "share");
     for (op, (d, n)) in rows {
         let ms = d.as_secs_f64() * 1e3 / iters as f64;
         println!("{op:28} {ms:10.3} {:8} {:5.1}%", n / iters, 100.0 * d.as_secs_f64() / total.as_secs_f64());

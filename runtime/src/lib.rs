@@ -23,7 +23,7 @@
 //! Modules: [`metadata`] (what a file declares), [`preprocess`] (image → tensor), `backend`
 //! ([`Engine`] over ONNX Runtime and tract), [`face`] (Haar cascade detector, crops), [`cam`]
 //! (activation-map overlays), [`output`] (JSON lines, table), [`inputs`] (files, directories,
-//! globs), [`bench`] (latency).
+//! globs), [`bench`] (latency), [`intra_op`] (tract's thread pool).
 
 mod backend;
 pub mod bench;
@@ -31,6 +31,7 @@ pub mod cam;
 mod error;
 pub mod face;
 pub mod inputs;
+pub mod intra_op;
 pub mod metadata;
 mod model;
 pub mod output;

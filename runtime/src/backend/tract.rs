@@ -10,8 +10,8 @@ use crate::metadata::{outputs as names, ModelInfo};
 use ndarray::{ArrayD, ArrayView4, Axis};
 use rayon::prelude::*;
 use std::path::Path;
+use crate::intra_op::IntraOp;
 use std::sync::Arc;
-use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::floats::FloatPrecisionTranslator;
 use tract_onnx::tract_core::transform::ModelTransform;
@@ -28,7 +28,7 @@ pub(crate) struct TractEngine {
     /// tract's own thread pool for the matrix products inside one single-image call. tract is
     /// single-threaded unless given one; ONNX Runtime's default is one intra-op thread per core, so
     /// this is the like-for-like setting.
-    executor: Executor,
+    intra_op: IntraOp,
 }
 
 impl TractEngine {
@@ -60,7 +60,7 @@ impl TractEngine {
             plan,
             chw,
             output_names,
-            executor: intra_op_executor(),
+            intra_op: IntraOp::from_env(),
         })
     }
 }
@@ -90,25 +90,11 @@ fn channels_last(typed: &mut TypedModel) -> TractResult<()> {
     }
 }
 
-/// One worker per core (`FER_TRACT_THREADS` overrides; 1 = tract's single-threaded executor).
-fn intra_op_executor() -> Executor {
-    let n = std::env::var("FER_TRACT_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if n == 1 {
-        Executor::SingleThread
-    } else {
-        Executor::multithread_with_name(n, "fer-tract")
-    }
-}
-
 impl TractEngine {
-    /// The contract's outputs for `x` (`[1, C, H, W]`), named, on the given executor.
-    fn run_plan(&self, x: ArrayView4<f32>, executor: &Executor) -> Result<Vec<(String, ArrayD<f32>)>> {
+    /// The contract's outputs for `x` (`[1, C, H, W]`), named, run on `threads`.
+    fn run_plan(&self, x: ArrayView4<f32>, threads: &IntraOp) -> Result<Vec<(String, ArrayD<f32>)>> {
         let input: Tensor = x.to_owned().into_dyn().into();
-        let out = multithread_tract_scope(executor.clone(), || self.plan.run(tvec!(input.into())))?;
+        let out = threads.run(|| self.plan.run(tvec!(input.into())))?;
         self.output_names
             .iter()
             .zip(out.iter())
@@ -128,13 +114,13 @@ impl Engine for TractEngine {
             });
         }
         let named = if n <= 1 {
-            self.run_plan(x, &self.executor)?
+            self.run_plan(x, &self.intra_op)?
         } else {
             // Images of a batch run as batch-1 calls on rayon's pool, one image per core, each
             // single-threaded: on these small convnets that beats one batch-N plan.
             let parts = (0..n)
                 .into_par_iter()
-                .map(|i| self.run_plan(x.slice_axis(Axis(0), (i..i + 1).into()), &Executor::SingleThread))
+                .map(|i| self.run_plan(x.slice_axis(Axis(0), (i..i + 1).into()), &IntraOp::single_thread()))
                 .collect::<Result<Vec<_>>>()?;
             self.output_names
                 .iter()

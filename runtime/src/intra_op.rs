@@ -1,0 +1,120 @@
+//! The thread pool tract runs one image on. tract splits its larger matrix products across the
+//! pool of the [`Executor`] in scope; everything else in a call runs on the calling thread.
+//! [`IntraOp::run`] keeps the pool's other workers awake for the whole call, picking up those
+//! chunks as they come, because a worker that went to sleep between two operators costs more to
+//! wake on a small virtual machine than a 48 px MobileNetV2 layer takes to run: with plain rayon
+//! wake-ups two threads were slower than one (docs/RESULTS.md). ONNX Runtime's pool spins the
+//! same way. The tract backend and `examples/tract_profile` both run through here.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use tract_linalg::multithread::{multithread_tract_scope, Executor};
+
+/// How many threads tract may use inside one call.
+#[derive(Debug, Clone)]
+pub struct IntraOp {
+    executor: Executor,
+}
+
+impl IntraOp {
+    /// One thread per core, as ONNX Runtime's default intra-op pool; `FER_TRACT_THREADS=n`
+    /// overrides it (1 = no pool, the calling thread alone).
+    pub fn from_env() -> IntraOp {
+        let n = std::env::var("FER_TRACT_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        IntraOp::with_threads(n)
+    }
+
+    /// A pool of `n` threads (`n <= 1`: the calling thread alone).
+    pub fn with_threads(n: usize) -> IntraOp {
+        let executor = if n <= 1 {
+            Executor::SingleThread
+        } else {
+            Executor::multithread_with_name(n, "fer-tract")
+        };
+        IntraOp { executor }
+    }
+
+    /// The calling thread alone (images of a batch each run this way, one per core).
+    pub fn single_thread() -> IntraOp {
+        IntraOp {
+            executor: Executor::SingleThread,
+        }
+    }
+
+    /// Threads tract may use in a call.
+    pub fn threads(&self) -> usize {
+        match &self.executor {
+            Executor::MultiThread(pool) => pool.current_num_threads(),
+            _ => 1,
+        }
+    }
+
+    /// Runs `f` (tract work) with this pool in scope. With a pool, `f` runs on one of its
+    /// workers while the others spin, taking the chunks tract hands out, until `f` returns.
+    pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        let scoped = || multithread_tract_scope(self.executor.clone(), f);
+        match &self.executor {
+            Executor::MultiThread(pool) => pool.install(|| {
+                let caller = rayon::current_thread_index();
+                let done = AtomicBool::new(false);
+                rayon::in_place_scope(|scope| {
+                    for _ in 1..pool.current_num_threads() {
+                        scope.spawn(|_| {
+                            // The caller may pick a helper up itself while it waits inside a
+                            // parallel loop; it must not spin there, it is the one that ends it.
+                            if rayon::current_thread_index() == caller {
+                                return;
+                            }
+                            while !done.load(Ordering::Acquire) {
+                                if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                                    std::hint::spin_loop();
+                                }
+                            }
+                        });
+                    }
+                    let out = scoped();
+                    done.store(true, Ordering::Release);
+                    out
+                })
+            }),
+            _ => scoped(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rayon::prelude::*;
+
+    /// The pool's workers do take the work handed out inside `run`, the result is whole, and
+    /// `run` returns (the helpers stop) every time, also when called back to back.
+    #[test]
+    fn helpers_share_the_work_and_stop() {
+        let pool = IntraOp::with_threads(2);
+        assert_eq!(pool.threads(), 2);
+        let mut most_threads = 0;
+        for _ in 0..200 {
+            let (sum, threads) = pool.run(|| {
+                let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+                let sum: usize = (0..10_000usize)
+                    .into_par_iter()
+                    .with_min_len(100)
+                    .map(|i| {
+                        seen.lock().unwrap().insert(rayon::current_thread_index());
+                        i
+                    })
+                    .sum();
+                (sum, seen.into_inner().unwrap().len())
+            });
+            assert_eq!(sum, 10_000 * 9_999 / 2);
+            most_threads = most_threads.max(threads);
+        }
+        assert_eq!(most_threads, 2, "the second worker never took a chunk");
+        assert_eq!(IntraOp::single_thread().run(|| 7), 7);
+        assert_eq!(IntraOp::with_threads(1).threads(), 1);
+    }
+}

@@ -10,6 +10,10 @@ resize, normalise, `session.run`. It also reports inference alone on a fixed ten
 Then folder throughput: --folder-images N images (default 1000) classified as face crops, `--batch`
 per call: Python decodes, preprocesses and runs them in batches (timed from the first decode to
 the last result); fer-run is timed as a whole process (start-up and model load included).
+Latency is measured in --rounds rounds (default 3), each timing every row once in turn, and each
+row reports the median over rounds of its p50 and p95; the ratios are taken within each round
+(the rows of a round ran minutes apart at most) and their median is the verdict. A shared virtual
+machine's speed drifts by tens of percent over minutes, so only side-by-side ratios mean much.
 Run it on an idle machine: p95 is sensitive to anything else running.
 """
 import argparse, glob, json, os, subprocess, tempfile, time
@@ -19,7 +23,7 @@ from PIL import Image
 ap = argparse.ArgumentParser()
 ap.add_argument("--model", required=True); ap.add_argument("--images", required=True)
 ap.add_argument("--fer-run", default="target/release/fer-run"); ap.add_argument("--iters", type=int, default=200)
-ap.add_argument("--warmup", type=int, default=20)
+ap.add_argument("--warmup", type=int, default=20); ap.add_argument("--rounds", type=int, default=3)
 ap.add_argument("--folder-images", type=int, default=1000); ap.add_argument("--batch", type=int, default=8)
 a = ap.parse_args()
 
@@ -53,20 +57,35 @@ def timed(fn, n):
     t = np.sort(np.array(t))
     return {"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95)), "throughput": 1e3 * n / t.sum()}
 
-rows = {}
-rows["python onnxruntime, files"] = timed(lambda i: python_one(files[i % len(files)]), a.iters)
-x0 = np.random.randn(1, c, h, w).astype(np.float32)
-rows["python onnxruntime, tensor"] = timed(lambda i: sess.run(["probs"], {"input": x0}), a.iters)
-for backend in ["ort", "tract"]:
-    for what, extra in [("files", ["--images", a.images]), ("tensor", [])]:
-        out = subprocess.run([a.fer_run, "bench", "--model", a.model, "--backend", backend, "--iters", str(a.iters),
-                              "--warmup", str(a.warmup), "--json", *extra], capture_output=True, text=True, check=True)
-        rows[f"fer-run {backend}, {what}"] = json.loads(out.stdout)
+def one_round():
+    rows = {}
+    rows["python onnxruntime, files"] = timed(lambda i: python_one(files[i % len(files)]), a.iters)
+    x0 = np.random.randn(1, c, h, w).astype(np.float32)
+    rows["python onnxruntime, tensor"] = timed(lambda i: sess.run(["probs"], {"input": x0}), a.iters)
+    for backend in ["ort", "tract"]:
+        for what, extra in [("files", ["--images", a.images]), ("tensor", [])]:
+            out = subprocess.run([a.fer_run, "bench", "--model", a.model, "--backend", backend, "--iters", str(a.iters),
+                                  "--warmup", str(a.warmup), "--json", *extra], capture_output=True, text=True, check=True)
+            rows[f"fer-run {backend}, {what}"] = json.loads(out.stdout)
+    return rows
 
-print(f"model {a.model}, {len(files)} images from {a.images}, batch 1, {a.iters} calls each")
+def ratios(rows):
+    r = {}
+    for what in ["files", "tensor"]:
+        py = rows[f"python onnxruntime, {what}"]["p50_ms"]
+        o = rows[f"fer-run ort, {what}"]["p50_ms"]; t = rows[f"fer-run tract, {what}"]["p50_ms"]
+        r[f"{what}: fer-run ort / python"] = o / py
+        r[f"{what}: tract / ort"] = t / o
+    return r
+
+rounds = [one_round() for _ in range(a.rounds)]
+med = lambda v: float(np.median(v))
+print(f"model {a.model}, {len(files)} images from {a.images}, batch 1, {a.iters} calls each, "
+      f"{a.rounds} rounds (median of the rounds' p50 and p95)")
 print(f"{'':32} {'p50 ms':>8} {'p95 ms':>8} {'img/s':>8}")
-for k, r in rows.items():
-    print(f"{k:32} {r['p50_ms']:8.3f} {r['p95_ms']:8.3f} {r['throughput']:8.0f}")
+for k in rounds[0]:
+    print(f"{k:32} {med([r[k]['p50_ms'] for r in rounds]):8.3f} {med([r[k]['p95_ms'] for r in rounds]):8.3f} "
+          f"{med([r[k]['throughput'] for r in rounds]):8.0f}")
 # Folder throughput: the same N files (repeating the list if it is shorter) in one directory.
 n = a.folder_images
 with tempfile.TemporaryDirectory() as d:
@@ -89,8 +108,7 @@ print(f"\nfolder of {n} images, batch {a.batch} (img/s, whole process for fer-ru
 for k, v in folder.items():
     print(f"{k:32} {v:8.0f}")
 
-print()
-for what in ["files", "tensor"]:
-    py = rows[f"python onnxruntime, {what}"]["p50_ms"]
-    o = rows[f"fer-run ort, {what}"]["p50_ms"]; t = rows[f"fer-run tract, {what}"]["p50_ms"]
-    print(f"{what}: fer-run ort / python = {o / py:.2f}x (bar <= 1.1), tract / ort = {t / o:.2f}x (bar <= 2)")
+print("\np50 ratios, per round, then their median (bars: ort / python <= 1.1, tract / ort <= 2):")
+per_round = [ratios(r) for r in rounds]
+for k in per_round[0]:
+    print(f"{k:32} {' '.join(f'{r[k]:.2f}x' for r in per_round)}   median {med([r[k] for r in per_round]):.2f}x")

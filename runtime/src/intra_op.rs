@@ -1,7 +1,7 @@
-//! The thread pool tract runs one image on. tract splits its larger matrix products across the
-//! pool of the [`Executor`] in scope; everything else in a call runs on the calling thread.
-//! [`IntraOp::run`] keeps the pool's other workers awake for the whole call, picking up those
-//! chunks as they come, because a worker that went to sleep between two operators costs more to
+//! The thread pool tract runs one image on. tract splits its larger matrix products (and, above a
+//! size gate, depthwise convolutions and element-wise ops) across the pool of the [`Executor`] in
+//! scope; the rest of a call runs on the calling thread. [`IntraOp::run`] keeps the pool's other
+//! workers awake for the whole call, picking up those chunks as they come, because a worker that went to sleep between two operators costs more to
 //! wake on a small virtual machine than a 48 px MobileNetV2 layer takes to run: with plain rayon
 //! wake-ups two threads were slower than one (docs/RESULTS.md). ONNX Runtime's pool spins the
 //! same way. The tract backend and `examples/tract_profile` both run through here.
@@ -72,8 +72,9 @@ impl IntraOp {
                 rayon::in_place_scope(|scope| {
                     for _ in 1..pool.current_num_threads() {
                         scope.spawn(|_| {
-                            // The caller may pick a helper up itself while it waits inside a
-                            // parallel loop; it must not spin there, it is the one that ends it.
+                            // Thieves take the oldest job first, so the helpers land on the other
+                            // workers; should the caller ever run one itself (it may, while it
+                            // waits inside a parallel loop), it must not spin: it ends the run.
                             if rayon::current_thread_index() == caller {
                                 return;
                             }
@@ -100,7 +101,8 @@ mod tests {
     use rayon::prelude::*;
 
     /// The pool's workers do take the work handed out inside `run`, the result is whole, and
-    /// `run` returns (the helpers stop) every time, also when called back to back.
+    /// `run` returns (the helpers stop) every time, also when called back to back. That the
+    /// helpers spin rather than sleep is a speed property, measured in docs/RESULTS.md, not here.
     #[test]
     fn helpers_share_the_work_and_stop() {
         let pool = IntraOp::with_threads(2);

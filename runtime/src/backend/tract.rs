@@ -6,11 +6,11 @@
 
 use super::{Engine, Outputs};
 use crate::error::{FerError, Result};
+use crate::intra_op::IntraOp;
 use crate::metadata::{outputs as names, ModelInfo};
 use ndarray::{ArrayD, ArrayView4, Axis};
 use rayon::prelude::*;
 use std::path::Path;
-use crate::intra_op::IntraOp;
 use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::floats::FloatPrecisionTranslator;

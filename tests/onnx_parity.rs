@@ -234,6 +234,13 @@ fn mobilenet_v2_parity_random_inputs() {
     random_inputs(&spec(Arch::Mbv2, 64), "mbv2");
 }
 
+/// The 48 px edge recipe's MobileNetV2 at output stride 16 (a 3x3 map) and a ResNet-18 at 8.
+#[test]
+fn output_stride_parity_random_inputs() {
+    random_inputs(&ModelSpec { output_stride: Some(16), ..spec(Arch::Mbv2, 48) }, "mbv2_os16");
+    random_inputs(&ModelSpec { output_stride: Some(8), ..spec(Arch::Resnet18, 48) }, "resnet18_os8");
+}
+
 #[test]
 fn resnet50_parity_random_inputs() {
     random_inputs(&spec(Arch::Resnet50, 64), "resnet50");

@@ -71,18 +71,20 @@ pub struct MobileNetV2 {
 impl MobileNetV2 {
     pub const OUT_CHANNELS: i64 = 1280;
 
-    pub fn new(p: &nn::Path, in_channels: i64) -> Self {
-        Self::build(p, in_channels, false)
+    /// The classification backbone; `output_stride` (32 as torchvision, or 16, 8) keeps the
+    /// stride-2 layers that would pass it at stride 1, so small inputs keep a larger final map.
+    pub fn new(p: &nn::Path, in_channels: i64, output_stride: i64) -> Self {
+        Self::build(p, in_channels, output_stride, false)
     }
 
     /// The layers up to output stride 16 (`features.0..=13`, no final 1x1 conv) as a feature
     /// pyramid: the outputs of `features.3` (stride 4, 24 channels), `.6` (8, 32) and `.13` (16, 96).
     /// torchvision names, so a torchvision state dict loads (its later layers are not used).
     pub fn pyramid(p: &nn::Path, in_channels: i64) -> Self {
-        Self::build(p, in_channels, true)
+        Self::build(p, in_channels, 32, true)
     }
 
-    fn build(p: &nn::Path, in_channels: i64, pyramid: bool) -> Self {
+    fn build(p: &nn::Path, in_channels: i64, output_stride: i64, pyramid: bool) -> Self {
         let f = p / "features";
         let mut layers = vec![Layer::Conv(ConvBnAct::new(&f / 0 / 0, &f / 0 / 1, in_channels, 32, 3, 2, 1, Act::Relu6))];
         #[rustfmt::skip]
@@ -102,10 +104,10 @@ impl MobileNetV2 {
         let mut built = Vec::new();
         'table: for (t, c, n, s) in table {
             for i in 0..n {
-                let st = if i == 0 { s } else { 1 };
-                if pyramid && stride * st > 16 {
+                if pyramid && i == 0 && stride * s > 16 {
                     break 'table;
                 }
+                let st = if i == 0 && stride * s <= output_stride { s } else { 1 };
                 let idx = layers.len();
                 layers.push(Layer::Inverted(InvertedResidual::new(&f / idx as i64, c_in, c, st, t)));
                 c_in = c;

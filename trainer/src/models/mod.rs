@@ -126,6 +126,8 @@ pub struct ModelSpec {
     pub attention: Option<AttentionKind>,
     /// GReFEL's extractor (`None`: the defaults, for arch `grefel_vit`).
     pub vit: Option<VitConfig>,
+    /// Network stride of the ResNets and MobileNetV2: 32 (`None`, torchvision's), 16 or 8.
+    pub output_stride: Option<i64>,
     pub head: HeadSpec,
 }
 
@@ -133,7 +135,7 @@ impl ModelSpec {
     /// The arch with its default head, attention and input size (48 for IVSA, 112 otherwise).
     pub fn new(arch: Arch, in_channels: i64, num_classes: i64, dropout: f64) -> Self {
         let input_size = if arch == Arch::Ivsa { 48 } else { 112 };
-        ModelSpec { arch, in_channels, num_classes, dropout, input_size, attention: None, vit: None, head: arch.default_head() }
+        ModelSpec { arch, in_channels, num_classes, dropout, input_size, attention: None, vit: None, output_stride: None, head: arch.default_head() }
     }
 }
 
@@ -152,6 +154,10 @@ pub enum ModelError {
     Fc3WithoutIvsa(&'static str),
     #[error("{0}")]
     Head(String),
+    #[error("model.output_stride must be 32, 16 or 8, got {0}")]
+    OutputStride(i64),
+    #[error("model.output_stride is for arch resnet18, resnet50, se_resnet50 and mbv2, not {0}")]
+    OutputStrideArch(&'static str),
 }
 
 #[derive(Debug)]
@@ -247,6 +253,12 @@ impl Classifier {
         if spec.vit.is_some() && arch != Arch::GrefelVit {
             return Err(ModelError::VitWithoutGrefelVit(arch.name()));
         }
+        let output_stride = match spec.output_stride {
+            None => 32,
+            Some(os) if ![8, 16, 32].contains(&os) => return Err(ModelError::OutputStride(os)),
+            Some(_) if matches!(arch, Arch::Ivsa | Arch::GrefelVit) => return Err(ModelError::OutputStrideArch(arch.name())),
+            Some(os) => os,
+        };
         let (backbone, c) = match arch {
             Arch::Resnet18 | Arch::Resnet50 | Arch::SeResnet50 => {
                 let cfg = match arch {
@@ -254,11 +266,11 @@ impl Classifier {
                     Arch::Resnet50 => ResNetConfig::resnet50(spec.in_channels),
                     _ => ResNetConfig::se_resnet50(spec.in_channels),
                 };
-                let r = ResNet::new(root, &cfg);
+                let r = ResNet::new(root, &ResNetConfig { output_stride, ..cfg });
                 let c = r.out_channels();
                 (Backbone::ResNet(r), c)
             }
-            Arch::Mbv2 => (Backbone::MobileNetV2(MobileNetV2::new(root, spec.in_channels)), MobileNetV2::OUT_CHANNELS),
+            Arch::Mbv2 => (Backbone::MobileNetV2(MobileNetV2::new(root, spec.in_channels, output_stride)), MobileNetV2::OUT_CHANNELS),
             Arch::Ivsa => {
                 if spec.input_size < Ivsa::STRIDE || spec.input_size % Ivsa::STRIDE != 0 {
                     return Err(ModelError::IvsaInputSize(spec.input_size));

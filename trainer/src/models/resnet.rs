@@ -34,14 +34,17 @@ pub struct ResNetConfig {
     pub in_channels: i64,
     /// Squeeze-excitation reduction ratio in every block (SE-ResNet); none for a plain ResNet.
     pub se_reduction: Option<i64>,
+    /// Input pixels per output pixel: 32 as torchvision; 16 or 8 keep the last stage(s) at
+    /// stride 1, so small faces (48 px) end in a 3x3 or 6x6 map instead of 2x2.
+    pub output_stride: i64,
 }
 
 impl ResNetConfig {
     pub fn resnet18(in_channels: i64) -> Self {
-        ResNetConfig { block: BlockKind::Basic, layers: [2, 2, 2, 2], in_channels, se_reduction: None }
+        ResNetConfig { block: BlockKind::Basic, layers: [2, 2, 2, 2], in_channels, se_reduction: None, output_stride: 32 }
     }
     pub fn resnet50(in_channels: i64) -> Self {
-        ResNetConfig { block: BlockKind::Bottleneck, layers: [3, 4, 6, 3], in_channels, se_reduction: None }
+        ResNetConfig { block: BlockKind::Bottleneck, layers: [3, 4, 6, 3], in_channels, se_reduction: None, output_stride: 32 }
     }
     pub fn se_resnet50(in_channels: i64) -> Self {
         ResNetConfig { se_reduction: Some(16), ..Self::resnet50(in_channels) }
@@ -141,12 +144,14 @@ impl ResNet {
         let mut blocks = Vec::new();
         let (mut stage_channels, mut stage_ends) = (Vec::new(), Vec::new());
         let mut c_in = 64;
+        let mut total_stride = 4; // the stem's conv and max-pool
         #[rustfmt::skip]
         let table = [(64, 1), (128, 2), (256, 2), (512, 2)]; // planes, first stride
         for (s, ((planes, stride), n)) in table.into_iter().zip(cfg.layers).enumerate().take(stages) {
             let lp = p / format!("layer{}", s + 1);
             for i in 0..n {
-                let st = if i == 0 { stride } else { 1 };
+                let st = if i == 0 && total_stride * stride <= cfg.output_stride { stride } else { 1 };
+                total_stride *= st;
                 blocks.push(Residual::new(&lp / i, cfg.block, c_in, planes, st, cfg.se_reduction));
                 c_in = planes * cfg.block.expansion();
             }

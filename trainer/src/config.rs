@@ -82,7 +82,7 @@ pub struct ModelConfig {
     /// Input pixels per pixel of the last feature map for the ResNets and MobileNetV2: 32
     /// (torchvision's, the default), 16 or 8. The stride-2 layers past it run at stride 1 (same
     /// weights, larger maps): at FER2013's native 48 px, 16 gives a 3x3 map (and 3x3 CAMs for
-    /// EAC) instead of 2x2 for 1.5x the FLOPs.
+    /// EAC) instead of 2x2 (docs/RESULTS.md, "The shipped edge model").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_stride: Option<i64>,
     /// Optional initial weights (safetensors with torchvision names; the head may be absent).

@@ -171,7 +171,8 @@ impl ResNet {
     }
 
     /// # Shapes
-    /// `[N, C, H, W]` → the output of each built stage, `[N, C_s, H/2^(s+1), W/2^(s+1)]`.
+    /// `[N, C, H, W]` → the output of each built stage, `[N, C_s, H/2^(s+1), W/2^(s+1)]` (the
+    /// divisor capped at `output_stride`).
     pub fn forward_stages(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
         let mut y = self.stem.forward_t(xs, train).max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         let mut out = Vec::new();

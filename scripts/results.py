@@ -1,8 +1,15 @@
 """Builds the generated section of docs/RESULTS.md from `fer-train` run directories, so the
 training numbers there come from the runs, not from hand.
 
-    .venv/bin/python scripts/results.py [--runs runs] [--out docs/RESULTS.md] [--check]
-                                        [--exclude GLOB ...]
+    .venv/bin/python scripts/results.py [--archive runs/NAME ...] [--runs docs/runs]
+                                        [--out docs/RESULTS.md] [--check] [--exclude GLOB ...]
+
+The tables are built from the run archive `docs/runs/`, which is committed: `runs/` is scratch
+space that does not outlive the machine, so a run that belongs on the page is archived first with
+`--archive runs/NAME` (repeatable). That copies the run's config.yaml, summary.json and metrics.csv
+into docs/runs/NAME/ and writes model_stats.json (parameters and MACs counted from its model.onnx),
+a few kilobytes in all; the checkpoints and the ONNX file stay behind. The page's "reproduce"
+command points at the archived config.yaml.
 
 Replaces only the text between `<!-- results:begin -->` and `<!-- results:end -->` in --out; the
 rest of the page stays hand-written. --check writes nothing and exits 1 if the page would change.
@@ -12,7 +19,7 @@ default; `--exclude ''` includes every run. A run with a missing or corrupt summ
 config.yaml, metrics.csv or (when the run exported one) model.onnx is skipped with a warning on
 stderr naming the file.
 """
-import argparse, fnmatch, os, sys
+import argparse, fnmatch, json, os, shutil, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from runinfo import RunError, cfg_get, load_onnx, onnx_macs, onnx_params, read_config, read_metrics, read_summary
@@ -42,20 +49,58 @@ def noise_label(rate):
     return f"{100 * rate:g} %"
 
 
+ARCHIVED_FILES = ("config.yaml", "summary.json", "metrics.csv")
+MODEL_STATS = "model_stats.json"
+
+
+def model_stats(d, s):
+    """(params, macs) of the run's exported graph: from model_stats.json in an archived run, else
+    counted from model.onnx; (None, None) when the run exported no model, macs None if uncountable."""
+    p = os.path.join(d, MODEL_STATS)
+    if os.path.isfile(p):
+        try:
+            st = json.load(open(p))
+            return int(st["params"]), (None if st["macs"] is None else int(st["macs"]))
+        except (ValueError, TypeError, KeyError) as e:
+            raise RunError(f"{p}: not valid JSON or a bad value ({e!r})") from None
+    if s.get("onnx") is None:
+        return None, None
+    m = load_onnx(os.path.join(d, "model.onnx"))
+    try:
+        macs = onnx_macs(m)
+    except Exception as e:
+        warn(f"{os.path.join(d, 'model.onnx')}: FLOPs not counted ({e})")
+        macs = None
+    return onnx_params(m), macs
+
+
+def archive(run_dir, archive_dir):
+    """Copies a run's small files into archive_dir/<name>/ with its model stats; returns that path.
+    Checks the run reads cleanly first, so a broken run never enters the archive."""
+    run_dir = run_dir.rstrip("/")
+    name = os.path.basename(run_dir)
+    s, rows, _ = read_summary(run_dir), read_metrics(run_dir), read_config(run_dir)
+    if not rows:
+        raise RunError(f"{os.path.join(run_dir, 'metrics.csv')}: no epochs")
+    params, macs = model_stats(run_dir, s)
+    dest = os.path.join(archive_dir, name)
+    os.makedirs(dest, exist_ok=True)
+    for f in ARCHIVED_FILES:
+        shutil.copyfile(os.path.join(run_dir, f), os.path.join(dest, f))
+    if params is not None:
+        tmp = os.path.join(dest, MODEL_STATS + ".tmp")
+        json.dump({"params": params, "macs": macs, "counted_from": os.path.join(run_dir, "model.onnx")}, open(tmp, "w"), indent=1)
+        os.replace(tmp, os.path.join(dest, MODEL_STATS))
+    return dest
+
+
 def load_run(runs_dir, name):
     """One table row as a dict, or raises RunError naming the bad file."""
     d = os.path.join(runs_dir, name)
     s, rows, cfg = read_summary(d), read_metrics(d), read_config(d)
     if not rows:
         raise RunError(f"{os.path.join(d, 'metrics.csv')}: no epochs")
-    params = macs = None
-    if s.get("onnx") is not None:
-        m = load_onnx(os.path.join(d, "model.onnx"))
-        params = onnx_params(m)
-        try:
-            macs = onnx_macs(m)
-        except Exception as e:
-            warn(f"{os.path.join(d, 'model.onnx')}: FLOPs not counted ({e})")
+    params, macs = model_stats(d, s)
     device = s.get("device") or cfg_get(cfg, "train.device")
     if device in (None, "auto"):
         device = "?"  # `auto` does not say what it resolved to, and summary.json does not record it
@@ -138,7 +183,9 @@ def generate(runs_dir, exclude):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", default="runs", help="folder of run directories (default: runs)")
+    ap.add_argument("--runs", default="docs/runs", help="folder of archived run directories (default: docs/runs)")
+    ap.add_argument("--archive", action="append", default=[], metavar="RUN_DIR",
+                    help="copy this finished run (e.g. runs/NAME) into the --runs folder first (repeatable)")
     ap.add_argument("--out", default="docs/RESULTS.md", help="page holding the markers (default: docs/RESULTS.md)")
     ap.add_argument("--check", action="store_true", help="write nothing; exit 1 if the page would change")
     ap.add_argument("--exclude", action="append", metavar="GLOB",
@@ -146,6 +193,14 @@ def main():
                          "giving any replaces the default, --exclude '' includes all)")
     a = ap.parse_args()
     exclude = DEFAULT_EXCLUDE if a.exclude is None else a.exclude
+    runs_dir = a.runs.rstrip("/") or "/"
+    if a.archive and a.check:
+        sys.exit("results.py: --check writes nothing, so it cannot take --archive")
+    for r in a.archive:
+        try:
+            print(f"archived {r} in {archive(r, runs_dir)}")
+        except (RunError, OSError) as e:
+            sys.exit(f"results.py: cannot archive {r}: {e}")
     try:
         page = open(a.out).read()
     except OSError as e:
@@ -154,7 +209,7 @@ def main():
         sys.exit(f"results.py: {a.out} must hold one `{BEGIN}` followed by one `{END}`")
     head, rest = page.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    new = f"{head}{BEGIN}\n{generate(a.runs.rstrip('/') or '/', exclude)}\n{END}{tail}"
+    new = f"{head}{BEGIN}\n{generate(runs_dir, exclude)}\n{END}{tail}"
     if a.check:
         if new != page:
             print(f"{a.out} is out of date; run .venv/bin/python scripts/results.py", file=sys.stderr)

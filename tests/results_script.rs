@@ -148,3 +148,48 @@ fn tables_come_from_the_runs_and_only_the_marked_section_changes() {
     assert!(none.contains("No training runs to report yet") && !none.contains("Table 1"), "{none}");
     assert!(none.starts_with(&format!("{HEAD}\n")) && none.ends_with(&format!("\n{TAIL}")));
 }
+
+#[test]
+fn archived_runs_outlive_their_run_directory() {
+    let Some(py) = python_or_skip() else { return };
+    let dir = temp_dir("results_archive");
+    let scratch = dir.join("runs");
+    let archive = dir.join("docs_runs");
+    let run = write_run(&scratch, &Run { name: "r18_eac", method: "{ name: eac }", noise: 0.0, device: "cpu", acc: 0.65, epochs: 3 });
+    let st = Command::new(&py).arg("-c").arg(TINY_ONNX).arg(run.join("model.onnx")).status().unwrap();
+    assert!(st.success(), "building the tiny ONNX file");
+    let page = dir.join("RESULTS.md");
+    std::fs::write(&page, format!("{HEAD}\n{TAIL}")).unwrap();
+
+    let (rc, out, err) = results(&py, &archive, &page, &["--archive", run.to_str().unwrap()]);
+    assert_eq!(rc, 0, "{out}{err}");
+    let kept = archive.join("r18_eac");
+    for f in ["config.yaml", "summary.json", "metrics.csv", "model_stats.json"] {
+        assert!(kept.join(f).is_file(), "{f} not archived");
+    }
+    assert!(!kept.join("model.onnx").exists(), "the archive keeps the small files only");
+
+    // The scratch run is gone (a new machine); the page is rebuilt from the archive alone, with the
+    // graph's counts from model_stats.json and the reproduce command at the archived config.
+    std::fs::remove_dir_all(&scratch).unwrap();
+    std::fs::write(&page, format!("{HEAD}\n{TAIL}")).unwrap();
+    let (rc, _, err) = results(&py, &archive, &page, &[]);
+    assert_eq!(rc, 0, "{err}");
+    let text = std::fs::read_to_string(&page).unwrap();
+    let row = format!(
+        "| r18_eac | eac | resnet18 | 8 | 0 % | 3 | 65.00 % | 60.00 % | 62.50 % (1) | 50.00 % | 0.4568 | 1,907 | 8.70 k | 123.4 | cpu | \
+         `fer-train fit --config {} --set name=r18_eac_repro` |",
+        kept.join("config.yaml").display()
+    );
+    assert!(text.contains(&row), "want row\n{row}\nin\n{text}");
+    let cfg = std::fs::read_to_string(kept.join("config.yaml")).unwrap();
+    assert!(Config::from_yaml(&cfg, &[]).is_ok(), "the archived config must still load in the trainer");
+
+    // A broken run is refused, named, and leaves no half-archived folder.
+    let bad = write_run(&dir.join("runs2"), &Run { name: "r18_bad", method: "{ name: ce }", noise: 0.0, device: "cpu", acc: 0.5, epochs: 1 });
+    std::fs::write(bad.join("metrics.csv"), "epoch,val_accuracy\n1,not-a-number\n").unwrap();
+    let (rc, _, err) = results(&py, &archive, &page, &["--archive", bad.to_str().unwrap()]);
+    assert_ne!(rc, 0);
+    assert!(err.contains(&format!("cannot archive {}", bad.display())) && err.contains("metrics.csv"), "{err}");
+    assert!(!archive.join("r18_bad").exists(), "a broken run entered the archive");
+}

@@ -2,7 +2,8 @@
 numbers come from the run, not from hand.
 
     .venv/bin/python scripts/model_card.py <run_dir> <model.onnx> <card.md> [--bench bench.json ...]
-                                            [--fer-run-eval eval.json] [--note "text"]
+                                            [--fer-run-eval eval.json] [--note "text"] [--recipe configs/X.yaml]
+                                            [--bench-note "text"]
 
 Reads <run_dir>/summary.json, <run_dir>/metrics.csv, the ONNX file's metadata_props, and optional
 JSON reports of `fer-run bench --json` and `fer-run eval --json`.
@@ -14,7 +15,10 @@ ap = argparse.ArgumentParser()
 ap.add_argument("run_dir"); ap.add_argument("onnx"); ap.add_argument("card")
 ap.add_argument("--bench", action="append", default=[], help="fer-run bench --json output, one per backend")
 ap.add_argument("--fer-run-eval", help="fer-run eval --json output on the val split")
-ap.add_argument("--note", default="")
+ap.add_argument("--note", default="", help="a paragraph quoted at the top of the card")
+ap.add_argument("--recipe", help="the config file the run came from (default: configs/<fer.recipe>.yaml, the run's name; "
+                "give it when the run was renamed with --set name=...)")
+ap.add_argument("--bench-note", default="", help="how the latency was measured (command, rounds), under its table")
 a = ap.parse_args()
 
 summary = read_summary(a.run_dir)
@@ -25,6 +29,7 @@ size_mb = os.path.getsize(a.onnx) / 1e6
 sha = hashlib.sha256(open(a.onnx, "rb").read()).hexdigest()[:16]
 fv = summary["final_val"]
 pct = lambda x: f"{100 * x:.2f} %"
+recipe = a.recipe or f"configs/{meta.get('fer.recipe')}.yaml"
 
 L = [f"# {os.path.basename(a.onnx)}", ""]
 if a.note:
@@ -34,7 +39,7 @@ L += [
     f"| method | {meta.get('fer.method')} (λ = {meta.get('fer.eac_lambda', '-')}) |",
     f"| backbone | {meta.get('fer.backbone')} |",
     f"| training data | {meta.get('fer.data')}, label noise {meta.get('fer.noise_rate')} |",
-    f"| recipe | `configs/{meta.get('fer.recipe')}.yaml`, {summary['epochs']} epochs |",
+    f"| recipe | `{recipe}`, {summary['epochs']} epochs |",
     f"| input | `input` float32 [N, {m.graph.input[0].type.tensor_type.shape.dim[1].dim_value}, {meta.get('fer.input_size').replace(',', ', ')}], "
     f"{meta.get('fer.color')}, (x/255 − {meta.get('fer.mean')}) / {meta.get('fer.std')} |",
     f"| outputs | {', '.join('`' + o.name + '`' for o in m.graph.output)} |",
@@ -60,6 +65,8 @@ if a.bench:
     for b in a.bench:
         r = json.load(open(b))
         L.append(f"| {r.get('backend', '?')} | {r.get('batch', '?')} | {r.get('p50_ms', 0):.2f} | {r.get('p95_ms', 0):.2f} | {r.get('throughput', r.get('img_per_s', 0)):.0f} |")
+    if a.bench_note:
+        L += ["", a.bench_note]
 L += ["", "## License and use",
       "Trained on FER2013 (Goodfellow et al., ICML 2013 challenge data, distributed on Kaggle for research). "
       "The data's license limits use to research; check it before any commercial use of this model.", ""]

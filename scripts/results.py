@@ -84,13 +84,19 @@ def archive(run_dir, archive_dir):
         raise RunError(f"{os.path.join(run_dir, 'metrics.csv')}: no epochs")
     params, macs = model_stats(run_dir, s)
     dest = os.path.join(archive_dir, name)
-    os.makedirs(dest, exist_ok=True)
+    # Staged next to the destination and swapped in whole, so an interrupted copy never leaves a
+    # half-archived run and re-archiving a run replaces every file (no stale model_stats.json).
+    stage = dest + ".partial"
+    shutil.rmtree(stage, ignore_errors=True)
+    os.makedirs(stage)
     for f in ARCHIVED_FILES:
-        shutil.copyfile(os.path.join(run_dir, f), os.path.join(dest, f))
+        shutil.copyfile(os.path.join(run_dir, f), os.path.join(stage, f))
     if params is not None:
-        tmp = os.path.join(dest, MODEL_STATS + ".tmp")
-        json.dump({"params": params, "macs": macs, "counted_from": os.path.join(run_dir, "model.onnx")}, open(tmp, "w"), indent=1)
-        os.replace(tmp, os.path.join(dest, MODEL_STATS))
+        with open(os.path.join(stage, MODEL_STATS), "w") as out:
+            json.dump({"params": params, "macs": macs, "counted_from": os.path.join(run_dir, "model.onnx")}, out, indent=1)
+    if os.path.isdir(dest):
+        shutil.rmtree(dest)
+    os.replace(stage, dest)
     return dest
 
 

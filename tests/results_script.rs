@@ -168,6 +168,13 @@ fn archived_runs_outlive_their_run_directory() {
         assert!(kept.join(f).is_file(), "{f} not archived");
     }
     assert!(!kept.join("model.onnx").exists(), "the archive keeps the small files only");
+    let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(kept.join("model_stats.json")).unwrap()).unwrap();
+    assert_eq!((stats["params"].as_u64(), stats["macs"].as_u64()), (Some(1907), Some(8704)), "{stats}");
+    // Re-archiving replaces the whole folder: a stray file from before does not survive.
+    std::fs::write(kept.join("stale.txt"), "old").unwrap();
+    let (rc, out, err) = results(&py, &archive, &page, &["--archive", run.to_str().unwrap()]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(!kept.join("stale.txt").exists() && kept.join("summary.json").is_file(), "re-archiving left old files");
 
     // The scratch run is gone (a new machine); the page is rebuilt from the archive alone, with the
     // graph's counts from model_stats.json and the reproduce command at the archived config.
@@ -191,5 +198,5 @@ fn archived_runs_outlive_their_run_directory() {
     let (rc, _, err) = results(&py, &archive, &page, &["--archive", bad.to_str().unwrap()]);
     assert_ne!(rc, 0);
     assert!(err.contains(&format!("cannot archive {}", bad.display())) && err.contains("metrics.csv"), "{err}");
-    assert!(!archive.join("r18_bad").exists(), "a broken run entered the archive");
+    assert!(!archive.join("r18_bad").exists() && !archive.join("r18_bad.partial").exists(), "a broken run entered the archive");
 }

@@ -213,7 +213,7 @@ impl Config {
         if self.model.in_channels < 1 {
             return bad("model.in_channels", "at least 1", self.model.in_channels);
         }
-        Ok(())
+        self.train.scheduler.check(self.train.epochs).map_err(ConfigError::Invalid)
     }
 
     pub fn to_yaml(&self) -> String {
@@ -313,6 +313,7 @@ train:
             ("train.eval_batch_size=0", "train.eval_batch_size"),
             ("model.input_size=0", "model.input_size"),
             ("model.in_channels=-1", "model.in_channels"),
+            ("train.scheduler={name: cosine, restarts: [99]}", "train.scheduler.restarts"),
         ] {
             let e = Config::from_yaml(YAML, &[set.into()]).unwrap_err().to_string();
             assert!(e.starts_with(key), "--set {set}: {e}");

@@ -264,7 +264,15 @@ pub enum SchedulerConfig {
     Constant,
     Exponential { gamma: f64 },
     Step { step_size: usize, gamma: f64 },
-    Cosine { #[serde(default)] min_lr: f64 },
+    /// Cosine annealing from the base lr to `min_lr`; `restarts` (epoch counts, increasing) start
+    /// a new cosine cycle from the base lr there (SGDR, Loshchilov & Hutter 2017), each cycle
+    /// annealing over its own length, so a run extended with `--resume` can anneal again.
+    Cosine {
+        #[serde(default)]
+        min_lr: f64,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        restarts: Vec<usize>,
+    },
     /// ReduceLROnPlateau on validation accuracy (mode max).
     Plateau { #[serde(default = "half")] factor: f64, #[serde(default = "five")] patience: usize, #[serde(default)] min_lr: f64 },
 }
@@ -284,6 +292,32 @@ pub struct SchedulerState {
 }
 
 impl SchedulerConfig {
+    /// The learning rate the schedule gives the epoch after `epochs_done` finished ones, for the
+    /// schedules that depend on the epoch alone; `None` for `plateau`, whose lr is history. A
+    /// resume uses it, so a run extended with a larger `train.epochs` follows the new schedule
+    /// instead of the annealed lr saved at the old end.
+    pub fn lr_after(&self, base_lr: f64, epochs_done: usize, epochs: usize) -> Option<f64> {
+        match self {
+            SchedulerConfig::Plateau { .. } => None,
+            _ if epochs_done == 0 => Some(base_lr),
+            _ => Some(self.next_lr(base_lr, base_lr, epochs_done - 1, epochs, 0.0, &mut SchedulerState::default())),
+        }
+    }
+
+    /// Settings that parse but make no schedule (restarts out of order or past the end).
+    pub fn check(&self, epochs: usize) -> Result<(), String> {
+        if let SchedulerConfig::Cosine { restarts, .. } = self {
+            let ordered = restarts.windows(2).all(|w| w[0] < w[1]);
+            if !ordered || restarts.iter().any(|&r| r == 0 || r >= epochs) {
+                return Err(format!(
+                    "train.scheduler.restarts must be increasing epoch counts between 1 and train.epochs - 1 ({}), got {restarts:?}",
+                    epochs.saturating_sub(1)
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The learning rate for the epoch after `epoch` (0-based) has finished, given the current one.
     pub fn next_lr(&self, base_lr: f64, current: f64, epoch: usize, epochs: usize, val_acc: f64, st: &mut SchedulerState) -> f64 {
         let e = (epoch + 1) as f64;
@@ -291,8 +325,12 @@ impl SchedulerConfig {
             SchedulerConfig::Constant => base_lr,
             SchedulerConfig::Exponential { gamma } => base_lr * gamma.powf(e),
             SchedulerConfig::Step { step_size, gamma } => base_lr * gamma.powi(((epoch + 1) / step_size.max(1)) as i32),
-            SchedulerConfig::Cosine { min_lr } => {
-                min_lr + (base_lr - min_lr) * (1.0 + (std::f64::consts::PI * e / epochs.max(1) as f64).cos()) / 2.0
+            SchedulerConfig::Cosine { min_lr, ref restarts } => {
+                let done = epoch + 1;
+                let start = restarts.iter().copied().filter(|&r| r <= done).max().unwrap_or(0);
+                let end = restarts.iter().copied().find(|&r| r > done).unwrap_or(epochs).max(start + 1);
+                let t = (done - start) as f64 / (end - start) as f64;
+                min_lr + (base_lr - min_lr) * (1.0 + (std::f64::consts::PI * t).cos()) / 2.0
             }
             SchedulerConfig::Plateau { factor, patience, min_lr } => {
                 if st.best.is_none_or(|b| val_acc > b) {
@@ -401,6 +439,32 @@ open(sys.argv[1], "wb").write(torch.cat([p.detach() for p in ps]).numpy().tobyte
             }
             assert!(worst < 1e-5, "{name} (channels_last {channels_last}): element {at} is {} vs torch {} (relative error {worst:e})", got[at], want[at]);
             eprintln!("{name} (channels_last {channels_last}): worst relative error {worst:e} over {} parameters", got.len());
+        }
+    }
+
+    /// Cosine without restarts is torch's `CosineAnnealingLR` stepped per epoch; with restarts
+    /// each cycle starts at the base lr and anneals to `min_lr` over its own length; a resume
+    /// recomputes the lr from the schedule, and bad restarts are named errors.
+    #[test]
+    fn cosine_restarts_anneal_each_cycle() {
+        let lrs = |restarts: Vec<usize>, epochs: usize| -> Vec<f64> {
+            let s = SchedulerConfig::Cosine { min_lr: 0.0, restarts };
+            (0..epochs).map(|e| s.lr_after(1.0, e, epochs).unwrap()).collect()
+        };
+        let plain = lrs(vec![], 4);
+        let want = [1.0, (1.0 + (std::f64::consts::PI / 4.0).cos()) / 2.0, 0.5, (1.0 + (3.0 * std::f64::consts::PI / 4.0).cos()) / 2.0];
+        for (g, w) in plain.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "{plain:?}");
+        }
+        // A 4-epoch cycle, then a 2-epoch one: epochs 0-3 as above, epoch 4 restarts, 5 is halfway.
+        let cycled = lrs(vec![4], 6);
+        assert_eq!(&cycled[..4], &plain[..]);
+        assert!((cycled[4] - 1.0).abs() < 1e-12 && (cycled[5] - 0.5).abs() < 1e-12, "{cycled:?}");
+        let plateau = SchedulerConfig::Plateau { factor: 0.5, patience: 5, min_lr: 0.0 };
+        assert_eq!(plateau.lr_after(1.0, 3, 10), None, "plateau's lr is history, not a function of the epoch");
+        for bad in [vec![0], vec![6], vec![3, 2], vec![2, 2]] {
+            let e = SchedulerConfig::Cosine { min_lr: 0.0, restarts: bad.clone() }.check(6).unwrap_err();
+            assert!(e.starts_with("train.scheduler.restarts must be increasing"), "{bad:?}: {e}");
         }
     }
 }

@@ -179,6 +179,9 @@ impl Trainer {
             }
             state.history.truncate(epochs_done);
             state.epochs_done = epochs_done;
+            if let Some(lr) = cfg.train.scheduler.lr_after(cfg.train.optimizer.lr, epochs_done, cfg.train.epochs) {
+                opt.lr = lr;
+            }
         }
         checkpoint::write_atomic(&run_dir.join("config.yaml"), cfg.to_yaml().as_bytes())?;
         checkpoint::write_atomic(&run_dir.join("classes.json"), serde_json::to_string(&train.classes)?.as_bytes())?;

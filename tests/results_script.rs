@@ -2,6 +2,7 @@
 //! the numbers come from summary.json, config.yaml (written by the trainer's own serialiser) and a
 //! tiny hand-countable model.onnx; text outside the markers stays as it was; a corrupt run is
 //! skipped with a warning naming its file; excluded and absent runs are handled.
+//! `scripts/model_card.py` writes a shipped model's card from the same run files and fixture.
 
 use fer_tests::{python_or_skip, temp_dir};
 use fer_train::config::Config;
@@ -21,6 +22,10 @@ nodes = [h.make_node("Conv", ["input", "W"], ["c"], pads=[1, 1, 1, 1]), h.make_n
 g = h.make_graph(nodes, "tiny", [h.make_tensor_value_info("input", T.FLOAT, ["N", 3, 8, 8])],
                  [h.make_tensor_value_info("logits", T.FLOAT, ["N", 7])], inits)
 m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+# The contract's metadata that scripts/model_card.py reads (the counts above ignore it).
+h.set_model_props(m, {"fer.method": "eac", "fer.eac_lambda": "5", "fer.backbone": "resnet18", "fer.data": "fer2013",
+                      "fer.noise_rate": "0", "fer.input_size": "8,8", "fer.color": "rgb", "fer.mean": "0.5",
+                      "fer.std": "0.5", "fer.labels": "angry,happy", "fer.recipe": "fer2013_r18_eac"})
 onnx.checker.check_model(m)
 for p in sys.argv[1:]:
     onnx.save(m, p)
@@ -199,4 +204,53 @@ fn archived_runs_outlive_their_run_directory() {
     assert_ne!(rc, 0);
     assert!(err.contains(&format!("cannot archive {}", bad.display())) && err.contains("metrics.csv"), "{err}");
     assert!(!archive.join("r18_bad").exists() && !archive.join("r18_bad.partial").exists(), "a broken run entered the archive");
+}
+
+/// The card's numbers come from the run, the ONNX metadata and the `fer-run` reports; `--recipe`
+/// overrides the config named by `fer.recipe` (runs renamed with `--set name=`), and
+/// `--bench-note` lands under the latency table.
+#[test]
+fn model_card_comes_from_the_run_and_the_reports() {
+    let Some(py) = python_or_skip() else { return };
+    let dir = temp_dir("model_card_script");
+    let run = write_run(&dir.join("runs"), &Run { name: "r18_eac_x", method: "{ name: eac }", noise: 0.0, device: "cpu", acc: 0.65, epochs: 3 });
+    let onnx = run.join("model.onnx");
+    let st = Command::new(&py).arg("-c").arg(TINY_ONNX).arg(&onnx).status().unwrap();
+    assert!(st.success(), "building the tiny ONNX file");
+    let bench = dir.join("bench_ort.json");
+    std::fs::write(&bench, r#"{"backend": "ort", "batch": 1, "p50_ms": 0.5, "p95_ms": 0.714, "throughput": 1987.6}"#).unwrap();
+    let eval = dir.join("eval_tract.json");
+    std::fs::write(&eval, r#"{"backend": "tract", "accuracy": 0.65, "images": 3589}"#).unwrap();
+    let card = |extra: &[&str]| -> String {
+        let path = dir.join("card.md");
+        let out = Command::new(&py)
+            .arg(repo().join("scripts/model_card.py"))
+            .args([&run, &onnx, &path])
+            .arg("--bench")
+            .arg(&bench)
+            .arg("--fer-run-eval")
+            .arg(&eval)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::read_to_string(&path).unwrap()
+    };
+
+    let plain = card(&[]);
+    eprintln!("{plain}");
+    assert!(plain.starts_with("# model.onnx\n\n| | |"), "no --note, no quote: {plain}");
+    assert!(plain.contains("| method | eac (λ = 5) |") && plain.contains("| backbone | resnet18 |"), "{plain}");
+    assert!(plain.contains("| recipe | `configs/fer2013_r18_eac.yaml`, 3 epochs |"), "recipe from fer.recipe: {plain}");
+    assert!(plain.contains("| input | `input` float32 [N, 3, 8, 8], rgb, (x/255 − 0.5) / 0.5 |"), "{plain}");
+    assert!(plain.contains("| accuracy (final epoch, `fer-train`) | 65.00 % |"), "{plain}");
+    assert!(plain.contains("| best epoch accuracy | 62.50 % (epoch 1) |"), "{plain}");
+    assert!(plain.contains("| accuracy of this file in `fer-run eval` (tract) | 65.00 % on 3589 images |"), "{plain}");
+    assert!(plain.contains("| ort | 1 | 0.50 | 0.71 | 1988 |\n\n## License and use"), "no --bench-note, nothing under the table: {plain}");
+    assert_eq!(plain.matches("| 1.00e-03 | 1.0000 | 50.00 % | 65.00 % |").count(), 3, "one row per epoch: {plain}");
+
+    let noted = card(&["--recipe", "configs/cpu_r18.yaml", "--note", "Trained on a CPU.", "--bench-note", "500 calls, 3 rounds."]);
+    assert!(noted.starts_with("# model.onnx\n\n> Trained on a CPU.\n\n| | |"), "{noted}");
+    assert!(noted.contains("| recipe | `configs/cpu_r18.yaml`, 3 epochs |") && !noted.contains("fer2013_r18_eac.yaml"), "{noted}");
+    assert!(noted.contains("| ort | 1 | 0.50 | 0.71 | 1988 |\n\n500 calls, 3 rounds.\n\n## License and use"), "{noted}");
 }

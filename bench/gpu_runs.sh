@@ -2,7 +2,9 @@
 # Several `fer-train fit` runs side by side on one GPU inside one device call, each stopped at a
 # deadline, and their results (not their checkpoints) packed into one file that comes back:
 #   run dirs' summary.json, metrics.csv, config.yaml, state.json, curves.png, confusion.png, the logs,
-#   and nvidia-smi utilisation every 15 s.
+#   and nvidia-smi utilisation every 15 s; and each run's model.onnx as $OUT/<name>.onnx where it
+#   fits a returned file (16 MiB: MobileNetV2 yes, ResNet-18 no), so a model trained there can ship.
+#   A run stopped at the deadline is exported from its last finished epoch.
 # Run it through scripts/device_run.sh (which puts fer-train on PATH, see scripts/device_pack.sh):
 #   bash scripts/device_run.sh bash bench/gpu_runs.sh 540 \
 #     "r18_ce      configs/fer2013_r18_ce.yaml" \
@@ -12,7 +14,8 @@
 # Each quoted spec: run name, config, then --set overrides. The first argument is the deadline in
 # seconds for every run (a run cut short keeps its finished epochs in metrics.csv and state.json).
 # Results go to $OUT/runs.tar.gz on the device machine ($OUT comes back), else ./runs.tar.gz.
-# Locally: tar xzf runs.tar.gz && .venv/bin/python scripts/results.py
+# Locally: tar xzf runs.tar.gz && .venv/bin/python scripts/results.py; a returned <name>.onnx goes
+# to runs/<name>/model.onnx, then scripts/model_card.py (docs/gpu-runs.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 deadline=${1:?usage: gpu_runs.sh <seconds> "<name> <config> [key=value ...]" ...}
@@ -26,7 +29,7 @@ fi
 pids=(); names=()
 for spec in "$@"; do
   read -r name config rest <<<"$spec"
-  sets=(--set "name=$name" --set train.export=false)
+  sets=(--set "name=$name")
   for kv in $rest; do sets+=(--set "$kv"); done
   echo "[gpu_runs] $name: fer-train fit --config $config ${sets[*]}" >&2
   timeout --signal=INT "$deadline" fer-train fit --config "$config" "${sets[@]}" >"runs/$name.log" 2>&1 &
@@ -44,6 +47,24 @@ for i in "${!pids[@]}"; do
   fi
 done
 [ -n "${smi:-}" ] && kill "$smi" 2>/dev/null
+# Deployable models: what fit exported, else the last finished epoch of a run cut at the deadline.
+returned=1 # runs.tar.gz is one of the 8 files a call returns
+for n in "${names[@]}"; do
+  onnx="runs/$n/model.onnx"
+  if [ ! -s "$onnx" ] && [ -s "runs/$n/last.safetensors" ]; then
+    fer-train export --run "runs/$n" --checkpoint last.safetensors --out "$onnx" --cam >&2 ||
+      echo "[gpu_runs] $n: export of the last epoch failed" >&2
+  fi
+  [ -s "$onnx" ] || continue
+  size=$(stat -c %s "$onnx")
+  if [ "$size" -gt $((16 * 1024 * 1024)) ]; then
+    echo "[gpu_runs] $n: model.onnx is $((size / 1000000)) MB, over the 16 MiB a returned file may be: not returned" >&2
+  elif [ "$returned" -ge 8 ]; then
+    echo "[gpu_runs] $n: model.onnx not returned (a call returns at most 8 files)" >&2
+  else
+    cp "$onnx" "${OUT:-.}/$n.onnx" && returned=$((returned + 1))
+  fi
+done
 files=(runs/gpu_util.csv)
 for n in "${names[@]}"; do
   files+=("runs/$n.log")

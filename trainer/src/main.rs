@@ -66,8 +66,10 @@ enum Command {
     /// Decode a config's train and val splits once into its dataset cache (splits.cache_dir), so
     /// later runs, and a GPU box that receives only the cache files, start without decoding images.
     Cache {
+        /// Recipe file whose data and splits sections say what to decode, e.g. configs/fer2013_r18_eac.yaml.
         #[arg(long)]
         config: PathBuf,
+        /// Override a config value, as in `fit` (e.g. --set data.root=/data/fer2013).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
@@ -104,10 +106,14 @@ enum Command {
     },
     /// Write the ONNX graph of a checkpoint (with the contract's metadata).
     Export {
+        /// Run directory (holds config.yaml, classes.json and the checkpoint), e.g. runs/fer2013_r18_eac.
         #[arg(long)]
         run: PathBuf,
+        /// Checkpoint file inside the run (default: best.safetensors, else last.safetensors);
+        /// `--checkpoint last.safetensors` exports the final epoch, as `fit` does.
         #[arg(long)]
         checkpoint: Option<PathBuf>,
+        /// Where to write the .onnx file (see docs/onnx-contract.md for its inputs, outputs and metadata).
         #[arg(long)]
         out: PathBuf,
         /// Add the `cam` output (class activation maps).

@@ -11,11 +11,12 @@ img/s with the ratio against the peer's best variant and against its fp32 NCHW v
 Epoch (data on the device, augmentation and erasing included):
 
     .venv/bin/python bench/train_vs_pytorch.py epoch --peer ../shared/reference/ref_train.py \
-        --data ../shared/datasets/fer2013 --arch resnet18 --method eac [--limit 20]
+        --data ../shared/datasets/fer2013 --arch resnet18 --method eac [--limit 20] [--size 48]
 
 runs one epoch of the peer's ref_train.py and of `fer-train fit` with configs/fer2013_r18_<method>.yaml
 (arch overridden, channels-last as the peer) on the same data and prints the training img/s of each. `--limit N` keeps every
-N-th training image on both sides (a CPU smoke test: DEV=cpu is set when CUDA is absent).
+N-th training image on both sides (a CPU smoke test: DEV=cpu is set when CUDA is absent). `--size`
+sets the input side on both (default: the recipe's 112; 48 is the CPU edge recipe's).
 Run it on an otherwise idle machine.
 """
 import argparse, json, os, subprocess, sys, tempfile
@@ -28,7 +29,8 @@ ap.add_argument("--peer", required=True, help="peer_bench.py (step) or ref_train
 ap.add_argument("--fer-train", default="target/release/fer-train")
 ap.add_argument("--peer-json", help="step: reuse this peer_bench.py result instead of running it")
 ap.add_argument("--archs", default="mobilenet_v2,resnet18,resnet50", help="step: torchvision names")
-ap.add_argument("--size", type=int, default=224); ap.add_argument("--batch", type=int, default=64)
+ap.add_argument("--size", type=int, help="input side (step: default 224; epoch: default the recipe's 112)")
+ap.add_argument("--batch", type=int, default=64)
 ap.add_argument("--iters", type=int, default=30); ap.add_argument("--device", default="auto")
 ap.add_argument("--data", help="epoch: folder with train/ and val/ class folders")
 ap.add_argument("--arch", default="resnet18", help="epoch: torchvision name")
@@ -67,7 +69,7 @@ def step():
         peer = {}
     rows = []
     for tv in a.archs.split(","):
-        base = [a.fer_train, "bench", "--arch", ARCHS[tv], "--method", "eac", "--size", str(a.size),
+        base = [a.fer_train, "bench", "--arch", ARCHS[tv], "--method", "eac", "--size", str(a.size or 224),
                 "--batch", str(a.batch), "--iters", str(a.iters), "--device", a.device, "--json"]
         # fer-train in both layouts, as the peer is timed in both: the faster one counts.
         runs = [json.loads(run(base)), json.loads(run(base + ["--channels-last"]))]
@@ -80,7 +82,7 @@ def step():
                          ours_nchw=runs[0]["img_per_s"], ours_cl=runs[1]["img_per_s"], ours_device=ours["device"],
                          peer_best=best[1], peer_best_variant=best[0],
                          peer_fp32_nchw=variants.get("fp32/nchw")))
-    print(f"\nEAC training step, {a.size} px, batch {a.batch} (img/s; ratio = fer-train / peer)")
+    print(f"\nEAC training step, {a.size or 224} px, batch {a.batch} (img/s; ratio = fer-train / peer)")
     print(f"{'arch':<14}{'fer-train':>11}{'layout':>8}{'peer best':>11}{'variant':>11}{'ratio':>8}{'peer fp32':>11}{'ratio':>8}")
     for r in rows:
         ratio = lambda p: f"{r['ours'] / p:.2f}x" if p else "-"
@@ -102,20 +104,22 @@ def epoch():
         env["LIMIT"] = str(a.limit)
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "peer.json")
-        run([sys.executable, a.peer, "--arch", a.arch, "--method", a.method, "--epochs", "1", "--data", a.data, "--out", out], env=env)
+        size = a.size or 112
+        run([sys.executable, a.peer, "--arch", a.arch, "--method", a.method, "--epochs", "1", "--data", a.data,
+             "--size", str(size), "--out", out], env=env)
         peer = json.load(open(out))["train_img_s"]
         sets = ["train.epochs=1", f"model.arch={ARCHS[a.arch]}", f"data.root={a.data}", f"out_dir={d}", "name=speed_ours",
                 "train.export=false", f"train.device={device}", "splits.cache_dir=null",
-                "train.channels_last=true"]  # the peer trains channels-last
+                "train.channels_last=true", f"model.input_size={size}"]  # the peer trains channels-last
         if a.limit:
             sets.append(f"train.subset_every={a.limit}")
         config = f"configs/fer2013_r18_{a.method}.yaml"
         run([a.fer_train, "fit", "--config", config] + [x for s in sets for x in ("--set", s)])
         ours = json.load(open(os.path.join(d, "speed_ours", "summary.json")))["train_img_per_s"]
-    print(f"\nOne training epoch, {a.arch} {a.method}, FER2013 at the recipe's size, batch 64"
+    print(f"\nOne training epoch, {a.arch} {a.method}, FER2013 at {size} px, batch 64"
           f"{f', every {a.limit}th image' if a.limit else ''} (img/s, data and augmentation included)")
     print(f"fer-train {ours:.1f}   PyTorch eager {peer:.1f}   ratio {ours / peer:.2f}x")
-    return [dict(arch=a.arch, method=a.method, ours=ours, peer=peer, limit=a.limit)]
+    return [dict(arch=a.arch, method=a.method, size=size, ours=ours, peer=peer, limit=a.limit)]
 
 
 rows = step() if a.mode == "step" else epoch()

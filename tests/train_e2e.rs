@@ -149,6 +149,12 @@ fn resume_continues_exactly() {
         }
         assert_eq!(ta.state.history[1].val, tb.state.history[1].val);
     }
+    // A finished run extended with more epochs and a warm restart takes its lr from the new
+    // schedule (the base lr at the restart), not the annealed lr saved at the old end.
+    let mut c = config(&root, &out, "b", 4, "{ name: ce }");
+    c.train.scheduler = fer_train::optim::SchedulerConfig::Cosine { min_lr: 0.0, restarts: vec![2] };
+    let extended = Trainer::new(c.clone(), true).unwrap();
+    assert_eq!((extended.state.epochs_done, extended.opt.lr), (2, c.train.optimizer.lr), "lr after a restart at epoch 2");
     // The optimizer's moments are stored in the layout's order: resuming in the other layout is refused.
     let mut c = config(&root, &out, "b_cl", 3, "{ name: ce }");
     c.train.channels_last = false;

@@ -177,6 +177,26 @@ fn learns(cfg: Config, beats_chance: bool) -> (Trainer, fer_train::train::Summar
     (t, s)
 }
 
+/// `train.bf16`: a run under bf16 autocast learns, and it did compute in bf16: its first step's
+/// loss (one step per epoch here) differs from the float32 run's of the same seed, by bf16
+/// rounding only.
+#[test]
+fn a_short_bf16_autocast_run_learns() {
+    let _turn = serial();
+    // Tiny: on CPUs without bf16 instructions libtorch's bf16 convolutions are ~7x slower than
+    // float32 ones (PyTorch's own CPU autocast too). 24 images, batch 16: one step per epoch.
+    let dir = temp_dir("bf16");
+    let (root, out) = (dir.join("data"), dir.join("runs"));
+    write_dataset(&root, 8);
+    let run = |name| config_with(&root, &out, name, 3, "{ arch: resnet18, input_size: 16, in_channels: 3 }", "{ name: ce }", ADAM);
+    let (f32_run, _) = learns(run("ce_fp32"), false);
+    let mut cfg = run("ce_bf16");
+    cfg.train.bf16 = true;
+    let (bf16_run, _) = learns(cfg, false);
+    let (a, b) = (f32_run.state.history[0].train_loss, bf16_run.state.history[0].train_loss);
+    assert!(a != b && (a - b).abs() < 0.02 * a, "first-step loss fp32 {a} vs bf16 {b}");
+}
+
 #[test]
 fn a_short_dacfer_run_on_se_resnet50_learns() {
     let _turn = serial();

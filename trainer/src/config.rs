@@ -124,7 +124,10 @@ pub struct TrainConfig {
     /// `auto` (CUDA when available), `cpu`, `cuda`, `cuda:N`.
     #[serde(default = "auto")]
     pub device: String,
-    /// bf16 autocast on CUDA: not implemented yet (refused with an error, see `Trainer::new`).
+    /// bf16 autocast for the forward pass and the loss (PyTorch's `torch.autocast(device,
+    /// dtype=torch.bfloat16)`; `fer_train::autocast`): convolutions and matrix products in bf16,
+    /// weights, optimiser and validation in float32. Pays off on GPUs with bf16 tensor cores; on
+    /// CPUs without bf16 instructions (AVX2-only x86) it is slower than float32.
     #[serde(default)]
     pub bf16: bool,
     /// Channels-last batches and conv weights (PyTorch's `memory_format=torch.channels_last`, as

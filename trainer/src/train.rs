@@ -99,9 +99,7 @@ impl Trainer {
         // A method that the arch cannot carry is a config error, reported before any data loads.
         cfg.model_spec(1)?;
         if cfg.train.bf16 {
-            // tch 0.24 exposes only libtorch's legacy autocast switch, which means float16 on CUDA
-            // (no dtype choice, no grad scaler): refusing beats silently training in fp16.
-            bail!("train.bf16: bf16 autocast is not implemented yet (tch 0.24's autocast is float16 without loss scaling); set it to false");
+            crate::autocast::check(device)?;
         }
         if cfg.train.threads > 0 {
             tch::set_num_threads(cfg.train.threads);
@@ -255,7 +253,7 @@ impl Trainer {
             let x = if cfg.channels_last { crate::augment::channels_last(&x) } else { x };
             let y = labels.index_select(0, &idx);
             self.opt.zero_grad();
-            let out = training_loss(&self.cfg.method, &self.model, &x, &y);
+            let out = crate::autocast::bf16(self.device, cfg.bf16, || training_loss(&self.cfg.method, &self.model, &x, &y));
             out.loss.backward();
             if !self.opt.step(cfg.grad_clip) {
                 skipped += 1;

@@ -24,6 +24,8 @@ pub struct StepBench {
     pub device: Device,
     /// Channels-last input batches (`train.channels_last`).
     pub channels_last: bool,
+    /// bf16 autocast (`train.bf16`), as the peer's `amp` rows.
+    pub bf16: bool,
 }
 
 /// The result, as `fer-train bench --json` prints it.
@@ -36,6 +38,7 @@ pub struct StepTiming {
     pub iters: usize,
     pub device: String,
     pub channels_last: bool,
+    pub bf16: bool,
     pub ms_per_step: f64,
     pub img_per_s: f64,
     /// The last step's loss (finite: the step computed something).
@@ -51,6 +54,9 @@ fn sync(device: Device) {
 pub fn time_training_step(b: &StepBench) -> Result<StepTiming> {
     anyhow::ensure!(b.batch >= 2, "--batch must be at least 2 (BatchNorm needs two images per training batch), got {}", b.batch);
     anyhow::ensure!(b.size >= 1, "--size must be at least 1 pixel, got {}", b.size);
+    if b.bf16 {
+        crate::autocast::check(b.device)?;
+    }
     let iters = b.iters.max(1);
     tch::manual_seed(0);
     if b.device.is_cuda() {
@@ -67,7 +73,7 @@ pub fn time_training_step(b: &StepBench) -> Result<StepTiming> {
     let y = Tensor::randint(7, [b.batch], (Kind::Int64, b.device));
     let mut step = || {
         opt.zero_grad();
-        let out = training_loss(&b.method, &model, &x, &y);
+        let out = crate::autocast::bf16(b.device, b.bf16, || training_loss(&b.method, &model, &x, &y));
         out.loss.backward();
         opt.step(None);
         out.loss
@@ -93,6 +99,7 @@ pub fn time_training_step(b: &StepBench) -> Result<StepTiming> {
         iters,
         device: format!("{:?}", b.device),
         channels_last: b.channels_last,
+        bf16: b.bf16,
         ms_per_step: 1e3 * s,
         img_per_s: b.batch as f64 / s,
         loss,

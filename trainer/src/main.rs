@@ -100,6 +100,9 @@ enum Command {
         /// Channels-last input batches, as train.channels_last.
         #[arg(long)]
         channels_last: bool,
+        /// bf16 autocast, as train.bf16 (the peer's `amp` rows).
+        #[arg(long)]
+        bf16: bool,
         /// Print the result as one JSON line.
         #[arg(long)]
         json: bool,
@@ -139,7 +142,7 @@ fn main() -> Result<()> {
         Command::Export { run, checkpoint, out, cam, fp16 } => run_export(run, checkpoint, out, cam, fp16),
         Command::Doctor => run_doctor(),
         Command::Cache { config, overrides } => run_cache(config, overrides),
-        Command::Bench { arch, method, size, batch, warmup, iters, device, channels_last, json } => {
+        Command::Bench { arch, method, size, batch, warmup, iters, device, channels_last, bf16, json } => {
             let bench = fer_train::bench::StepBench {
                 arch,
                 method: fer_train::bench::method_by_name(&method)?,
@@ -149,6 +152,7 @@ fn main() -> Result<()> {
                 iters,
                 device: fer_train::train::select_device(&device)?,
                 channels_last,
+                bf16,
             };
             run_bench(&bench, json)
         }
@@ -220,7 +224,7 @@ fn run_bench(bench: &fer_train::bench::StepBench, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string(&t)?);
     } else {
         println!(
-            "{} {} step, {}x{} px, batch {}, {}{}: {:.2} ms/step, {:.1} img/s ({} timed steps)",
+            "{} {} step, {}x{} px, batch {}, {}{}{}: {:.2} ms/step, {:.1} img/s ({} timed steps)",
             t.arch,
             t.method,
             t.size,
@@ -228,6 +232,7 @@ fn run_bench(bench: &fer_train::bench::StepBench, json: bool) -> Result<()> {
             t.batch,
             t.device,
             if t.channels_last { ", channels-last" } else { "" },
+            if t.bf16 { ", bf16 autocast" } else { "" },
             t.ms_per_step,
             t.img_per_s,
             t.iters
@@ -249,6 +254,19 @@ fn run_doctor() -> Result<()> {
         let want = 256.0f64.powi(3);
         anyhow::ensure!((got - want).abs() < 1e-3 * want, "matmul on {d:?} gave {got}, expected {want}");
         println!("{d:?}: 256x256 matmul ok ({got})");
+        // The same product under bf16 autocast (train.bf16): it must run in bf16 and stay exact
+        // (every entry is 256, a power of two).
+        if fer_train::autocast::AVAILABLE {
+            let (kind, got) = fer_train::autocast::bf16(d, true, || {
+                let p = a.matmul(&a);
+                (p.kind(), p.sum(Kind::Double).double_value(&[]))
+            });
+            anyhow::ensure!(kind == Kind::BFloat16 && got == want, "bf16 autocast on {d:?}: the matmul gave {kind:?}, sum {got} (expected BFloat16, {want})");
+            let slow = d == Device::Cpu && !fer_train::autocast::cpu_has_bf16();
+            println!("{d:?}: bf16 autocast ok{}", if slow { " (no bf16 instructions: slower than float32 here)" } else { "" });
+        } else {
+            println!("{d:?}: bf16 autocast not in this build");
+        }
     }
     Ok(())
 }

@@ -50,9 +50,6 @@ fn bad_configs_and_data_are_named() {
     let (ok, err) = fer_train(&["fit", "--config", "/nonexistent/c.yaml"]);
     assert!(!ok && err.contains("/nonexistent/c.yaml"), "{err}");
 
-    let (ok, err) = fer_train(&["fit", "--config", c, "--set", "train.bf16=true"]);
-    assert!(!ok && err.contains("bf16 autocast is not implemented"), "{err}");
-
     let (ok, err) = fer_train(&["fit", "--config", c, "--set", "train.optimizer.name=adagrad"]);
     assert!(!ok && err.contains("adagrad"), "{err}");
 
@@ -69,12 +66,15 @@ fn bad_configs_and_data_are_named() {
     assert!(!ok && err.contains("nothing"), "{err}");
 }
 
-/// `fer-train doctor` runs a kernel on every device libtorch sees, and the binary really links
-/// libtorch_cuda (the linker's --as-needed would otherwise drop it and CUDA would silently vanish).
+/// `fer-train doctor` runs a kernel on every device libtorch sees, also under bf16 autocast, and
+/// the binary really links libtorch_cuda (the linker's --as-needed would otherwise drop it and CUDA
+/// would silently vanish).
 #[test]
 fn doctor_runs_and_libtorch_cuda_is_linked() {
-    let (ok, _) = fer_train(&["doctor"]);
-    assert!(ok);
+    let out = Command::new(env!("CARGO_BIN_EXE_fer-train")).arg("doctor").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("Cpu: 256x256 matmul ok") && stdout.contains("Cpu: bf16 autocast ok"), "{stdout}");
     let exe = env!("CARGO_BIN_EXE_fer-train");
     let lib = std::env::var("LIBTORCH").map(PathBuf::from).ok();
     if lib.as_ref().is_some_and(|l| l.join("lib/libtorch_cuda.so").exists()) {
@@ -86,7 +86,8 @@ fn doctor_runs_and_libtorch_cuda_is_linked() {
     }
 }
 
-/// `fer-train bench` times a real training step (its loss is finite) and reports img/s as JSON;
+/// `fer-train bench` times a real training step (its loss is finite) and reports img/s as JSON,
+/// also under bf16 autocast;
 /// an unknown method is named with the valid ones.
 #[test]
 fn bench_times_a_training_step() {
@@ -100,6 +101,15 @@ fn bench_times_a_training_step() {
     let (ms, img_s) = (v["ms_per_step"].as_f64().unwrap(), v["img_per_s"].as_f64().unwrap());
     assert!(ms > 0.0 && (img_s - 4.0 * 1e3 / ms).abs() < 1e-6 * img_s, "{v}");
     assert!(v["loss"].as_f64().unwrap().is_finite());
+    assert_eq!(v["bf16"].as_bool(), Some(false));
+    // The peer's `amp` rows: the same step under bf16 autocast.
+    let o = Command::new(env!("CARGO_BIN_EXE_fer-train"))
+        .args(["bench", "--arch", "mbv2", "--size", "32", "--batch", "4", "--warmup", "1", "--iters", "2", "--device", "cpu", "--bf16", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["bf16"].as_bool() == Some(true) && v["loss"].as_f64().unwrap().is_finite(), "{v}");
     let (ok, err) = fer_train(&["bench", "--method", "mixup", "--device", "cpu"]);
     assert!(!ok && err.contains("unknown variant `mixup`") && err.contains("grefel_rb"), "{err}");
     // Sizes no kernel can run: a named error, not a panic inside libtorch.

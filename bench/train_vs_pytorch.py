@@ -4,9 +4,11 @@ Step (the design's bar: EAC step, 224 px, batch 64, MobileNetV2 / ResNet-18 / Re
 
     .venv/bin/python bench/train_vs_pytorch.py step --peer ../shared/reference/peer_bench.py
 
-runs the peer's own benchmark script (PyTorch eager, fp32/bf16 x NCHW/channels-last; CUDA only),
-then `fer-train bench` on the same settings (NCHW and channels-last, the faster counts), and prints
-img/s with the ratio against the peer's best variant and against its fp32 NCHW variant. `--peer-json FILE` reuses a peer result instead.
+runs the peer's own benchmark script (PyTorch eager, fp32/bf16 x NCHW/channels-last; CUDA only;
+without CUDA its EAC step is timed here on the CPU the same way, bf16 with `--bf16`),
+then `fer-train bench` on the same settings in the same variants (fp32 and bf16 autocast, NCHW and
+channels-last), and prints img/s with the ratio of the
+fastest variants overall and per precision. `--peer-json FILE` reuses a peer result instead.
 
 Epoch (data on the device, augmentation and erasing included):
 
@@ -32,6 +34,7 @@ ap.add_argument("--archs", default="mobilenet_v2,resnet18,resnet50", help="step:
 ap.add_argument("--size", type=int, help="input side (step: default 224; epoch: default the recipe's 112)")
 ap.add_argument("--batch", type=int, default=64)
 ap.add_argument("--iters", type=int, default=30); ap.add_argument("--device", default="auto")
+ap.add_argument("--bf16", action="store_true", help="step on CPU: also time bf16 autocast (always on CUDA; slow on CPUs without bf16 instructions)")
 ap.add_argument("--data", help="epoch: folder with train/ and val/ class folders")
 ap.add_argument("--arch", default="resnet18", help="epoch: torchvision name")
 ap.add_argument("--method", default="eac", choices=["ce", "eac"])
@@ -56,6 +59,45 @@ def run(cmd, env=None):
     return p.stdout
 
 
+def cpu_peer():
+    """peer_bench.py's EAC step (its model, loss and optimiser, PyTorch eager) timed on the CPU under
+    the keys that script writes (it runs on CUDA only): 2 untimed steps (peer_bench.py: 8; a CPU step
+    needs no cuDNN autotuning), then --iters timed ones."""
+    import torch, torch.nn as nn, torch.nn.functional as F, torchvision, time
+    torch.set_num_threads(os.cpu_count() or 1)
+    feats = {"mobilenet_v2": (lambda: torchvision.models.mobilenet_v2().features, 1280),
+             "resnet18": (lambda: nn.Sequential(*list(torchvision.models.resnet18().children())[:-2]), 512),
+             "resnet50": (lambda: nn.Sequential(*list(torchvision.models.resnet50().children())[:-2]), 2048)}
+    class EAC(nn.Module):
+        def __init__(self, arch):
+            super().__init__()
+            make, c = feats[arch]
+            self.features, self.fc = make(), nn.Linear(c, 7)
+        def forward(self, x):
+            f = self.features(x)
+            return self.fc(F.adaptive_avg_pool2d(f, 1).flatten(1)), torch.einsum("nchw,kc->nkhw", f, self.fc.weight)
+    res, size = {}, a.size or 224
+    for arch in a.archs.split(","):
+        for amp in ((0, 1) if a.bf16 else (0,)):
+            for cl in (0, 1):
+                torch.manual_seed(0)
+                model = EAC(arch)
+                x, y = torch.randn(a.batch, 3, size, size), torch.randint(0, 7, (a.batch,))
+                if cl:
+                    model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+                opt = torch.optim.Adam(model.parameters(), 2e-4, weight_decay=1e-4)
+                def step():
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(amp)):
+                        out, hm = model(x); _, hm2 = model(torch.flip(x, dims=[3]))
+                        loss = F.cross_entropy(out, y) + 5.0 * F.mse_loss(hm, torch.flip(hm2, dims=[3]))
+                    opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+                for _ in range(2): step()
+                t = time.perf_counter()
+                for _ in range(a.iters): step()
+                res[f"train_eac_{arch}_bs{a.batch}_amp{amp}_cl{cl}_img_s"] = a.batch * a.iters / (time.perf_counter() - t)
+    return res
+
+
 def step():
     if a.peer_json:
         peer = json.load(open(a.peer_json))
@@ -65,30 +107,41 @@ def step():
             run([sys.executable, a.peer, out])
             peer = json.load(open(out))
     else:
-        print("peer: peer_bench.py needs CUDA; showing fer-train alone", file=sys.stderr)
-        peer = {}
+        print("peer: peer_bench.py needs CUDA; timing its step on the CPU here instead", file=sys.stderr)
+        peer = cpu_peer()
     rows = []
+    precisions = ("fp32", "bf16") if a.bf16 or cuda_available() or a.peer_json else ("fp32",)
     for tv in a.archs.split(","):
         base = [a.fer_train, "bench", "--arch", ARCHS[tv], "--method", "eac", "--size", str(a.size or 224),
                 "--batch", str(a.batch), "--iters", str(a.iters), "--device", a.device, "--json"]
-        # fer-train in both layouts, as the peer is timed in both: the faster one counts.
-        runs = [json.loads(run(base)), json.loads(run(base + ["--channels-last"]))]
-        ours = max(runs, key=lambda r: r["img_per_s"])
+        # fer-train in every variant the peer is timed in (precision x layout).
+        ours = {}
+        for prec in precisions:
+            for layout in ("nchw", "cl"):
+                flags = (["--bf16"] if prec == "bf16" else []) + (["--channels-last"] if layout == "cl" else [])
+                ours[f"{prec}/{layout}"] = json.loads(run(base + flags))
         key = lambda amp, cl: f"train_eac_{tv}_bs{a.batch}_amp{amp}_cl{cl}_img_s"
-        variants = {f"{'bf16' if amp else 'fp32'}/{'cl' if cl else 'nchw'}": peer.get(key(amp, cl)) for amp in (0, 1) for cl in (0, 1)}
-        variants = {k: v for k, v in variants.items() if v}
-        best = max(variants.items(), key=lambda kv: kv[1]) if variants else (None, None)
-        rows.append(dict(arch=tv, ours=ours["img_per_s"], ours_variant="cl" if ours["channels_last"] else "nchw",
-                         ours_nchw=runs[0]["img_per_s"], ours_cl=runs[1]["img_per_s"], ours_device=ours["device"],
-                         peer_best=best[1], peer_best_variant=best[0],
-                         peer_fp32_nchw=variants.get("fp32/nchw")))
-    print(f"\nEAC training step, {a.size or 224} px, batch {a.batch} (img/s; ratio = fer-train / peer)")
-    print(f"{'arch':<14}{'fer-train':>11}{'layout':>8}{'peer best':>11}{'variant':>11}{'ratio':>8}{'peer fp32':>11}{'ratio':>8}")
+        theirs = {f"{'bf16' if amp else 'fp32'}/{'cl' if cl else 'nchw'}": peer.get(key(amp, cl)) for amp in (0, 1) for cl in (0, 1)}
+        theirs = {k: v for k, v in theirs.items() if v}
+        def best(d, prec=""):
+            items = [(k, v) for k, v in d.items() if k.startswith(prec)]
+            return max(items, key=lambda kv: kv[1]) if items else (None, None)
+        row = dict(arch=tv, device=next(iter(ours.values()))["device"],
+                   ours={k: r["img_per_s"] for k, r in ours.items()}, peer=theirs)
+        for prec in ("", "fp32", "bf16"):
+            (ov, o), (pv, p_) = best(row["ours"], prec), best(theirs, prec)
+            row[prec or "any"] = dict(ours=o, ours_variant=ov, peer=p_, peer_variant=pv, ratio=o / p_ if o and p_ else None)
+        rows.append(row)
+    print(f"\nEAC training step, {a.size or 224} px, batch {a.batch} (img/s, each side's fastest variant; ratio = fer-train / peer)")
+    print(f"{'arch':<14}{'precision':<11}{'fer-train':>11}{'variant':>11}{'peer':>11}{'variant':>11}{'ratio':>8}")
+    fmt = lambda v, f="{:.1f}": f.format(v) if v else "-"
     for r in rows:
-        ratio = lambda p: f"{r['ours'] / p:.2f}x" if p else "-"
-        fmt = lambda v: f"{v:.1f}" if v else "-"
-        print(f"{r['arch']:<14}{r['ours']:>11.1f}{r['ours_variant']:>8}{fmt(r['peer_best']):>11}{r['peer_best_variant'] or '-':>11}{ratio(r['peer_best']):>8}"
-              f"{fmt(r['peer_fp32_nchw']):>11}{ratio(r['peer_fp32_nchw']):>8}")
+        for prec in ("any", "fp32", "bf16"):
+            c = r[prec]
+            if c["ours"] is None and c["peer"] is None:
+                continue
+            print(f"{r['arch']:<14}{prec:<11}{fmt(c['ours']):>11}{c['ours_variant'] or '-':>11}{fmt(c['peer']):>11}"
+                  f"{c['peer_variant'] or '-':>11}{fmt(c['ratio'], '{:.2f}x'):>8}")
     return rows
 
 

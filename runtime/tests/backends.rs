@@ -336,18 +336,19 @@ fn one_model_serves_many_threads() {
         let imgs: Vec<DynamicImage> = (0..4)
             .map(|i| DynamicImage::ImageRgb8(pattern(20, 20, i)))
             .collect();
-        let serial: Vec<String> = imgs
-            .iter()
-            .map(|im| model.predict_image(im).unwrap().label)
-            .collect();
-        let parallel: Vec<String> = std::thread::scope(|s| {
-            let handles: Vec<_> = imgs
-                .iter()
-                .map(|im| s.spawn(|| model.predict_image(im).unwrap().label))
-                .collect();
+        // Probabilities, compared exactly: a backend that keeps run state between calls (tract
+        // keeps its plan's states) must not carry anything from one image into the next.
+        let probs = |im: &DynamicImage| model.predict_image(im).unwrap().probs;
+        let serial: Vec<_> = imgs.iter().map(probs).collect();
+        let parallel: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = imgs.iter().map(|im| s.spawn(move || probs(im))).collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        assert_eq!(serial, parallel);
+        assert_eq!(serial, parallel, "{backend:?}");
+        let mut reversed: Vec<_> = imgs.iter().rev().map(probs).collect();
+        reversed.reverse();
+        assert_eq!(serial, reversed, "{backend:?}");
+        assert_ne!(serial[0], serial[1], "the test images must give different outputs");
     }
 }
 

@@ -1,13 +1,15 @@
-//! The thread pool tract runs one image on. tract splits its larger matrix products (and, above a
-//! size gate, depthwise convolutions and element-wise ops) across the pool of the [`Executor`] in
-//! scope; the rest of a call runs on the calling thread. [`IntraOp::run`] keeps the pool's other
+//! The thread pool tract runs one image on. tract splits its matrix products, depthwise
+//! convolutions and element-wise ops (above size gates set here) across the pool of the
+//! [`Executor`] in scope; the rest of a call runs on the calling thread. [`IntraOp::run`] keeps the pool's other
 //! workers awake for the whole call, picking up those chunks as they come, because a worker that went to sleep between two operators costs more to
 //! wake on a small virtual machine than a 48 px MobileNetV2 layer takes to run: with plain rayon
 //! wake-ups two threads were slower than one (docs/RESULTS.md). ONNX Runtime's pool spins the
 //! same way. The tract backend and `examples/tract_profile` both run through here.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use tract_linalg::multithread::{multithread_tract_scope, set_threading_panel_threshold, Executor};
+use tract_linalg::multithread::{
+    multithread_tract_scope, set_threading_element_threshold, set_threading_panel_threshold, Executor,
+};
 
 /// Matrix products of at least this many kernel tiles are split across the pool (tract's default
 /// is 64, sized for waking sleeping workers). With the helpers already spinning, smaller products
@@ -15,6 +17,15 @@ use tract_linalg::multithread::{multithread_tract_scope, set_threading_panel_thr
 /// median 2.57 ms at 64, 1.84 ms at 4 (1 thread: 2.86 ms); the 112 px MobileNetV2 and ResNet-18
 /// did not move beyond noise.
 const PANEL_THRESHOLD: usize = 4;
+
+/// Depthwise convolutions, packing and element-wise ops are split across the pool from this many
+/// output values (tract's default is 32,768, above every layer of a 48 px MobileNetV2 after the
+/// first). With the helpers spinning, splitting them all helped a little there, within this VM's
+/// noise: `bench/runtime_vs_python.py --model models-onnx/eac_mbv2.onnx --iters 300 --rounds 5`,
+/// tract / ORT, median over runs of each run's median: files 2.28x at 0 (6 runs) vs 2.42x at
+/// 32,768 (4 runs, interleaved with the first 4 at 0), tensor 2.40x vs 2.67x; 4,096 (2 runs) was
+/// like 0. The 112 px MobileNetV2 and ResNet-18 (2 runs each) did not move beyond noise.
+const ELEMENT_THRESHOLD: usize = 0;
 
 /// How many threads tract may use inside one call.
 #[derive(Debug, Clone)]
@@ -39,8 +50,9 @@ impl IntraOp {
         let executor = if n <= 1 {
             Executor::SingleThread
         } else {
-            // tract's gate is process-wide and only read on a multi-thread executor.
+            // tract's gates are process-wide and only read on a multi-thread executor.
             set_threading_panel_threshold(PANEL_THRESHOLD);
+            set_threading_element_threshold(ELEMENT_THRESHOLD);
             Executor::multithread_with_name(n, "fer-tract")
         };
         IntraOp { executor }

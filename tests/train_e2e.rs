@@ -185,10 +185,14 @@ fn a_short_bf16_autocast_run_learns() {
     let _turn = serial();
     // Tiny: on CPUs without bf16 instructions libtorch's bf16 convolutions are ~7x slower than
     // float32 ones (PyTorch's own CPU autocast too). 24 images, batch 16: one step per epoch.
+    // 32 px, not 16: at 16 px ResNet-18's layer4 sees a 1x1 map, and libtorch's CPU bf16 weight
+    // gradient of a strided 3x3 conv on a 1x1 map is sometimes non-finite in the right-hand
+    // padding tap (8 of 30 steps here; PyTorch's own torch.autocast with its parameters in one
+    // flat buffer too), so those steps were skipped. 24 px and up: 0 of 30.
     let dir = temp_dir("bf16");
     let (root, out) = (dir.join("data"), dir.join("runs"));
     write_dataset(&root, 8);
-    let run = |name| config_with(&root, &out, name, 3, "{ arch: resnet18, input_size: 16, in_channels: 3 }", "{ name: ce }", ADAM);
+    let run = |name| config_with(&root, &out, name, 3, "{ arch: resnet18, input_size: 32, in_channels: 3 }", "{ name: ce }", ADAM);
     let (f32_run, _) = learns(run("ce_fp32"), false);
     let mut cfg = run("ce_bf16");
     cfg.train.bf16 = true;

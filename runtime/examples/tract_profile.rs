@@ -6,7 +6,8 @@
 //! Like the runtime it applies tract's `conv_nhwc` transform first; `TRACT_TRANSFORMS=` profiles
 //! the graph without it, `TRACT_TRANSFORMS=a,b` applies other registered transforms instead.
 //! It runs single-threaded unless `FER_TRACT_THREADS=n` gives it the runtime's intra-op pool
-//! (`fer_runtime::intra_op`). `TRACT_PROFILE_NODES=1` lists every node (id, op, output shape)
+//! (`fer_runtime::intra_op`), whose split gates `FER_TRACT_PANEL_GATE` / `FER_TRACT_ELEMENT_GATE`
+//! override. `TRACT_PROFILE_NODES=1` lists every node (id, op, output shape)
 //! instead of totals per operator kind.
 //!
 //! It profiles the file's graph as stored: a float16 file is profiled in float16, whereas the
@@ -50,6 +51,15 @@ fn main() -> TractResult<()> {
     // `FER_TRACT_THREADS=n` (n > 1) profiles on an intra-op pool of n threads, as the runtime runs.
     let threads = std::env::var("FER_TRACT_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(1);
     let pool = IntraOp::with_threads(threads);
+    // Trying other split gates than the runtime's: `FER_TRACT_PANEL_GATE=n` (kernel tiles of a
+    // matrix product), `FER_TRACT_ELEMENT_GATE=n` (output values of depthwise / element-wise ops).
+    let gate = |name: &str| std::env::var(name).ok().map(|v| v.parse::<usize>()).transpose();
+    if let Some(n) = gate("FER_TRACT_PANEL_GATE")? {
+        tract_linalg::multithread::set_threading_panel_threshold(n);
+    }
+    if let Some(n) = gate("FER_TRACT_ELEMENT_GATE")? {
+        tract_linalg::multithread::set_threading_element_threshold(n);
+    }
     let t0 = Instant::now();
     pool.run(|| -> TractResult<()> {
         for _ in 0..iters {

@@ -19,13 +19,15 @@ use tract_linalg::multithread::{
 const PANEL_THRESHOLD: usize = 4;
 
 /// Depthwise convolutions, packing and element-wise ops are split across the pool from this many
-/// output values (tract's default is 32,768, above every layer of a 48 px MobileNetV2 after the
-/// first). With the helpers spinning, splitting them all helped a little there, within this VM's
-/// noise: `bench/runtime_vs_python.py --model models-onnx/eac_mbv2.onnx --iters 300 --rounds 5`,
-/// tract / ORT, median over runs of each run's median: files 2.28x at 0 (6 runs) vs 2.42x at
-/// 32,768 (4 runs, interleaved with the first 4 at 0), tensor 2.40x vs 2.67x; 4,096 (2 runs) was
-/// like 0. The 112 px MobileNetV2 and ResNet-18 (2 runs each) did not move beyond noise.
-const ELEMENT_THRESHOLD: usize = 0;
+/// output values: tract's default, 32,768, which keeps every 48 px MobileNetV2 layer after the first
+/// on the calling thread. Splitting them all (0) looked slightly better in the end-to-end harness
+/// (within its noise), but timed per operator it is slower: 2 threads, `tract_profile
+/// models-onnx/eac_mbv2.onnx 3000` with `FER_TRACT_ELEMENT_GATE=0|4096|16384|32768`, 2-3
+/// interleaved rounds: 1.72-1.78, 1.69-1.75, 1.57, 1.39-1.50 ms; per node, the depthwise
+/// convolutions took 1.75x and the ReLU6 clips 2x their single-thread time when split. The whole
+/// call agrees: `fer-run bench --backend tract --iters 500`, 4 interleaved rounds, p50 1.46-1.49 ms
+/// at 32,768 against 1.69-1.74 ms at 0.
+const ELEMENT_THRESHOLD: usize = 32_768;
 
 /// How many threads tract may use inside one call.
 #[derive(Debug, Clone)]

@@ -23,7 +23,7 @@ pub mod check;
 pub mod fp16;
 
 pub use error::{ExportError, Result};
-pub use graph::{initializer_f32, Attr, Dim, GraphBuilder, IR_VERSION, OPSET};
+pub use graph::{flush_subnormal, flush_subnormals, initializer_f32, Attr, Dim, GraphBuilder, IR_VERSION, OPSET};
 pub use metadata::{ColorMode, Metadata, keys};
 pub use tract_onnx::pb;
 

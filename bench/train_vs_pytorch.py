@@ -60,22 +60,19 @@ def run(cmd, env=None):
 
 
 def cpu_peer():
-    """peer_bench.py's EAC step (its model, loss and optimiser, PyTorch eager) timed on the CPU under
-    the keys that script writes (it runs on CUDA only): 2 untimed steps (peer_bench.py: 8; a CPU step
-    needs no cuDNN autotuning), then --iters timed ones."""
-    import torch, torch.nn as nn, torch.nn.functional as F, torchvision, time
+    """peer_bench.py's EAC step timed on the CPU under the keys that script writes (it runs on CUDA
+    only): its own `EAC` model class (the script's definitions, up to its benchmark loop, are run
+    here), its loss and Adam, under CPU autocast for bf16; 2 untimed steps (peer_bench.py: 8; a CPU
+    step needs no cuDNN autotuning), then --iters timed ones."""
+    import torch, torch.nn.functional as F, time
     torch.set_num_threads(os.cpu_count() or 1)
-    feats = {"mobilenet_v2": (lambda: torchvision.models.mobilenet_v2().features, 1280),
-             "resnet18": (lambda: nn.Sequential(*list(torchvision.models.resnet18().children())[:-2]), 512),
-             "resnet50": (lambda: nn.Sequential(*list(torchvision.models.resnet50().children())[:-2]), 2048)}
-    class EAC(nn.Module):
-        def __init__(self, arch):
-            super().__init__()
-            make, c = feats[arch]
-            self.features, self.fc = make(), nn.Linear(c, 7)
-        def forward(self, x):
-            f = self.features(x)
-            return self.fc(F.adaptive_avg_pool2d(f, 1).flatten(1)), torch.einsum("nchw,kc->nkhw", f, self.fc.weight)
+    src = open(a.peer).read()
+    loop = src.find("\nfor arch in")
+    if loop < 0:
+        sys.exit(f"{a.peer}: no 'for arch in' benchmark loop to stop before; cannot take its EAC model")
+    ns = {}
+    exec(compile(src[:loop], a.peer, "exec"), ns)
+    EAC = ns["EAC"]
     res, size = {}, a.size or 224
     for arch in a.archs.split(","):
         for amp in ((0, 1) if a.bf16 else (0,)):

@@ -53,7 +53,9 @@ fn main() -> TractResult<()> {
     let pool = IntraOp::with_threads(threads);
     // Trying other split gates than the runtime's: `FER_TRACT_PANEL_GATE=n` (kernel tiles of a
     // matrix product), `FER_TRACT_ELEMENT_GATE=n` (output values of depthwise / element-wise ops).
-    let gate = |name: &str| std::env::var(name).ok().map(|v| v.parse::<usize>()).transpose();
+    let gate = |name: &str| -> TractResult<Option<usize>> {
+        std::env::var(name).ok().map(|v| v.parse::<usize>().with_context(|| format!("{name}={v}: expected a whole number"))).transpose()
+    };
     if let Some(n) = gate("FER_TRACT_PANEL_GATE")? {
         tract_linalg::multithread::set_threading_panel_threshold(n);
     }

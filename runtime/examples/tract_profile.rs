@@ -22,6 +22,9 @@ use tract_onnx::tract_hir::infer::Factoid;
 use tract_onnx::tract_core::plan::{eval, SimplePlan, SimpleState};
 
 fn main() -> TractResult<()> {
+    // The kernel choice `fer-run` makes (set `TRACT_X86_KIND=intel` to profile tract's own).
+    // SAFETY: no other thread exists yet.
+    unsafe { fer_runtime::prefer_tile_use_kernels() };
     let args: Vec<String> = std::env::args().collect();
     let path = args.get(1).context("usage: tract_profile <model.onnx> [iters]")?;
     let iters: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(50);
@@ -48,6 +51,8 @@ fn main() -> TractResult<()> {
     let input: Tensor = tract_ndarray::ArrayD::<f32>::from_elem(shape, 0.1).into();
     let mut per_op: HashMap<String, (Duration, usize)> = HashMap::new();
     let per_node = std::env::var_os("TRACT_PROFILE_NODES").is_some_and(|v| v != "0");
+    // `TRACT_PROFILE_NODES=info` adds each node's own description (the kernel a matrix product picked).
+    let with_info = std::env::var_os("TRACT_PROFILE_NODES").is_some_and(|v| v == "info");
     // `FER_TRACT_THREADS=n` (n > 1) profiles on an intra-op pool of n threads, as the runtime runs.
     let threads = std::env::var("FER_TRACT_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(1);
     let pool = IntraOp::with_threads(threads);
@@ -69,7 +74,11 @@ fn main() -> TractResult<()> {
                 let t = Instant::now();
                 let out = eval(ctx, st, node, inputs);
                 let key = if per_node {
-                    format!("{} {} {:?}", node.id, node.op().name(), node.outputs[0].fact.shape)
+                    let mut key = format!("{} {} {:?}", node.id, node.op().name(), node.outputs[0].fact.shape);
+                    if with_info {
+                        key += &format!(" [{}]", node.op().info().unwrap_or_default().join("; "));
+                    }
+                    key
                 } else {
                     node.op().name().to_string()
                 };

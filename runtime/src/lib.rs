@@ -38,7 +38,7 @@ pub mod output;
 mod postprocess;
 pub mod preprocess;
 
-pub use backend::{ort_available, Backend, Device, Engine, Outputs};
+pub use backend::{ort_available, prefer_tile_use_kernels, Backend, Device, Engine, Outputs};
 pub use error::{FerError, Result};
 pub use face::{BBox, Detect, Face, FaceFinder, Faces, HaarCascade, HaarParams};
 pub use inputs::collect_inputs;

@@ -178,6 +178,8 @@ struct InfoArgs {
 }
 
 fn main() -> Result<()> {
+    // SAFETY: nothing else runs yet; tract reads the setting when a model is loaded.
+    unsafe { fer_runtime::prefer_tile_use_kernels() };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)

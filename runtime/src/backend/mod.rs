@@ -7,6 +7,7 @@ mod ep;
 #[cfg(feature = "ort")]
 pub(crate) mod ort;
 pub(crate) mod tract;
+pub use tract::prefer_tile_use_kernels;
 
 use crate::error::{FerError, Result};
 use crate::metadata::{outputs as names, ModelInfo};

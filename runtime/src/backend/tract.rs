@@ -96,6 +96,44 @@ fn channels_last(typed: &mut TypedModel) -> TractResult<()> {
     }
 }
 
+/// Has tract pick its matrix-product kernels by tile use instead of by its Intel cost model, on
+/// Intel x86-64 CPUs; elsewhere (AMD, aarch64, ...) it does nothing. It sets `TRACT_X86_KIND=other`
+/// unless that variable is already set, which tract 0.23 reads when it optimises a model, so it must
+/// run before [`Model::load`](crate::Model::load). `fer-run` calls it first thing.
+///
+/// Why: the Intel cost model counts about 4 ns per kernel call for the narrow 40x2 tile, and on
+/// the small-`k` products of a small convnet those calls are what costs (each also switches the
+/// floating-point control register): the 48 px MobileNetV2's 16 → 96 expansion at 24x24 took
+/// 0.10 ms in 720 calls of the 40x2 kernel against 0.055 ms in 288 calls of the 16x12 one that
+/// the tile-use rule picks (`TRACT_PROFILE_NODES=info` of `examples/tract_profile`). End to end,
+/// `fer-run bench --backend tract`, 3 interleaved rounds on an AVX-512 Xeon: 48 px MobileNetV2
+/// p50 1.30–1.36 → 1.28–1.30 ms, 112 px MobileNetV2 4.24–4.30 → 4.03–4.07 ms, 112 px ResNet-18
+/// 9.30–9.47 → 8.97–9.16 ms (docs/RESULTS.md). Not measured on AMD, so AMD keeps tract's choice.
+///
+/// # Safety
+/// It may set a process environment variable, which is only sound while no other thread reads or
+/// writes the environment: call it at the start of `main`, before any thread is spawned.
+pub unsafe fn prefer_tile_use_kernels() {
+    if std::env::var_os("TRACT_X86_KIND").is_none() && cpu_is_intel() {
+        // SAFETY: the caller guarantees no other thread touches the environment.
+        unsafe { std::env::set_var("TRACT_X86_KIND", "other") };
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpu_is_intel() -> bool {
+    // `__cpuid` is safe on newer compilers and unsafe on older ones; leaf 0 exists on every x86-64.
+    #[allow(unused_unsafe)]
+    let id = unsafe { std::arch::x86_64::__cpuid(0) };
+    let vendor: Vec<u8> = [id.ebx, id.edx, id.ecx].iter().flat_map(|r| r.to_le_bytes()).collect();
+    vendor == b"GenuineIntel"
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn cpu_is_intel() -> bool {
+    false
+}
+
 impl TractEngine {
     /// The contract's outputs for `x` (`[1, C, H, W]`), named, run on `threads`.
     fn run_plan(&self, x: ArrayView4<f32>, threads: &IntraOp) -> Result<Vec<(String, ArrayD<f32>)>> {

@@ -7,6 +7,7 @@
 //! same way. The tract backend and `examples/tract_profile` both run through here.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use tract_onnx::tract_core::knobs;
 use tract_linalg::multithread::{
     multithread_tract_scope, set_threading_element_threshold, set_threading_panel_threshold, Executor,
 };
@@ -28,6 +29,15 @@ const PANEL_THRESHOLD: usize = 4;
 /// call agrees: `fer-run bench --backend tract --iters 500`, 4 interleaved rounds, p50 1.46-1.49 ms
 /// at 32,768 against 1.69-1.74 ms at 0.
 const ELEMENT_THRESHOLD: usize = 32_768;
+
+/// A split matrix product becomes this many chunks per thread (tract's default is 4, slack for
+/// uneven threads). On these small products each chunk is a job to hand out and a scratch space
+/// to set up, which cost more than the balance buys: 48 px MobileNetV2, 2 threads,
+/// `tract_profile models-onnx/eac_mbv2.onnx 3000`, 3 interleaved rounds: 1.13-1.18 ms at 1 against
+/// 1.27-1.32 ms at 4 (tract's Intel kernel choice: 1.22-1.27 against 1.31-1.37). Installed as
+/// tract's process-wide default, so `TRACT_MMM_CHUNKS_PER_THREAD` in the environment still wins;
+/// tract reads it once, at the first split product.
+const CHUNKS_PER_THREAD: &str = "1";
 
 /// How many threads tract may use inside one call.
 #[derive(Debug, Clone)]
@@ -55,6 +65,11 @@ impl IntraOp {
             // tract's gates are process-wide and only read on a multi-thread executor.
             set_threading_panel_threshold(PANEL_THRESHOLD);
             set_threading_element_threshold(ELEMENT_THRESHOLD);
+            // Refused only if another part of the process installed a different value: then
+            // that value stands.
+            if let Err(e) = knobs::set_config_global("TRACT_MMM_CHUNKS_PER_THREAD", CHUNKS_PER_THREAD) {
+                tracing::debug!("tract chunks per thread left as they are: {e}");
+            }
             Executor::multithread_with_name(n, "fer-tract")
         };
         IntraOp { executor }
@@ -141,5 +156,17 @@ mod tests {
         assert_eq!(most_threads, 2, "the second worker never took a chunk");
         assert_eq!(IntraOp::single_thread().run(|| 7), 7);
         assert_eq!(IntraOp::with_threads(1).threads(), 1);
+    }
+
+    /// A pool installs one chunk per thread as tract's default for split matrix products, below
+    /// the environment (which a maintainer uses to try other values).
+    #[test]
+    fn a_pool_sets_one_chunk_per_thread() {
+        let _pool = IntraOp::with_threads(2);
+        let knob = &tract_linalg::knobs::TRACT_MMM_CHUNKS_PER_THREAD;
+        match std::env::var("TRACT_MMM_CHUNKS_PER_THREAD") {
+            Err(_) => assert_eq!(knob.get(), Some(1)),
+            Ok(v) => assert_eq!(knob.get(), v.parse().ok()),
+        }
     }
 }

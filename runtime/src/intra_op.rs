@@ -1,6 +1,7 @@
-//! The thread pool tract runs one image on. tract splits its matrix products, depthwise
-//! convolutions and element-wise ops (above size gates set here) across the pool of the
-//! [`Executor`] in scope; the rest of a call runs on the calling thread. [`IntraOp::run`] keeps the pool's other
+//! The thread pool tract runs one image on. tract splits its matrix products (above a size gate
+//! set here) across the pool of the [`Executor`] in scope; depthwise convolutions and element-wise
+//! ops, which it could split too, are kept whole (measured below), and the rest of a call runs on
+//! the calling thread. [`IntraOp::run`] keeps the pool's other
 //! workers awake for the whole call, picking up those chunks as they come, because a worker that went to sleep between two operators costs more to
 //! wake on a small virtual machine than a 48 px MobileNetV2 layer takes to run: with plain rayon
 //! wake-ups two threads were slower than one (docs/RESULTS.md). ONNX Runtime's pool spins the
@@ -19,16 +20,19 @@ use tract_linalg::multithread::{
 /// did not move beyond noise.
 const PANEL_THRESHOLD: usize = 4;
 
-/// Depthwise convolutions, packing and element-wise ops are split across the pool from this many
-/// output values: tract's default, 32,768, which keeps every 48 px MobileNetV2 layer after the first
-/// on the calling thread. Splitting them all (0) looked slightly better in the end-to-end harness
-/// (within its noise), but timed per operator it is slower: 2 threads, `tract_profile
-/// models-onnx/eac_mbv2.onnx 3000` with `FER_TRACT_ELEMENT_GATE=0|4096|16384|32768`, 2-3
-/// interleaved rounds: 1.72-1.78, 1.69-1.75, 1.57, 1.39-1.50 ms; per node, the depthwise
-/// convolutions took 1.75x and the ReLU6 clips 2x their single-thread time when split. The whole
-/// call agrees: `fer-run bench --backend tract --iters 500`, 4 interleaved rounds, p50 1.46-1.49 ms
-/// at 32,768 against 1.69-1.74 ms at 0.
-const ELEMENT_THRESHOLD: usize = 32_768;
+/// Depthwise convolutions, packing and element-wise ops are never split across the pool: only
+/// matrix products are. Split, they ran slower than on one thread at every size measured. At 48
+/// px, 2 threads, `tract_profile models-onnx/eac_mbv2.onnx 3000` with `FER_TRACT_ELEMENT_GATE=0|
+/// 4096|16384|32768`, 2-3 interleaved rounds: 1.72-1.78, 1.69-1.75, 1.57, 1.39-1.50 ms (per node,
+/// the split depthwise convolutions took 1.75x and the ReLU6 clips 2x their single-thread time).
+/// At 112 px, where tract's default gate of 32,768 splits most of them, `tract_profile` of a 112 px
+/// MobileNetV2, 2 threads, 3-4 interleaved rounds: 3.75-3.93 ms at 32,768, 3.42-3.55 at 131,072,
+/// 3.38-3.55 never (depthwise 1.27 -> 0.91 ms, against 0.85 on one thread); `fer-run bench
+/// --backend tract`, 3 interleaved rounds, p50 3.67-3.80 -> 3.37-3.56 ms. The 48 px MobileNetV2 did
+/// not move; the 112 px ResNet-18's ReLUs and residual adds did gain from their split (0.23 -> 0.30
+/// ms per call unsplit, `tract_profile`), but that is under 1 % of its ~8.5 ms and within the noise of
+/// `fer-run bench` (7 interleaved rounds, median p50 8.2 before, 8.4 ms after).
+const ELEMENT_THRESHOLD: usize = usize::MAX;
 
 /// A split matrix product becomes this many chunks per thread (tract's default is 4, slack for
 /// uneven threads). On these small products each chunk is a job to hand out and a scratch space

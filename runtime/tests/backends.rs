@@ -266,6 +266,32 @@ fn metadata_drives_the_model_description() {
     assert!(model.info().notices.is_empty());
 }
 
+/// Subnormal weights (slow on Intel CPUs) are reported with the fix, and change no output.
+#[test]
+fn subnormal_weights_get_a_notice() {
+    let dir = tmpdir("subnormal");
+    let (mut weight, bias) = (lcg(LABELS.len() * 3, 3, 1.0), lcg(LABELS.len(), 4, 0.1));
+    (weight[0], weight[5]) = (0.0, 0.0);
+    let mut proto = linear_model(3, ColorMode::Rgb, (4, 4), &weight, &bias, &[0.5; 3], &[0.5; 3]);
+    let clean = Model::load(save(&proto, &dir.join("clean.onnx")), Backend::Tract).unwrap();
+    assert!(clean.info().notices.is_empty(), "{:?}", clean.info().notices);
+    // Those two zero weights become subnormal, as BatchNorm folding can leave them.
+    let fc = proto.graph.as_mut().unwrap().initializer.iter_mut().find(|t| t.name == "fc.weight").unwrap();
+    let mut values: Vec<f32> = fc.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    assert_eq!(values.len(), weight.len(), "the builder stores weights as raw data");
+    values[0] = 1e-40;
+    values[5] = -3e-39;
+    fc.raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let path = save(&proto, &dir.join("subnormal.onnx"));
+    let model = Model::load(&path, Backend::Tract).unwrap();
+    let notice = model.info().notices.iter().find(|n| n.contains("subnormal")).expect("a notice");
+    assert!(notice.starts_with(&format!("2 of {} float32 weights are subnormal", weight.len() + bias.len())), "{notice}");
+    assert!(notice.contains("flush_subnormals"), "{notice}");
+    let x = random_batch(2, 3, 4, 4, 9);
+    let (a, b) = (clean.predict_tensor(x.view()).unwrap(), model.predict_tensor(x.view()).unwrap());
+    assert_close(a.probs.view(), b.probs.view(), 1e-6, "probs with subnormal weights");
+}
+
 #[test]
 fn broken_models_and_inputs_give_clear_errors() {
     let dir = tmpdir("broken-models");

@@ -8,7 +8,8 @@
 //! It runs single-threaded unless `FER_TRACT_THREADS=n` gives it the runtime's intra-op pool
 //! (`fer_runtime::intra_op`), whose split gates `FER_TRACT_PANEL_GATE` / `FER_TRACT_ELEMENT_GATE`
 //! override. `TRACT_PROFILE_NODES=1` lists every node (id, op, output shape)
-//! instead of totals per operator kind.
+//! instead of totals per operator kind, `TRACT_PROFILE_NODES=info` adds what tract says of each node
+//! (for a matrix product: m, k, n and the kernel picked).
 //!
 //! It profiles the file's graph as stored: a float16 file is profiled in float16, whereas the
 //! runtime's tract backend upcasts it to float32 on targets without native half precision.

@@ -31,7 +31,9 @@ are taken as face crops. When no face is found the whole image is classified, wi
 
 Backends: auto = ONNX Runtime (CPU) if libonnxruntime loads (ORT_DYLIB_PATH, or the library path),
 else tract. --device cuda|tensorrt needs ONNX Runtime with that provider; without it fer-run warns
-and runs on CPU.
+and runs on CPU. tract uses one thread per core for a single image (FER_TRACT_THREADS=n to change
+it); on Intel CPUs fer-run sets TRACT_X86_KIND=other (tract's tile-use kernel choice, faster here
+than its Intel cost model) unless you set it.
 
 Output: a table (file, face box, label, confidence, top probabilities), or with --json one object
 per face: {\"file\", \"face\", \"box\" (null = whole image), \"label\", \"class_index\",

@@ -9,14 +9,15 @@ Each side times one call per image at batch 1: decode + preprocess (as the model
 resize, normalise, `session.run`. It also reports inference alone on a fixed tensor for each side.
 Then folder throughput: --folder-images N images (default 1000) classified as face crops, `--batch`
 per call: Python decodes, preprocesses and runs them in batches (timed from the first decode to
-the last result); fer-run is timed as a whole process (start-up and model load included).
+the last result); fer-run is timed as a whole process (start-up and model load included), and
+again without its start-up (the time of the same command on one image), like the Python loop.
 Latency is measured in --rounds rounds (default 3), each timing every row once in turn, and each
 row reports the median over rounds of its p50 and p95; the ratios are taken within each round
 (the rows of a round ran minutes apart at most) and their median is the verdict. A shared virtual
 machine's speed drifts by tens of percent over minutes, so only side-by-side ratios mean much.
 Run it on an idle machine: p95 is sensitive to anything else running.
 """
-import argparse, glob, json, os, subprocess, tempfile, time
+import argparse, glob, json, os, shutil, subprocess, tempfile, time
 import numpy as np, onnx, onnxruntime as ort
 from PIL import Image
 
@@ -97,16 +98,26 @@ with tempfile.TemporaryDirectory() as d:
     t0 = time.perf_counter()
     for i in range(0, n, a.batch):
         sess.run(["probs"], {"input": np.stack([python_tensor(f) for f in batch_files[i:i + a.batch]])})
-    folder = {"python onnxruntime": n / (time.perf_counter() - t0)}
-    for backend in ["ort", "tract"]:
+    folder = {"python onnxruntime": (n / (time.perf_counter() - t0), None)}
+    # fer-run's start-up (process, model load, session creation), which the Python loop leaves out:
+    # the time of the same command on a folder of one image.
+    one = tempfile.mkdtemp()  # beside `d`, not in it: fer-run walks folders recursively
+    os.symlink(os.path.realpath(batch_files[0]), os.path.join(one, "a" + os.path.splitext(batch_files[0])[1]))
+    def fer_run_folder(backend, folder_path, expect):
         t0 = time.perf_counter()
         out = subprocess.run([a.fer_run, "--model", a.model, "--backend", backend, "--no-detect", "--json",
-                              "--batch", str(a.batch), d], capture_output=True, text=True, check=True)
-        folder[f"fer-run {backend}"] = n / (time.perf_counter() - t0)
-        assert len(out.stdout.splitlines()) == n, f"fer-run {backend} gave {len(out.stdout.splitlines())} lines for {n} images"
-print(f"\nfolder of {n} images, batch {a.batch} (img/s, whole process for fer-run):")
-for k, v in folder.items():
-    print(f"{k:32} {v:8.0f}")
+                              "--batch", str(a.batch), folder_path], capture_output=True, text=True, check=True)
+        assert len(out.stdout.splitlines()) == expect, f"fer-run {backend} gave {len(out.stdout.splitlines())} lines for {expect} images"
+        return time.perf_counter() - t0
+    for backend in ["ort", "tract"]:
+        start_up = min(fer_run_folder(backend, one, 1) for _ in range(3))
+        whole = fer_run_folder(backend, d, n)
+        folder[f"fer-run {backend}"] = (n / whole, (start_up, (n - 1) / (whole - start_up)))
+    shutil.rmtree(one)
+print(f"\nfolder of {n} images, batch {a.batch} (img/s; fer-run timed as a whole process, then without its start-up):")
+for k, (v, rest) in folder.items():
+    extra = f"   start-up {rest[0]:.2f} s, {rest[1]:.0f} img/s after it" if rest else ""
+    print(f"{k:32} {v:8.0f}{extra}")
 
 print("\np50 ratios, per round, then their median (bars: ort / python <= 1.1, tract / ort <= 2):")
 per_round = [ratios(r) for r in rounds]

@@ -128,7 +128,7 @@ pub(crate) fn tensor_f32(name: &str, dims: &[i64], data: &[f32]) -> TensorProto 
 /// `v`, or zero if it is subnormal (|v| < 1.2e-38). Trained weights hold many: a channel whose BN
 /// scale weight decay drove to ~0 folds into a conv of subnormal weights (449,297 of the
 /// 2026-12-03 edge model's 2.3 M). Intel CPUs take a microcode assist for every subnormal operand,
-/// which made ONNX Runtime 15x slower on that file (9.2 ms instead of ~0.6 ms per face, Python's
+/// which made ONNX Runtime 14x slower on that file (9.2 ms instead of 0.65 ms per face, Python's
 /// onnxruntime alike); AMD's Zen cores, where it was measured before, do not pay it. The values are
 /// below anything float32 arithmetic can add to a logit, so zero changes no output.
 pub fn flush_subnormal(v: f32) -> f32 {

@@ -129,6 +129,8 @@ pub struct ModelInfo {
     pub producer: String,
     /// What was missing and filled in from the graph (e.g. labels `class_0..`), for the user to see.
     pub notices: Vec<String>,
+    /// float32 weights that are subnormal (slow on Intel CPUs; a notice says how to zero them).
+    pub subnormal_weights: usize,
 }
 
 impl ModelInfo {
@@ -252,7 +254,7 @@ impl ModelInfo {
             notices.push(format!(
                 "{subnormal} of {weights} float32 weights are subnormal (below 1.2e-38); Intel CPUs \
                  take a slow microcode assist for each use (ONNX Runtime ran a 48 px MobileNetV2 \
-                 with 449,297 of them 14x slower). They are too small to change any output: \
+                 with 449,297 of them 14x slower: 9.2 against 0.65 ms). They are too small to change any output: \
                  rewrite them as zero with `cargo run --release -p fer-export --example \
                  flush_subnormals -- {}`",
                 path.display()
@@ -278,6 +280,7 @@ impl ModelInfo {
             opset,
             producer,
             notices,
+            subnormal_weights: subnormal,
         })
     }
 }

@@ -287,6 +287,7 @@ fn subnormal_weights_get_a_notice() {
     let notice = model.info().notices.iter().find(|n| n.contains("subnormal")).expect("a notice");
     assert!(notice.starts_with(&format!("2 of {} float32 weights are subnormal", weight.len() + bias.len())), "{notice}");
     assert!(notice.contains("flush_subnormals"), "{notice}");
+    assert_eq!((clean.info().subnormal_weights, model.info().subnormal_weights), (0, 2));
     let x = random_batch(2, 3, 4, 4, 9);
     let (a, b) = (clean.predict_tensor(x.view()).unwrap(), model.predict_tensor(x.view()).unwrap());
     assert_close(a.probs.view(), b.probs.view(), 1e-6, "probs with subnormal weights");

@@ -189,3 +189,21 @@ impl Engine for TractEngine {
         "tract".to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The vendor check agrees with what the kernel reports (it decides the kernel choice).
+    #[test]
+    fn cpu_vendor_matches_the_kernel() {
+        let Ok(cpuinfo) = std::fs::read_to_string("/proc/cpuinfo") else {
+            eprintln!("skipped: no /proc/cpuinfo");
+            return;
+        };
+        let Some(vendor) = cpuinfo.lines().find_map(|l| l.strip_prefix("vendor_id")) else {
+            eprintln!("skipped: /proc/cpuinfo names no vendor (not x86)");
+            assert!(!super::cpu_is_intel());
+            return;
+        };
+        assert_eq!(super::cpu_is_intel(), vendor.trim_start_matches([' ', '\t', ':']).trim() == "GenuineIntel");
+    }
+}

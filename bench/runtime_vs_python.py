@@ -17,7 +17,7 @@ row reports the median over rounds of its p50 and p95; the ratios are taken with
 machine's speed drifts by tens of percent over minutes, so only side-by-side ratios mean much.
 Run it on an idle machine: p95 is sensitive to anything else running.
 """
-import argparse, glob, json, os, shutil, subprocess, tempfile, time
+import argparse, glob, json, os, subprocess, tempfile, time
 import numpy as np, onnx, onnxruntime as ort
 from PIL import Image
 
@@ -101,8 +101,8 @@ with tempfile.TemporaryDirectory() as d:
     folder = {"python onnxruntime": (n / (time.perf_counter() - t0), None)}
     # fer-run's start-up (process, model load, session creation), which the Python loop leaves out:
     # the time of the same command on a folder of one image.
-    one = tempfile.mkdtemp()  # beside `d`, not in it: fer-run walks folders recursively
-    os.symlink(os.path.realpath(batch_files[0]), os.path.join(one, "a" + os.path.splitext(batch_files[0])[1]))
+    one = tempfile.TemporaryDirectory()  # beside `d`, not in it: fer-run walks folders recursively
+    os.symlink(os.path.realpath(batch_files[0]), os.path.join(one.name, "a" + os.path.splitext(batch_files[0])[1]))
     def fer_run_folder(backend, folder_path, expect):
         t0 = time.perf_counter()
         out = subprocess.run([a.fer_run, "--model", a.model, "--backend", backend, "--no-detect", "--json",
@@ -110,10 +110,10 @@ with tempfile.TemporaryDirectory() as d:
         assert len(out.stdout.splitlines()) == expect, f"fer-run {backend} gave {len(out.stdout.splitlines())} lines for {expect} images"
         return time.perf_counter() - t0
     for backend in ["ort", "tract"]:
-        start_up = min(fer_run_folder(backend, one, 1) for _ in range(3))
+        start_up = min(fer_run_folder(backend, one.name, 1) for _ in range(3))
         whole = fer_run_folder(backend, d, n)
         folder[f"fer-run {backend}"] = (n / whole, (start_up, (n - 1) / (whole - start_up)))
-    shutil.rmtree(one)
+    one.cleanup()
 print(f"\nfolder of {n} images, batch {a.batch} (img/s; fer-run timed as a whole process, then without its start-up):")
 for k, (v, rest) in folder.items():
     extra = f"   start-up {rest[0]:.2f} s, {rest[1]:.0f} img/s after it" if rest else ""

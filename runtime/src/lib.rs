@@ -37,6 +37,7 @@ mod model;
 pub mod output;
 mod postprocess;
 pub mod preprocess;
+pub mod resize;
 
 pub use backend::{ort_available, prefer_tile_use_kernels, Backend, Device, Engine, Outputs};
 pub use error::{FerError, Result};

@@ -394,7 +394,7 @@ impl HaarCascade {
                 ((h0 as f64 * r).round() as u32).max(1),
             );
             (
-                image::imageops::resize(gray, w, h, image::imageops::FilterType::Triangle),
+                crate::resize::gray(gray, w, h),
                 longest as f64 / params.max_side as f64,
             )
         } else {
@@ -432,7 +432,7 @@ impl HaarCascade {
                 let level = if f == 1.0 {
                     img.clone()
                 } else {
-                    image::imageops::resize(&img, sw, sh, image::imageops::FilterType::Triangle)
+                    crate::resize::gray(&img, sw, sh)
                 };
                 let ii = Integral::new(&level);
                 // OpenCV's stride: every other window at fine scales, every window at coarse ones.

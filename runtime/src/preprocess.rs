@@ -7,8 +7,7 @@
 
 use crate::error::{FerError, Result};
 use crate::metadata::{ColorMode, ModelInfo};
-use image::imageops::FilterType;
-use image::{DynamicImage, GrayImage, ImageReader, RgbImage};
+use image::{DynamicImage, GrayImage, ImageReader};
 use ndarray::{Array3, Array4, Axis};
 use rayon::prelude::*;
 use std::path::Path;
@@ -158,12 +157,7 @@ impl Preprocessor {
         let mut x = Array3::<f32>::zeros((self.channels, h, w));
         match self.color {
             ColorMode::Gray => {
-                let g = image::imageops::resize(
-                    &to_gray(img),
-                    w as u32,
-                    h as u32,
-                    FilterType::Triangle,
-                );
+                let g = crate::resize::gray(&to_gray(img), w as u32, h as u32);
                 for (c, mut plane) in x.axis_iter_mut(Axis(0)).enumerate() {
                     let (m, s) = (self.mean[c], self.std[c]);
                     for (v, p) in plane.iter_mut().zip(g.as_raw()) {
@@ -172,12 +166,7 @@ impl Preprocessor {
                 }
             }
             ColorMode::Rgb => {
-                let rgb: RgbImage = image::imageops::resize(
-                    &img.to_rgb8(),
-                    w as u32,
-                    h as u32,
-                    FilterType::Triangle,
-                );
+                let rgb = crate::resize::rgb(&img.to_rgb8(), w as u32, h as u32);
                 let raw = rgb.as_raw();
                 for (c, mut plane) in x.axis_iter_mut(Axis(0)).enumerate() {
                     let (m, s) = (self.mean[c], self.std[c]);
@@ -205,6 +194,7 @@ impl Preprocessor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::RgbImage;
 
     #[test]
     fn rgb_channels_are_normalised_separately() {

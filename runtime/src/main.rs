@@ -365,13 +365,9 @@ fn run_predict(a: PredictArgs) -> Result<()> {
     let mut faces_done = 0usize;
     let mut used_cam_names = HashSet::new();
     let mut queue = items.into_iter().zip(names);
-    loop {
-        let chunk: Vec<_> = queue.by_ref().take(batch).collect();
-        if chunk.is_empty() {
-            break;
-        }
-        // Decode and find faces in parallel; inputs that fail keep their place with the error.
-        let mut prepared: Vec<Item> = chunk
+    // Decode and find faces in parallel; inputs that fail keep their place with the error.
+    let decode = |chunk: Vec<(std::result::Result<PathBuf, FerError>, String)>| -> Vec<Item> {
+        chunk
             .into_par_iter()
             .map(|(item, name)| {
                 let faces = item
@@ -384,8 +380,22 @@ fn run_predict(a: PredictArgs) -> Result<()> {
                     predictions: Vec::new(),
                 }
             })
-            .collect();
-        classify(&model, &mut prepared, batch);
+            .collect()
+    };
+    let mut next = decode(queue.by_ref().take(batch).collect());
+    loop {
+        let mut prepared = std::mem::take(&mut next);
+        if prepared.is_empty() {
+            break;
+        }
+        // The next chunk decodes while this one runs through the model, so the cores that
+        // the inference leaves idle are not wasted.
+        let following: Vec<_> = queue.by_ref().take(batch).collect();
+        next = rayon::join(
+            || classify(&model, &mut prepared, batch),
+            || decode(following),
+        )
+        .1;
 
         for item in &prepared {
             pb.inc(1);

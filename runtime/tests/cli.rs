@@ -124,9 +124,11 @@ fn batch_size_does_not_change_results() {
             &s(&f.images),
         ]))
     };
+    // Batch 3 over 5 images: two chunks, the second decoded while the first is classified.
     let (one, three) = (run("1"), run("3"));
-    assert_eq!(one.len(), 5);
+    assert_eq!((one.len(), three.len()), (5, 5));
     for (a, b) in one.iter().zip(&three) {
+        assert_eq!(a["file"], b["file"], "results come out in input order");
         assert_eq!(a["label"], b["label"]);
         for (k, v) in a["probs"].as_object().unwrap() {
             assert!((v.as_f64().unwrap() - b["probs"][k].as_f64().unwrap()).abs() < 1e-5);

@@ -33,19 +33,18 @@ fn main() {
             fer_runtime::resize::gray(&gray, n, n),
             resize(&gray, n, n, FilterType::Triangle)
         );
+        let row = |what: &str, a: f64, b: f64| {
+            println!(
+                "{:<22} {a:>12.1} {b:>12.1} {:>7.1}x",
+                format!("{what} {w}x{h}->{n}"),
+                a / b
+            )
+        };
         let a = time_us(iters, || drop(resize(&gray, n, n, FilterType::Triangle)));
         let b = time_us(iters, || drop(fer_runtime::resize::gray(&gray, n, n)));
-        println!(
-            "{:<22} {a:>12.1} {b:>12.1} {:>7.1}x",
-            format!("gray {w}x{h}->{n}"),
-            a / b
-        );
+        row("gray", a, b);
         let a = time_us(iters, || drop(resize(&rgb, n, n, FilterType::Triangle)));
         let b = time_us(iters, || drop(fer_runtime::resize::rgb(&rgb, n, n)));
-        println!(
-            "{:<22} {a:>12.1} {b:>12.1} {:>7.1}x",
-            format!("rgb {w}x{h}->{n}"),
-            a / b
-        );
+        row("rgb", a, b);
     }
 }

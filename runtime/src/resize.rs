@@ -216,19 +216,7 @@ mod tests {
             ((255, 3), (2, 2)),
         ];
         for (k, &((w, h), (nw, nh))) in sizes.iter().enumerate() {
-            let g = image::GrayImage::from_raw(w, h, noise((w * h) as usize, k as u64)).unwrap();
-            assert_eq!(
-                gray(&g, nw, nh),
-                resize(&g, nw, nh, FilterType::Triangle),
-                "gray {w}x{h} -> {nw}x{nh}"
-            );
-            let c = image::RgbImage::from_raw(w, h, noise((3 * w * h) as usize, 100 + k as u64))
-                .unwrap();
-            assert_eq!(
-                rgb(&c, nw, nh),
-                resize(&c, nw, nh, FilterType::Triangle),
-                "rgb {w}x{h} -> {nw}x{nh}"
-            );
+            assert_matches_image(w, h, nw, nh, k as u64);
         }
     }
 
@@ -238,13 +226,26 @@ mod tests {
             let d = noise(4, 1000 + k);
             let (w, h) = (1 + d[0] as u32 % 70, 1 + d[1] as u32 % 70);
             let (nw, nh) = (1 + d[2] as u32 % 70, 1 + d[3] as u32 % 70);
-            let g = image::GrayImage::from_raw(w, h, noise((w * h) as usize, k)).unwrap();
-            assert_eq!(
-                gray(&g, nw, nh),
-                resize(&g, nw, nh, FilterType::Triangle),
-                "gray {w}x{h} -> {nw}x{nh}"
-            );
+            assert_matches_image(w, h, nw, nh, k);
         }
+    }
+
+    /// Gray and RGB noise images of `w` x `h` resized to `nw` x `nh` by both implementations.
+    fn assert_matches_image(w: u32, h: u32, nw: u32, nh: u32, seed: u64) {
+        let g = image::GrayImage::from_raw(w, h, noise((w * h) as usize, seed)).unwrap();
+        let ours = gray(&g, nw, nh);
+        assert_eq!(
+            ours,
+            resize(&g, nw, nh, FilterType::Triangle),
+            "gray {w}x{h} -> {nw}x{nh}"
+        );
+        let c = image::RgbImage::from_raw(w, h, noise((3 * w * h) as usize, 100 + seed)).unwrap();
+        let ours = rgb(&c, nw, nh);
+        assert_eq!(
+            ours,
+            resize(&c, nw, nh, FilterType::Triangle),
+            "rgb {w}x{h} -> {nw}x{nh}"
+        );
     }
 
     #[test]

@@ -119,6 +119,7 @@ def load_run(runs_dir, name):
         "size": cfg_get(cfg, "model.input_size", "?"),
         "noise": round(float(cfg_get(cfg, "noise.rate", 0.0) or 0.0), 6),
         "epochs": f"{done}" if planned in (None, done) else f"{done} of {planned}",
+        "budget": int(planned) if planned is not None else done,
         "acc": float(fv["accuracy"]),
         "last5": float(s["last5_val_accuracy_mean"]),
         "best": f"{pct(float(s['best_val_accuracy']))} ({s['best_epoch']})",
@@ -162,21 +163,23 @@ def generate(runs_dir, exclude):
           "exported no model. Device: `train.device` of the run's config; `?` where it was `auto` (the run "
           "does not record what that resolved to). The `--set name=…_repro` keeps the rerun from colliding "
           "with the existing run directory.", ""]
-    L += ["### Table 2: noisy labels (val accuracy of the final epoch, the seeds' format)", ""]
+    L += ["### Table 2: noisy labels (val accuracy of the final epoch, the seeds' format; one table per backbone, input size and epoch budget)", ""]
     noises = sorted(set(NOISE_COLUMNS) | {r["noise"] for r in runs})
     multi = []
-    for arch in sorted({r["arch"] for r in runs}):
-        rs = [r for r in runs if r["arch"] == arch]
+    # One table per budget (backbone, input size, planned epochs): runs of different length do not
+    # share a row, so a cell is only ever compared with cells trained the same way.
+    for arch, size, epochs in sorted({(r["arch"], str(r["size"]), r["budget"]) for r in runs}):
+        rs = [r for r in runs if (r["arch"], str(r["size"]), r["budget"]) == (arch, size, epochs)]
         methods = [m for m in METHOD_ORDER if any(r["method"] == m for r in rs)]
         methods += sorted({r["method"] for r in rs} - set(METHOD_ORDER))
-        L += [f"**{arch}**", "", "| method | " + " | ".join(noise_label(x) for x in noises) + " |",
+        L += [f"**{arch}, {size} px, {epochs} epoch{'s' if epochs != 1 else ''}**", "", "| method | " + " | ".join(noise_label(x) for x in noises) + " |",
               "| --- |" + " --- |" * len(noises)]
         for m in methods:
             cells = []
             for x in noises:
                 hit = [r for r in rs if r["method"] == m and r["noise"] == x]
                 if len(hit) > 1:
-                    multi.append(f"{arch}/{m}/{noise_label(x)}: " + ", ".join(r["name"] for r in hit))
+                    multi.append(f"{arch}/{size} px/{epochs} ep./{m}/{noise_label(x)}: " + ", ".join(r["name"] for r in hit))
                 cells.append(" / ".join(pct(r["acc"]) for r in hit) or "—")
             L.append(f"| {m} | " + " | ".join(cells) + " |")
         L.append("")

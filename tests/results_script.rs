@@ -123,9 +123,12 @@ fn tables_come_from_the_runs_and_only_the_marked_section_changes() {
     assert!(text.contains(&row), "want row\n{row}\nin\n{text}");
     assert!(text.contains("| r18_rb_n30 | grefel_rb | resnet18 | 8 | 30 % | 1 | 55.00 % |"), "{text}");
     assert!(text.contains("| 1,907 | 8.70 k | 123.4 | ? |"), "device `auto` is reported as unknown: {text}");
-    // Table 2: method rows in the seeds' order, noise columns 0/10/20/30 %.
+    // Table 2: one table per budget (backbone, input, epochs), method rows in the seeds' order,
+    // noise columns 0/10/20/30 %; the 2-epoch CE run and the 1-epoch RB run do not share a table.
     assert!(text.contains("| method | 0 % | 10 % | 20 % | 30 % |"), "{text}");
-    assert!(text.contains("| ce | 61.25 % | — | — | — |\n| grefel_rb | — | — | — | 55.00 % |"), "{text}");
+    let header = "| method | 0 % | 10 % | 20 % | 30 % |\n| --- | --- | --- | --- | --- |";
+    assert!(text.contains(&format!("**resnet18, 8 px, 1 epoch**\n\n{header}\n| grefel_rb | — | — | — | 55.00 % |\n")), "{text}");
+    assert!(text.contains(&format!("**resnet18, 8 px, 2 epochs**\n\n{header}\n| ce | 61.25 % | — | — | — |\n")), "{text}");
     // The corrupt run is skipped and named; the bench fixture is excluded by default.
     assert!(!text.contains("r18_bad") && !text.contains("bench_r18") && !text.contains("| eac |"), "{text}");
     let bad_file = bad.join("summary.json");
@@ -142,7 +145,10 @@ fn tables_come_from_the_runs_and_only_the_marked_section_changes() {
     // --exclude replaces the default: with none, the bench run appears (at 10 % noise).
     results(&py, &runs, &page, &["--exclude", ""]);
     let all = std::fs::read_to_string(&page).unwrap();
-    assert!(all.contains("| bench_r18 | ce |") && all.contains("| ce | 61.25 % | 30.00 % | — | — |"), "{all}");
+    assert!(all.contains("| bench_r18 | ce |"), "{all}");
+    // It is a 1-epoch run, so it joins the RB run's table, not the 2-epoch CE run's row.
+    assert!(all.contains("| ce | — | 30.00 % | — | — |\n| grefel_rb | — | — | — | 55.00 % |"), "{all}");
+    assert!(all.contains("| ce | 61.25 % | — | — | — |"), "{all}");
 
     // No runs at all: one sentence, no crash.
     let empty = dir.join("no_runs");

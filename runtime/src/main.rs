@@ -365,6 +365,8 @@ fn run_predict(a: PredictArgs) -> Result<()> {
     let mut faces_done = 0usize;
     let mut used_cam_names = HashSet::new();
     let mut queue = items.into_iter().zip(names);
+    let chunks = std::iter::from_fn(|| Some(queue.by_ref().take(batch).collect::<Vec<_>>()))
+        .take_while(|chunk| !chunk.is_empty());
     // Decode and find faces in parallel; inputs that fail keep their place with the error.
     let decode = |chunk: Vec<(std::result::Result<PathBuf, FerError>, String)>| -> Vec<Item> {
         chunk
@@ -382,21 +384,11 @@ fn run_predict(a: PredictArgs) -> Result<()> {
             })
             .collect()
     };
-    let mut next = decode(queue.by_ref().take(batch).collect());
-    loop {
-        let mut prepared = std::mem::take(&mut next);
-        if prepared.is_empty() {
-            break;
-        }
-        // The next chunk decodes while this one runs through the model, so the cores that
-        // the inference leaves idle are not wasted.
-        let following: Vec<_> = queue.by_ref().take(batch).collect();
-        next = rayon::join(
-            || classify(&model, &mut prepared, batch),
-            || decode(following),
-        )
-        .1;
-
+    let infer = |mut prepared: Vec<Item>| {
+        classify(&model, &mut prepared, batch);
+        prepared
+    };
+    overlapped(chunks, decode, infer, |prepared| {
         for item in &prepared {
             pb.inc(1);
             let faces = match &item.faces {
@@ -454,13 +446,34 @@ fn run_predict(a: PredictArgs) -> Result<()> {
             failed += item_failed as usize;
         }
         out.flush()?;
-    }
+        Ok(())
+    })?;
     pb.finish_and_clear();
     if !a.json {
         eprintln!("{total} input(s), {faces_done} face(s) classified, {failed} failed");
     }
     if failed > 0 {
         bail!("{failed} of {total} input(s) failed");
+    }
+    Ok(())
+}
+
+/// Runs `chunks` through `decode`, then `infer`, then `emit`, in order, with the decoding of
+/// each chunk overlapping the inference of the one before: the cores that the inference leaves
+/// idle decode the next images. `emit` runs on the calling thread (it may hold stdout) and its
+/// first error stops the loop.
+fn overlapped<C: Send, D: Send, R: Send>(
+    mut chunks: impl Iterator<Item = C>,
+    decode: impl Fn(C) -> D + Sync,
+    infer: impl Fn(D) -> R + Sync,
+    mut emit: impl FnMut(R) -> Result<()>,
+) -> Result<()> {
+    let mut next = chunks.next().map(&decode);
+    while let Some(current) = next.take() {
+        let following = chunks.next();
+        let (done, decoded) = rayon::join(|| infer(current), || following.map(&decode));
+        emit(done)?;
+        next = decoded;
     }
     Ok(())
 }
@@ -643,17 +656,24 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     let mut confusion = vec![vec![0u64; k]; k];
     let bar = progress_bar(files.len(), a.json);
     let limits = ImageLimits::default();
-    for chunk in files.chunks(a.batch as usize) {
+    // Each chunk travels as its labels and its decoded images, then its predictions.
+    let decode = |chunk: &[(PathBuf, usize)]| {
         let imgs = chunk
-            .iter()
+            .par_iter()
             .map(|(f, _)| load_image(f, &limits))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| one_line(&e))?;
-        for ((_, y), p) in chunk.iter().zip(model.predict_batch(&imgs).map_err(|e| one_line(&e))?) {
+            .collect::<std::result::Result<Vec<_>, _>>();
+        (chunk.iter().map(|&(_, y)| y).collect::<Vec<_>>(), imgs)
+    };
+    let infer = |(ys, imgs): (Vec<usize>, std::result::Result<Vec<_>, FerError>)| {
+        (ys, imgs.and_then(|imgs| model.predict_batch(&imgs)))
+    };
+    overlapped(files.chunks(a.batch as usize), decode, infer, |(ys, preds)| {
+        for (y, p) in ys.iter().zip(preds.map_err(|e| one_line(&e))?) {
             confusion[*y][p.class_index] += 1;
         }
-        bar.inc(chunk.len() as u64);
-    }
+        bar.inc(ys.len() as u64);
+        Ok(())
+    })?;
     bar.finish_and_clear();
     let total: u64 = confusion.iter().flatten().sum();
     let correct: u64 = (0..k).map(|i| confusion[i][i]).sum();

@@ -508,4 +508,12 @@ fn eval_reports_accuracy_on_a_labelled_folder() {
     let out = fer_run(&["eval", "--model", model.to_str().unwrap(), "--backend", "tract", data.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("class folder `contempt`"));
+
+    // A file that is not an image stops the evaluation with its name (no accuracy over a part).
+    std::fs::remove_dir(data.join("contempt")).unwrap();
+    std::fs::write(data.join(LABELS[k - 1]).join("broken.png"), b"not a png").unwrap();
+    let out = fer_run(&["eval", "--model", model.to_str().unwrap(), "--backend", "tract", "--batch", "2", data.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broken.png") && !err.contains("accuracy"), "{err}");
 }

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Everything one lent-GPU call is for, in order of what each result is worth per second, inside one
+# budget (the device gives 15 minutes a session and a start costs one or two):
+#   1. `fer-train doctor`: CUDA, cuDNN, a kernel, bf16 autocast (stops here if CUDA does not work)
+#   2. the EAC training step against PyTorch eager (bench/train_vs_pytorch.py step, ~2 minutes)
+#   3. fits side by side (bench/gpu_runs.sh) until the budget is spent, each in the memory layout
+#      that step 2 found faster for fer-train on its architecture (float32 as the recipes say)
+# After scripts/device_pack.sh here, one device call with carry [".device-carry"]:
+#   bash bench/gpu_session.sh 560 "fer2013_mbv2_eac configs/fer2013_mbv2_eac.yaml" ...
+# Back in $OUT: doctor.log, speed.log, speed.json, runs.tar.gz and the returned <name>.onnx files
+# (docs/gpu-runs.md says what to do with them).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+budget=${1:?usage: gpu_session.sh <seconds for the whole call> "<name> <config> [key=value ...]" ...}
+shift
+out=${OUT:-.}
+export PYTHONUNBUFFERED=1
+
+bash scripts/device_run.sh fer-train doctor 2>&1 | tee "$out/doctor.log" || {
+  echo "[gpu_session] fer-train doctor failed: no training on this machine" >&2
+  exit 1
+}
+
+timeout 200 bash scripts/device_run.sh python3 bench/train_vs_pytorch.py step \
+  --peer .device-carry/peer/peer_bench.py --fer-train fer-train --out "$out/speed.json" 2>&1 | tee "$out/speed.log" ||
+  echo "[gpu_session] the speed comparison did not finish; the fits run in the recipes' layout" >&2
+
+# fer-train's faster float32 layout per architecture, from the step just timed (none: keep the config's).
+layout_for() {  # layout_for <config> -> "train.channels_last=true|false" or nothing
+  python3 - "$1" "$out/speed.json" <<'PY' 2>/dev/null || true
+import json, re, sys
+arch = re.search(r"^\s*arch:\s*(\S+)", open(sys.argv[1]).read(), re.M).group(1)
+names = {"mbv2": "mobilenet_v2", "resnet18": "resnet18", "resnet50": "resnet50"}
+for row in json.load(open(sys.argv[2])):
+    if row["arch"] == names.get(arch):
+        o = row["ours"]
+        if o.get("fp32/cl") and o.get("fp32/nchw"):
+            print(f"train.channels_last={'true' if o['fp32/cl'] > o['fp32/nchw'] else 'false'}")
+PY
+}
+specs=()
+for spec in "$@"; do
+  read -r name config rest <<<"$spec"
+  specs+=("$name $config $(layout_for "$config") ${rest:-}")
+done
+
+left=$((budget - SECONDS - 45)) # 45 s: exporting runs cut at the deadline, packing the results
+echo "[gpu_session] ${SECONDS}s spent; the fits get ${left}s" >&2
+[ "$left" -gt 60 ] || { echo "[gpu_session] too little time left for any fit" >&2; exit 1; }
+bash scripts/device_run.sh bash bench/gpu_runs.sh "$left" "${specs[@]}"

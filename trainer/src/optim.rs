@@ -57,6 +57,14 @@ fn in_flat_order(t: &Tensor, channels_last: bool) -> Tensor {
     }
 }
 
+/// Each parameter's slice of the flat buffers starts at a multiple of this many elements (256
+/// bytes). Packed end to end, a weight would start wherever the one before it ended, and CUDA
+/// kernels that load 16 bytes at a time fault on such a pointer: cuDNN's channels-last
+/// convolutions stopped the first GPU run with `CUDA error: misaligned address` (2026-12-04).
+/// The CUDA allocator aligns its blocks to 512 bytes, so views at these offsets are aligned as a
+/// tensor of their own would be.
+pub const ALIGN: i64 = 64;
+
 /// Elements per chunk of a CPU update (1 MiB of float32 per buffer: four buffers fit in L2).
 const CPU_CHUNK: i64 = 1 << 18;
 
@@ -66,7 +74,11 @@ pub struct FlatOptimizer {
     params: Vec<Tensor>,
     /// Which params sit in the flat buffer in channels-last order.
     nhwc: Vec<bool>,
+    /// Where each param's slice of the flat buffers starts (a multiple of [`ALIGN`]).
+    offsets: Vec<i64>,
     flat: Tensor,
+    /// The gradients gathered for a step, laid out as `flat` (the padding stays zero).
+    flat_grad: Tensor,
     /// Adam: first moment; SGD: momentum buffer.
     exp_avg: Tensor,
     /// Adam: second moment (unused by SGD).
@@ -100,27 +112,32 @@ impl FlatOptimizer {
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let mut params: Vec<Tensor> = named.into_iter().map(|(_, t)| t).collect();
         let nhwc: Vec<bool> = params.iter().map(|p| channels_last && p.dim() == 4).collect();
-        let flat = tch::no_grad(|| {
-            let parts: Vec<Tensor> = params.iter().zip(&nhwc).map(|(p, &cl)| in_flat_order(&p.detach(), cl)).collect();
-            Tensor::cat(&parts, 0)
-        });
-        let mut offset = 0;
-        for (p, &cl) in params.iter_mut().zip(&nhwc) {
-            let n = p.numel() as i64;
-            let size = p.size();
-            let slice = flat.narrow(0, offset, n);
-            let view = if cl {
-                slice.view([size[0], size[2], size[3], size[1]]).permute([0, 3, 1, 2])
-            } else {
-                slice.view(size.as_slice())
-            };
-            p.set_data(&view);
-            offset += n;
+        let mut offsets = Vec::with_capacity(params.len());
+        let mut total = 0;
+        for p in &params {
+            offsets.push(total);
+            total += (p.numel() as i64 + ALIGN - 1) / ALIGN * ALIGN;
         }
+        let (kind, device) = params.first().map_or((Kind::Float, tch::Device::Cpu), |p| (p.kind(), p.device()));
+        let flat = Tensor::zeros([total], (kind, device));
+        tch::no_grad(|| {
+            for ((p, &cl), &at) in params.iter_mut().zip(&nhwc).zip(&offsets) {
+                let size = p.size();
+                let mut slice = flat.narrow(0, at, p.numel() as i64);
+                slice.copy_(&in_flat_order(&p.detach(), cl));
+                let view = if cl {
+                    slice.view([size[0], size[2], size[3], size[1]]).permute([0, 3, 1, 2])
+                } else {
+                    slice.view(size.as_slice())
+                };
+                p.set_data(&view);
+            }
+        });
+        let flat_grad = flat.zeros_like();
         let exp_avg = flat.zeros_like();
         let exp_avg_sq = flat.zeros_like();
         let lr = cfg.lr;
-        FlatOptimizer { cfg, params, nhwc, flat, exp_avg, exp_avg_sq, step: 0, lr }
+        FlatOptimizer { cfg, params, nhwc, offsets, flat, flat_grad, exp_avg, exp_avg_sq, step: 0, lr }
     }
 
     pub fn zero_grad(&mut self) {
@@ -134,21 +151,26 @@ impl FlatOptimizer {
         tch::no_grad(|| self.flat_grad().norm().double_value(&[]))
     }
 
+    /// Copies every parameter's gradient into its slice of `flat_grad` (zero where a parameter
+    /// got none) and returns that buffer.
     fn flat_grad(&self) -> Tensor {
-        let grads: Vec<Tensor> = self
-            .params
-            .iter()
-            .zip(&self.nhwc)
-            .map(|(p, &cl)| {
-                let g = p.grad();
-                if g.defined() {
-                    in_flat_order(&g, cl)
-                } else {
-                    Tensor::zeros([p.numel() as i64], (Kind::Float, p.device()))
-                }
-            })
-            .collect();
-        Tensor::cat(&grads, 0)
+        for ((p, &cl), &at) in self.params.iter().zip(&self.nhwc).zip(&self.offsets) {
+            let mut slice = self.flat_grad.narrow(0, at, p.numel() as i64);
+            let g = p.grad();
+            if g.defined() {
+                slice.copy_(&in_flat_order(&g, cl));
+            } else {
+                let _ = slice.zero_();
+            }
+        }
+        self.flat_grad.shallow_clone()
+    }
+
+    /// `t` (laid out as `flat`) without the padding: the parameters' elements end to end, the
+    /// layout checkpoints keep (so they do not depend on [`ALIGN`]).
+    fn packed(&self, t: &Tensor) -> Tensor {
+        let parts: Vec<Tensor> = self.params.iter().zip(&self.offsets).map(|(p, &at)| t.narrow(0, at, p.numel() as i64)).collect();
+        Tensor::cat(&parts, 0)
     }
 
     /// One update. Returns `false` (and changes nothing) when the gradient is not finite.
@@ -225,8 +247,8 @@ impl FlatOptimizer {
     /// Optimiser state for checkpoints: tensors by name, plus `step` and `lr`.
     pub fn state(&self) -> Vec<(String, Tensor)> {
         vec![
-            ("optim.exp_avg".into(), self.exp_avg.shallow_clone()),
-            ("optim.exp_avg_sq".into(), self.exp_avg_sq.shallow_clone()),
+            ("optim.exp_avg".into(), self.packed(&self.exp_avg)),
+            ("optim.exp_avg_sq".into(), self.packed(&self.exp_avg_sq)),
             ("optim.step".into(), Tensor::from(self.step)),
             ("optim.lr".into(), Tensor::from(self.lr)),
             ("optim.channels_last".into(), Tensor::from(self.nhwc.iter().any(|&c| c) as i64)),
@@ -246,10 +268,18 @@ impl FlatOptimizer {
         }
         for (k, dst) in [("optim.exp_avg", &mut self.exp_avg), ("optim.exp_avg_sq", &mut self.exp_avg_sq)] {
             let src = get(k)?;
-            if src.size() != dst.size() {
-                return Err(format!("optimizer state `{k}` has shape {:?}, model needs {:?}", src.size(), dst.size()));
+            let want: i64 = self.params.iter().map(|p| p.numel() as i64).sum();
+            if src.size() != [want] {
+                return Err(format!("optimizer state `{k}` has shape {:?}, model needs [{want}]", src.size()));
             }
-            tch::no_grad(|| dst.copy_(src));
+            tch::no_grad(|| {
+                let mut from = 0;
+                for (p, &at) in self.params.iter().zip(&self.offsets) {
+                    let n = p.numel() as i64;
+                    dst.narrow(0, at, n).copy_(&src.narrow(0, from, n));
+                    from += n;
+                }
+            });
         }
         self.step = get("optim.step")?.int64_value(&[]);
         self.lr = get("optim.lr")?.double_value(&[]);
@@ -394,6 +424,12 @@ mod tests {
                 .collect();
             let mut opt = FlatOptimizer::with_layout(&vs, serde_yaml::from_str(ours).unwrap(), channels_last);
             assert_eq!(params[2].stride()[1] == 1, channels_last, "the conv weight's layout");
+            // Each parameter starts 256-byte aligned in the flat buffer (12 and 600,000 elements
+            // packed end to end would put the next ones at odd offsets).
+            let base = opt.flat.data_ptr() as usize;
+            for p in &params {
+                assert_eq!((p.data_ptr() as usize - base) % (ALIGN as usize * 4), 0, "a parameter's offset in the flat buffer");
+            }
             for t in 0..STEPS {
                 opt.zero_grad();
                 let loss: Tensor = params

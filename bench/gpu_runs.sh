@@ -4,7 +4,8 @@
 #   run dirs' summary.json, metrics.csv, config.yaml, state.json, curves.png, confusion.png, the logs,
 #   and nvidia-smi utilisation every 15 s; and each run's model.onnx as $OUT/<name>.onnx where it
 #   fits a returned file (16 MiB: MobileNetV2 yes, ResNet-18 no), so a model trained there can ship.
-#   A run stopped at the deadline is exported from its last finished epoch.
+#   A run stopped at the deadline is exported from its last finished epoch and summarized
+#   (`fer-train summarize`: summary.json and the plots from its state.json).
 # Run it through scripts/device_run.sh (which puts fer-train on PATH, see scripts/device_pack.sh):
 #   bash scripts/device_run.sh bash bench/gpu_runs.sh 540 \
 #     "r18_ce      configs/fer2013_r18_ce.yaml" \
@@ -54,6 +55,10 @@ for n in "${names[@]}"; do
   if [ ! -s "$onnx" ] && [ -s "runs/$n/last.safetensors" ]; then
     fer-train export --run "runs/$n" --checkpoint last.safetensors --out "$onnx" --cam >&2 ||
       echo "[gpu_runs] $n: export of the last epoch failed" >&2
+  fi
+  # A run cut at the deadline has no summary.json or plots yet: write them from its state.json.
+  if [ ! -s "runs/$n/summary.json" ] && [ -s "runs/$n/state.json" ]; then
+    fer-train summarize --run "runs/$n" >&2 || echo "[gpu_runs] $n: summarize failed" >&2
   fi
   [ -s "$onnx" ] || continue
   size=$(stat -c %s "$onnx")

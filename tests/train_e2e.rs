@@ -101,6 +101,12 @@ fn a_short_eac_run_learns() {
     }
     let csv = std::fs::read_to_string(out.join("eac/metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5, "header + 4 epochs:\n{csv}");
+    // `fer-train summarize` (for runs stopped before their end) rebuilds the same summary.json
+    // from state.json alone.
+    let written = std::fs::read_to_string(out.join("eac/summary.json")).unwrap();
+    std::fs::remove_file(out.join("eac/summary.json")).unwrap();
+    fer_train::eval::summarize_run(&out.join("eac")).unwrap();
+    assert_eq!(std::fs::read_to_string(out.join("eac/summary.json")).unwrap(), written);
     // `fit` exported the model: it is self-describing and classifies the val images as the
     // checkpoint does.
     let onnx = s.onnx.expect("fit exports model.onnx");

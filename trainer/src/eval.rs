@@ -78,6 +78,26 @@ impl LoadedRun {
     }
 }
 
+/// `fer-train summarize`: writes summary.json, curves.png and confusion.png for a run from its
+/// config.yaml and state.json alone (no checkpoint needed), as `fit` does at its end. For runs
+/// stopped before their last epoch, e.g. at a GPU call's deadline; `onnx` names the run's
+/// model.onnx when one is there.
+pub fn summarize_run(run: &Path) -> Result<crate::train::Summary> {
+    let cfg = Config::load(&run.join("config.yaml"), &[]).with_context(|| format!("{} is not a run directory?", run.display()))?;
+    let state_path = run.join("state.json");
+    let text = std::fs::read_to_string(&state_path).with_context(|| format!("reading {}", state_path.display()))?;
+    let st: RunState = serde_json::from_str(&text).with_context(|| format!("{}: not a fer-train state file", state_path.display()))?;
+    let k = st.history.last().map_or(0, |r| r.val.confusion.len());
+    let classes = cfg
+        .data
+        .classes
+        .clone()
+        .or_else(|| read_classes(run))
+        .unwrap_or_else(|| (0..k).map(|i| format!("class{i}")).collect());
+    let onnx = Some(run.join("model.onnx")).filter(|p| p.is_file());
+    crate::train::write_summary(run, &cfg.name, &st.history, &classes, onnx)
+}
+
 /// Class names as training saw them (kept in `classes.json` by `fit`).
 fn read_classes(run: &Path) -> Option<Vec<String>> {
     serde_json::from_str(&std::fs::read_to_string(run.join("classes.json")).ok()?).ok()

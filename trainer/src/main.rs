@@ -17,6 +17,7 @@ use std::path::PathBuf;
   fer-train fit --config configs/fer2013_r18_eac.yaml --resume        # continue runs/<name>
   fer-train eval --run runs/r18_eac --split val
   fer-train export --run runs/r18_eac --out eac_r18.onnx --cam
+  fer-train summarize --run runs/r18_eac          # summary.json + plots of a run stopped early
   fer-train cache --config configs/fer2013_r18_eac.yaml           # decode the data once
   fer-train bench --arch resnet18 --method eac --size 224 --batch 64  # training-step img/s
 
@@ -107,6 +108,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write summary.json, curves.png and confusion.png of a run from its state.json, as `fit` does
+    /// at its end: for a run stopped before its last epoch (Ctrl-C, a deadline). Needs no checkpoint.
+    Summarize {
+        /// Run directory (holds config.yaml and state.json), e.g. runs/fer2013_r18_eac.
+        #[arg(long)]
+        run: PathBuf,
+    },
     /// Write the ONNX graph of a checkpoint (with the contract's metadata).
     Export {
         /// Run directory (holds config.yaml, classes.json and the checkpoint), e.g. runs/fer2013_r18_eac.
@@ -140,6 +148,20 @@ fn main() -> Result<()> {
             run_eval(run, checkpoint, split, overrides, confusion_png, json)
         }
         Command::Export { run, checkpoint, out, cam, fp16 } => run_export(run, checkpoint, out, cam, fp16),
+        Command::Summarize { run } => {
+            let s = fer_train::eval::summarize_run(&run)?;
+            println!(
+                "{}: {} epochs, val acc {:.2}% (best {:.2}% at epoch {}, mean of last 5 {:.2}%), wrote {}",
+                s.name,
+                s.epochs,
+                100.0 * s.final_val.accuracy,
+                100.0 * s.best_val_accuracy,
+                s.best_epoch,
+                100.0 * s.last5_val_accuracy_mean,
+                run.join("summary.json").display()
+            );
+            Ok(())
+        }
         Command::Doctor => run_doctor(),
         Command::Cache { config, overrides } => run_cache(config, overrides),
         Command::Bench { arch, method, size, batch, warmup, iters, device, channels_last, bf16, json } => {

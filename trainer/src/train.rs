@@ -320,18 +320,7 @@ impl Trainer {
     }
 
     fn finish(&self) -> Result<Summary> {
-        let h = &self.state.history;
-        let last = h.last().context("no epoch was trained (train.epochs is 0?)")?;
-        let (best_epoch, best) = h
-            .iter()
-            .map(|r| (r.epoch, r.val.accuracy))
-            .fold((0, f64::MIN), |a, b| if b.1 > a.1 { b } else { a });
-        if let Err(e) = crate::plots::training_curves(&self.run_dir.join("curves.png"), h) {
-            tracing::warn!("could not draw curves.png: {e:#}");
-        }
-        if let Err(e) = crate::plots::confusion_matrix(&self.run_dir.join("confusion.png"), &last.val.confusion, &self.val.classes) {
-            tracing::warn!("could not draw confusion.png: {e:#}");
-        }
+        let last = self.state.history.last().context("no epoch was trained (train.epochs is 0?)")?;
         let onnx = if self.cfg.train.export {
             let path = self.run_dir.join("model.onnx");
             crate::export::export_model(&self.model, &self.cfg, &self.val.classes, Some(last.val.accuracy), &path, true, false)?;
@@ -339,22 +328,40 @@ impl Trainer {
         } else {
             None
         };
-        let accs: Vec<f64> = h.iter().map(|r| r.val.accuracy).collect();
-        let total_imgs: f64 = h.iter().map(|r| r.img_per_s * r.seconds).sum();
-        let total_s: f64 = h.iter().map(|r| r.seconds).sum();
-        let summary = Summary {
-            name: self.cfg.name.clone(),
-            epochs: h.len(),
-            final_val: last.val.clone(),
-            best_val_accuracy: best,
-            best_epoch,
-            last5_val_accuracy_mean: mean_of_last(&accs, 5),
-            train_img_per_s: total_imgs / total_s.max(1e-9),
-            onnx,
-        };
-        checkpoint::write_atomic(&self.run_dir.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
-        Ok(summary)
+        write_summary(&self.run_dir, &self.cfg.name, &self.state.history, &self.val.classes, onnx)
     }
+}
+
+/// Writes a run's `summary.json`, `curves.png` and `confusion.png` from its epoch history: at the
+/// end of `fit`, and by `fer-train summarize` for a run stopped before its last epoch (its
+/// state.json holds every finished epoch).
+pub fn write_summary(run_dir: &Path, name: &str, h: &[EpochRecord], classes: &[String], onnx: Option<PathBuf>) -> Result<Summary> {
+    let last = h.last().with_context(|| format!("{}: no finished epoch to summarize", run_dir.display()))?;
+    let (best_epoch, best) = h
+        .iter()
+        .map(|r| (r.epoch, r.val.accuracy))
+        .fold((0, f64::MIN), |a, b| if b.1 > a.1 { b } else { a });
+    if let Err(e) = crate::plots::training_curves(&run_dir.join("curves.png"), h) {
+        tracing::warn!("could not draw curves.png: {e:#}");
+    }
+    if let Err(e) = crate::plots::confusion_matrix(&run_dir.join("confusion.png"), &last.val.confusion, classes) {
+        tracing::warn!("could not draw confusion.png: {e:#}");
+    }
+    let accs: Vec<f64> = h.iter().map(|r| r.val.accuracy).collect();
+    let total_imgs: f64 = h.iter().map(|r| r.img_per_s * r.seconds).sum();
+    let total_s: f64 = h.iter().map(|r| r.seconds).sum();
+    let summary = Summary {
+        name: name.to_string(),
+        epochs: h.len(),
+        final_val: last.val.clone(),
+        best_val_accuracy: best,
+        best_epoch,
+        last5_val_accuracy_mean: mean_of_last(&accs, 5),
+        train_img_per_s: total_imgs / total_s.max(1e-9),
+        onnx,
+    };
+    checkpoint::write_atomic(&run_dir.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    Ok(summary)
 }
 
 /// Predicted class per image, in eval mode; with `ten_crop`, the argmax of the class

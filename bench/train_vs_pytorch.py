@@ -51,11 +51,18 @@ def cuda_available():
         return False
 
 
-def run(cmd, env=None):
+def run(cmd, env=None, required=True):
+    """stdout of cmd (also echoed to stderr, so a log keeps it). A failure ends the script, or,
+    when not `required`, is reported and gives None: one variant that crashes (fer-train's
+    channels-last step on CUDA did, 2026-12-04) must not throw away the others' numbers."""
     print("$", " ".join(cmd), file=sys.stderr, flush=True)
     p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
+    sys.stderr.write(p.stdout)
     if p.returncode != 0:
-        sys.exit(f"{cmd[0]} failed with exit code {p.returncode}")
+        if required:
+            sys.exit(f"{cmd[0]} failed with exit code {p.returncode}")
+        print(f"{cmd[0]} failed with exit code {p.returncode}: this variant is left out", file=sys.stderr)
+        return None
     return p.stdout
 
 
@@ -116,7 +123,11 @@ def step():
         for prec in precisions:
             for layout in ("nchw", "cl"):
                 flags = (["--bf16"] if prec == "bf16" else []) + (["--channels-last"] if layout == "cl" else [])
-                ours[f"{prec}/{layout}"] = json.loads(run(base + flags))
+                out = run(base + flags, required=False)
+                if out is not None:
+                    ours[f"{prec}/{layout}"] = json.loads(out)
+        if not ours:
+            sys.exit(f"fer-train bench failed in every variant for {tv}")
         key = lambda amp, cl: f"train_eac_{tv}_bs{a.batch}_amp{amp}_cl{cl}_img_s"
         theirs = {f"{'bf16' if amp else 'fp32'}/{'cl' if cl else 'nchw'}": peer.get(key(amp, cl)) for amp in (0, 1) for cl in (0, 1)}
         theirs = {k: v for k, v in theirs.items() if v}

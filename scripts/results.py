@@ -119,6 +119,7 @@ def load_run(runs_dir, name):
         "size": cfg_get(cfg, "model.input_size", "?"),
         "noise": round(float(cfg_get(cfg, "noise.rate", 0.0) or 0.0), 6),
         "epochs": f"{done}" if planned in (None, done) else f"{done} of {planned}",
+        "done": done,
         "budget": int(planned) if planned is not None else done,
         "acc": float(fv["accuracy"]),
         "last5": float(s["last5_val_accuracy_mean"]),
@@ -180,13 +181,17 @@ def generate(runs_dir, exclude):
                 hit = [r for r in rs if r["method"] == m and r["noise"] == x]
                 if len(hit) > 1:
                     multi.append(f"{arch}/{size} px/{epochs} ep./{m}/{noise_label(x)}: " + ", ".join(r["name"] for r in hit))
-                cells.append(" / ".join(pct(r["acc"]) for r in hit) or "—")
+                # A run stopped before its budget (a GPU call's deadline) says how far it got.
+                cells.append(" / ".join(pct(r["acc"]) + ("" if r["done"] == r["budget"] else f" ({r['done']} of {r['budget']} ep.)")
+                                        for r in hit) or "—")
             L.append(f"| {m} | " + " | ".join(cells) + " |")
         L.append("")
     if multi:
         L.append("Cells with several runs list them in run-name order: " + "; ".join(multi) + ".")
     else:
-        L.append("Each cell is one run (see Table 1 for its recipe and command); \"—\": no run yet.")
+        L.append("Each cell is one run (see Table 1 for its recipe and command); \"—\": no run yet; "
+                 "\"(N of M ep.)\": the run stopped after N of its M planned epochs (a GPU call's deadline), "
+                 "so its cell is not the recipe's result.")
     return "\n".join(L)
 
 

@@ -100,7 +100,12 @@ fn tables_come_from_the_runs_and_only_the_marked_section_changes() {
     let bench = write_run(&runs, &Run { name: "bench_r18", method: "{ name: ce }", noise: 0.1, device: "cpu", acc: 0.3, epochs: 1 });
     let bad = write_run(&runs, &Run { name: "r18_bad", method: "{ name: eac }", noise: 0.2, device: "cpu", acc: 0.4, epochs: 1 });
     std::fs::write(bad.join("summary.json"), "{ \"name\": \"r18_bad\", truncated").unwrap();
-    let onnx_paths: Vec<PathBuf> = [&ce, &rb, &bench, &bad].iter().map(|d| d.join("model.onnx")).collect();
+    // A run stopped at a deadline: 1 of its 3 planned epochs done (summary from `fer-train summarize`).
+    let cut = write_run(&runs, &Run { name: "r18_ce_cut", method: "{ name: ce }", noise: 0.2, device: "cpu", acc: 0.5, epochs: 1 });
+    let mut cfg = Config::from_yaml(&std::fs::read_to_string(cut.join("config.yaml")).unwrap(), &[]).unwrap();
+    cfg.train.epochs = 3;
+    std::fs::write(cut.join("config.yaml"), cfg.to_yaml()).unwrap();
+    let onnx_paths: Vec<PathBuf> = [&ce, &rb, &bench, &bad, &cut].iter().map(|d| d.join("model.onnx")).collect();
     let st = Command::new(&py).arg("-c").arg(TINY_ONNX).args(&onnx_paths).status().unwrap();
     assert!(st.success(), "building the tiny ONNX file");
 
@@ -129,6 +134,9 @@ fn tables_come_from_the_runs_and_only_the_marked_section_changes() {
     let header = "| method | 0 % | 10 % | 20 % | 30 % |\n| --- | --- | --- | --- | --- |";
     assert!(text.contains(&format!("**resnet18, 8 px, 1 epoch**\n\n{header}\n| grefel_rb | — | — | — | 55.00 % |\n")), "{text}");
     assert!(text.contains(&format!("**resnet18, 8 px, 2 epochs**\n\n{header}\n| ce | 61.25 % | — | — | — |\n")), "{text}");
+    // The cut run: its epochs in Table 1, and in Table 2 its budget's table says how far it got.
+    assert!(text.contains("| r18_ce_cut | ce | resnet18 | 8 | 20 % | 1 of 3 | 50.00 % |"), "{text}");
+    assert!(text.contains(&format!("**resnet18, 8 px, 3 epochs**\n\n{header}\n| ce | — | — | 50.00 % (1 of 3 ep.) | — |\n")), "{text}");
     // The corrupt run is skipped and named; the bench fixture is excluded by default.
     assert!(!text.contains("r18_bad") && !text.contains("bench_r18") && !text.contains("| eac |"), "{text}");
     let bad_file = bad.join("summary.json");

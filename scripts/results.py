@@ -109,7 +109,7 @@ def load_run(runs_dir, name):
     params, macs = model_stats(d, s)
     device = s.get("device") or cfg_get(cfg, "train.device")
     if device in (None, "auto"):
-        device = "?"  # `auto` does not say what it resolved to, and summary.json does not record it
+        device = "?"  # `auto` does not say what it resolved to, and summaries before 2026-12-04 do not record it
     done, planned = int(s["epochs"]), cfg_get(cfg, "train.epochs")
     fv = s["final_val"]
     return {
@@ -161,8 +161,8 @@ def generate(runs_dir, exclude):
           "convolutions, as deployed). FLOPs: multiply-accumulates (1 MAC counted once, the convention of "
           "the papers' \"FLOPs\") of the Conv, Gemm and MatMul nodes at batch 1, shapes from ONNX shape "
           "inference; bias adds, activations, pooling and element-wise ops are left out. \"—\": the run "
-          "exported no model. Device: `train.device` of the run's config; `?` where it was `auto` (the run "
-          "does not record what that resolved to). The `--set name=…_repro` keeps the rerun from colliding "
+          "exported no model. Device: where the run trained, as its summary.json records it (runs since "
+          "2026-12-04), else `train.device` of its config; `?` where that was `auto`. The `--set name=…_repro` keeps the rerun from colliding "
           "with the existing run directory.", ""]
     L += ["### Table 2: noisy labels (val accuracy of the final epoch, the seeds' format; one table per backbone, input size and epoch budget)", ""]
     noises = sorted(set(NOISE_COLUMNS) | {r["noise"] for r in runs})

@@ -107,6 +107,7 @@ fn a_short_eac_run_learns() {
     std::fs::remove_file(out.join("eac/summary.json")).unwrap();
     fer_train::eval::summarize_run(&out.join("eac")).unwrap();
     assert_eq!(std::fs::read_to_string(out.join("eac/summary.json")).unwrap(), written);
+    assert_eq!(s.device.as_deref(), Some("cpu"), "the summary says where the run trained");
     // `fit` exported the model: it is self-describing and classifies the val images as the
     // checkpoint does.
     let onnx = s.onnx.expect("fit exports model.onnx");

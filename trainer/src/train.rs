@@ -40,6 +40,9 @@ pub struct RunState {
     pub history: Vec<EpochRecord>,
     pub scheduler: SchedulerState,
     pub noisy_labels: usize,
+    /// The device the epochs ran on (`cpu`, `cuda:0`): `train.device: auto` does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// The end-of-run summary (`summary.json`).
@@ -53,6 +56,18 @@ pub struct Summary {
     pub last5_val_accuracy_mean: f64,
     pub train_img_per_s: f64,
     pub onnx: Option<PathBuf>,
+    /// Where it trained (from state.json; absent in runs from before 2026-12-04).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+}
+
+/// `cpu` or `cuda:N`, as a config's `train.device` names it.
+pub fn device_name(d: Device) -> String {
+    match d {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        Device::Cpu => "cpu".into(),
+        other => format!("{other:?}").to_lowercase(),
+    }
 }
 
 pub fn select_device(spec: &str) -> Result<Device> {
@@ -222,6 +237,7 @@ impl Trainer {
             self.opt.lr = lr_next;
             self.state.history.push(rec);
             self.state.epochs_done = epoch + 1;
+            self.state.device = Some(device_name(self.device));
             self.save_checkpoint()?;
         }
         self.finish()
@@ -328,14 +344,15 @@ impl Trainer {
         } else {
             None
         };
-        write_summary(&self.run_dir, &self.cfg.name, &self.state.history, &self.val.classes, onnx)
+        write_summary(&self.run_dir, &self.cfg.name, &self.state, &self.val.classes, onnx)
     }
 }
 
 /// Writes a run's `summary.json`, `curves.png` and `confusion.png` from its epoch history: at the
 /// end of `fit`, and by `fer-train summarize` for a run stopped before its last epoch (its
 /// state.json holds every finished epoch).
-pub fn write_summary(run_dir: &Path, name: &str, h: &[EpochRecord], classes: &[String], onnx: Option<PathBuf>) -> Result<Summary> {
+pub fn write_summary(run_dir: &Path, name: &str, state: &RunState, classes: &[String], onnx: Option<PathBuf>) -> Result<Summary> {
+    let h = &state.history;
     let last = h.last().with_context(|| format!("{}: no finished epoch to summarize", run_dir.display()))?;
     let (best_epoch, best) = h
         .iter()
@@ -359,6 +376,7 @@ pub fn write_summary(run_dir: &Path, name: &str, h: &[EpochRecord], classes: &[S
         last5_val_accuracy_mean: mean_of_last(&accs, 5),
         train_img_per_s: total_imgs / total_s.max(1e-9),
         onnx,
+        device: state.device.clone(),
     };
     checkpoint::write_atomic(&run_dir.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     Ok(summary)

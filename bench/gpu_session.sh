@@ -21,9 +21,14 @@ bash scripts/device_run.sh fer-train doctor 2>&1 | tee "$out/doctor.log" || {
   exit 1
 }
 
-timeout 200 bash scripts/device_run.sh python3 bench/train_vs_pytorch.py step \
-  --peer .device-carry/peer/peer_bench.py --fer-train fer-train --out "$out/speed.json" 2>&1 | tee "$out/speed.log" ||
-  echo "[gpu_session] the speed comparison did not finish; the fits run in the recipes' layout" >&2
+# SPEED_ARCHS=resnet18 narrows fer-train's side of step 2 (torchvision names, comma-separated; the
+# peer's script times all three regardless, ~2 minutes on the first call); none skips step 2.
+archs=${SPEED_ARCHS:-mobilenet_v2,resnet18,resnet50}
+if [ "$archs" != none ]; then
+  timeout 200 bash scripts/device_run.sh python3 bench/train_vs_pytorch.py step --archs "$archs" \
+    --peer .device-carry/peer/peer_bench.py --fer-train fer-train --out "$out/speed.json" 2>&1 | tee "$out/speed.log" ||
+    echo "[gpu_session] the speed comparison did not finish; the fits run in the recipes' layout" >&2
+fi
 
 # fer-train's faster float32 layout per architecture, from the step just timed (none: keep the config's).
 layout_for() {  # layout_for <config> -> "train.channels_last=true|false" or nothing

@@ -15,11 +15,12 @@ unxz() {  # unxz <file.xz> <dest>: decompress once
   [ -s "$2" ] && [ "$2" -nt "$1" ] && return 0
   "$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2] + ".tmp", "wb"))' "$1" "$2" && mv "$2.tmp" "$2"
 }
-mkdir -p "$CARRY/bin" .cache/data
-unxz "$CARRY/fer-train.xz" "$CARRY/bin/fer-train"
-chmod +x "$CARRY/bin/fer-train"
+BIN=.cache/device-bin # outside .device-carry: a local try must not grow what the next call carries
+mkdir -p "$BIN" .cache/data
+unxz "$CARRY/fer-train.xz" "$BIN/fer-train"
+chmod +x "$BIN/fer-train"
 for f in "$CARRY"/data/*.xz; do
   [ -e "$f" ] && unxz "$f" ".cache/data/$(basename "${f%.xz}")"
 done
-export PATH="$PWD/$CARRY/bin:$PATH"
+export PATH="$PWD/$BIN:$PATH"
 exec "$@"

@@ -65,6 +65,40 @@ fn in_flat_order(t: &Tensor, channels_last: bool) -> Tensor {
 /// tensor of their own would be.
 pub const ALIGN: i64 = 64;
 
+#[cfg(fer_autocast)] // built with the autocast shim, from csrc/grad.cpp
+mod ffi {
+    extern "C" {
+        pub fn fer_set_grad(param: *mut std::ffi::c_void, grad: *const std::ffi::c_void) -> bool;
+    }
+}
+
+/// Makes `grad` the `.grad` of `param` (PyTorch's `param.grad = grad`); false where this build has
+/// no shim for it or libtorch refused.
+fn set_grad(param: &Tensor, grad: &Tensor) -> bool {
+    #[cfg(fer_autocast)]
+    {
+        // A second handle to the same parameter: `.grad` lives on the shared TensorImpl.
+        let mut handle = param.shallow_clone();
+        unsafe { ffi::fer_set_grad(handle.as_mut_ptr() as *mut std::ffi::c_void, grad.as_ptr() as *const std::ffi::c_void) }
+    }
+    #[cfg(not(fer_autocast))]
+    {
+        let _ = (param, grad);
+        false
+    }
+}
+
+/// The `size`-shaped view of `buf` at element `at`: row-major, or for a channels-last 4-D tensor
+/// `[O, kh, kw, I]` in memory seen as `[O, I, kh, kw]`.
+fn view_at(buf: &Tensor, at: i64, size: &[i64], channels_last: bool) -> Tensor {
+    let slice = buf.narrow(0, at, size.iter().product());
+    if channels_last {
+        slice.view([size[0], size[2], size[3], size[1]]).permute([0, 3, 1, 2])
+    } else {
+        slice.view(size)
+    }
+}
+
 /// Elements per chunk of a CPU update (1 MiB of float32 per buffer: four buffers fit in L2).
 const CPU_CHUNK: i64 = 1 << 18;
 
@@ -77,8 +111,11 @@ pub struct FlatOptimizer {
     /// Where each param's slice of the flat buffers starts (a multiple of [`ALIGN`]).
     offsets: Vec<i64>,
     flat: Tensor,
-    /// The gradients gathered for a step, laid out as `flat` (the padding stays zero).
+    /// The gradients, laid out as `flat` (the padding stays zero). Each parameter's `.grad` is a
+    /// view into it where the shim allows (`grads_in_place`): backward then accumulates into
+    /// this buffer directly, and zeroing it is one kernel. Otherwise `flat_grad()` copies them in.
     flat_grad: Tensor,
+    grads_in_place: bool,
     /// Adam: first moment; SGD: momentum buffer.
     exp_avg: Tensor,
     /// Adam: second moment (unused by SGD).
@@ -120,29 +157,30 @@ impl FlatOptimizer {
         }
         let (kind, device) = params.first().map_or((Kind::Float, tch::Device::Cpu), |p| (p.kind(), p.device()));
         let flat = Tensor::zeros([total], (kind, device));
+        let flat_grad = flat.zeros_like();
+        let mut grads_in_place = true;
         tch::no_grad(|| {
             for ((p, &cl), &at) in params.iter_mut().zip(&nhwc).zip(&offsets) {
                 let size = p.size();
                 let mut slice = flat.narrow(0, at, p.numel() as i64);
                 slice.copy_(&in_flat_order(&p.detach(), cl));
-                let view = if cl {
-                    slice.view([size[0], size[2], size[3], size[1]]).permute([0, 3, 1, 2])
-                } else {
-                    slice.view(size.as_slice())
-                };
-                p.set_data(&view);
+                p.set_data(&view_at(&flat, at, &size, cl));
+                grads_in_place &= set_grad(p, &view_at(&flat_grad, at, &size, cl));
             }
         });
-        let flat_grad = flat.zeros_like();
         let exp_avg = flat.zeros_like();
         let exp_avg_sq = flat.zeros_like();
         let lr = cfg.lr;
-        FlatOptimizer { cfg, params, nhwc, offsets, flat, flat_grad, exp_avg, exp_avg_sq, step: 0, lr }
+        FlatOptimizer { cfg, params, nhwc, offsets, flat, flat_grad, grads_in_place, exp_avg, exp_avg_sq, step: 0, lr }
     }
 
     pub fn zero_grad(&mut self) {
-        for p in self.params.iter_mut() {
-            p.zero_grad();
+        if self.grads_in_place {
+            let _ = self.flat_grad.zero_();
+        } else {
+            for p in self.params.iter_mut() {
+                p.zero_grad();
+            }
         }
     }
 
@@ -151,16 +189,25 @@ impl FlatOptimizer {
         tch::no_grad(|| self.flat_grad().norm().double_value(&[]))
     }
 
-    /// Copies every parameter's gradient into its slice of `flat_grad` (zero where a parameter
-    /// got none) and returns that buffer.
+    /// The step's gradients in `flat_grad`. Where they were accumulated in place that is the buffer
+    /// as it stands; a gradient that autograd left elsewhere (none was, but libtorch may replace
+    /// a `.grad`, e.g. under `create_graph`) is copied in and its `.grad` pointed back.
     fn flat_grad(&self) -> Tensor {
+        let base = self.flat_grad.data_ptr() as usize;
+        let elem = self.flat_grad.kind().elt_size_in_bytes();
         for ((p, &cl), &at) in self.params.iter().zip(&self.nhwc).zip(&self.offsets) {
-            let mut slice = self.flat_grad.narrow(0, at, p.numel() as i64);
             let g = p.grad();
+            if self.grads_in_place && g.defined() && g.data_ptr() as usize == base + at as usize * elem {
+                continue;
+            }
+            let mut slice = self.flat_grad.narrow(0, at, p.numel() as i64);
             if g.defined() {
                 slice.copy_(&in_flat_order(&g, cl));
             } else {
                 let _ = slice.zero_();
+            }
+            if self.grads_in_place {
+                set_grad(p, &view_at(&self.flat_grad, at, &p.size(), cl));
             }
         }
         self.flat_grad.shallow_clone()
@@ -476,6 +523,44 @@ open(sys.argv[1], "wb").write(torch.cat([p.detach() for p in ps]).numpy().tobyte
             assert!(worst < 1e-5, "{name} (channels_last {channels_last}): element {at} is {} vs torch {} (relative error {worst:e})", got[at], want[at]);
             eprintln!("{name} (channels_last {channels_last}): worst relative error {worst:e} over {} parameters", got.len());
         }
+    }
+
+    /// Gradients live in the flat buffer (where the shim is built): backward accumulates into it,
+    /// `zero_grad` clears it, and a `.grad` that libtorch put elsewhere is copied back in and
+    /// re-pointed.
+    #[test]
+    fn gradients_accumulate_in_the_flat_buffer() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let a = vs.root().var_copy("a", &Tensor::from_slice(&[1.0f32, 2.0, 3.0]));
+        let w = vs.root().var_copy("w", &Tensor::ones(CONV, (Kind::Float, Device::Cpu)));
+        let mut opt = FlatOptimizer::with_layout(&vs, serde_yaml::from_str("{name: sgd, lr: 0.1, momentum: 0.0}").unwrap(), true);
+        assert_eq!(opt.grads_in_place, crate::autocast::AVAILABLE);
+        let in_buffer = |t: &Tensor, opt: &FlatOptimizer| {
+            let (base, len) = (opt.flat_grad.data_ptr() as usize, opt.flat_grad.numel() * 4);
+            (base..base + len).contains(&(t.grad().data_ptr() as usize))
+        };
+        let loss = || (&a * &a).sum(Kind::Float) + (&w * 3.0).sum(Kind::Float);
+        for _ in 0..2 {
+            opt.zero_grad();
+            loss().backward();
+            if opt.grads_in_place {
+                assert!(in_buffer(&a, &opt) && in_buffer(&w, &opt), "backward replaced a .grad");
+            }
+            // d/da sum(a²) = 2a; d/dw sum(3w) = 3, in channels-last order in the buffer: twice the
+            // same values, so a missed zero_grad would show as doubled gradients.
+            let g = opt.flat_grad();
+            assert_eq!(Vec::<f32>::try_from(g.narrow(0, 0, 3)).unwrap(), [2.0, 4.0, 6.0]);
+            assert!(Vec::<f32>::try_from(g.narrow(0, ALIGN, 576)).unwrap().iter().all(|&v| v == 3.0));
+        }
+        if opt.grads_in_place {
+            // A gradient left outside the buffer is copied in and its .grad pointed back.
+            assert!(set_grad(&a, &Tensor::from_slice(&[7.0f32, 8.0, 9.0])));
+            assert!(!in_buffer(&a, &opt));
+            let g = opt.flat_grad();
+            assert_eq!(Vec::<f32>::try_from(g.narrow(0, 0, 3)).unwrap(), [7.0, 8.0, 9.0]);
+            assert!(in_buffer(&a, &opt));
+        }
+        let _ = (&a * 1.0).sum(Kind::Float); // a and w stay alive until here
     }
 
     /// Cosine without restarts is torch's `CosineAnnealingLR` stepped per epoch; with restarts

@@ -48,7 +48,8 @@ for i in "${!pids[@]}"; do
   fi
 done
 [ -n "${smi:-}" ] && kill "$smi" 2>/dev/null
-# Deployable models: what fit exported, else the last finished epoch of a run cut at the deadline.
+# Deployable models: what fit exported (at its end, or at the deadline's SIGINT, which fit answers by
+# exporting and summarizing its last finished epoch), else the last finished epoch exported here.
 returned=1 # runs.tar.gz is one of the 8 files a call returns
 for n in "${names[@]}"; do
   onnx="runs/$n/model.onnx"

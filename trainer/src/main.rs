@@ -31,7 +31,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a model from a YAML config (see configs/); exports model.onnx at the end.
+    /// Train a model from a YAML config (see configs/); exports model.onnx at the end. Ctrl-C stops
+    /// at the next step and exports and summarizes the last finished epoch (`--resume` goes on).
     Fit {
         /// Recipe file, e.g. configs/fer2013_r18_eac.yaml.
         #[arg(long)]
@@ -183,8 +184,12 @@ fn main() -> Result<()> {
 
 fn run_fit(config: PathBuf, overrides: Vec<String>, resume: bool) -> Result<()> {
     let cfg = Config::load(&config, &overrides)?;
+    fer_train::train::stop_on_ctrl_c()?;
     let mut trainer = Trainer::new(cfg, resume)?;
     let s = trainer.fit()?;
+    if trainer.interrupted {
+        print!("stopped by Ctrl-C after epoch {} of {} (`--resume` continues it); ", s.epochs, trainer.cfg.train.epochs);
+    }
     println!(
         "{}: val acc {:.2}% (best {:.2}% at epoch {}, mean of last 5 {:.2}%), mean-class {:.2}%, macro-F1 {:.3}, {:.0} img/s{}",
         s.name,
@@ -197,6 +202,9 @@ fn run_fit(config: PathBuf, overrides: Vec<String>, resume: bool) -> Result<()> 
         s.train_img_per_s,
         s.onnx.map(|p| format!(", exported {}", p.display())).unwrap_or_default()
     );
+    if trainer.interrupted {
+        std::process::exit(130); // as a shell reports a Ctrl-C'd command
+    }
     Ok(())
 }
 

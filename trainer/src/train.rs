@@ -88,6 +88,28 @@ pub fn select_device(spec: &str) -> Result<Device> {
     })
 }
 
+/// Set by Ctrl-C (SIGINT; also `timeout --signal=INT`): `fit` stops at the next training step.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes Ctrl-C stop `fit` cleanly: the epoch in progress is dropped, the weights of the last
+/// finished epoch are exported and summarized (summary.json, plots, model.onnx) as at a normal end,
+/// and `Trainer::interrupted` is set. A second Ctrl-C exits at once (status 130). Call once, from
+/// a binary; a library embedding the trainer leaves signals alone.
+pub fn stop_on_ctrl_c() -> Result<()> {
+    ctrlc::set_handler(|| {
+        if STOP.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nCtrl-C: stopping after this step; the last finished epoch is exported and summarized (Ctrl-C again quits now)");
+    })
+    .context("installing the Ctrl-C handler")
+}
+
+/// The training loop saw [`STOP`].
+#[derive(Debug, thiserror::Error)]
+#[error("training interrupted")]
+struct Interrupted;
+
 /// Everything a run holds.
 pub struct Trainer {
     pub cfg: Config,
@@ -100,6 +122,8 @@ pub struct Trainer {
     pub aug: Augment,
     pub state: RunState,
     pub run_dir: PathBuf,
+    /// `fit` ended early on Ctrl-C (see [`stop_on_ctrl_c`]); its summary is of the last finished epoch.
+    pub interrupted: bool,
 }
 
 impl Trainer {
@@ -198,7 +222,7 @@ impl Trainer {
         }
         checkpoint::write_atomic(&run_dir.join("config.yaml"), cfg.to_yaml().as_bytes())?;
         checkpoint::write_atomic(&run_dir.join("classes.json"), serde_json::to_string(&train.classes)?.as_bytes())?;
-        Ok(Trainer { cfg, device, vs, model, opt, train, val, aug, state, run_dir })
+        Ok(Trainer { cfg, device, vs, model, opt, train, val, aug, state, run_dir, interrupted: false })
     }
 
     /// Trains the remaining epochs, then plots and exports. Returns the summary.
@@ -215,7 +239,10 @@ impl Trainer {
             self.state.noisy_labels
         );
         for epoch in self.state.epochs_done..epochs {
-            let rec = self.train_epoch(epoch)?;
+            let rec = match self.train_epoch(epoch) {
+                Err(e) if e.is::<Interrupted>() => return self.finish_interrupted(epoch),
+                r => r?,
+            };
             let lr_next = self.cfg.train.scheduler.next_lr(
                 self.cfg.train.optimizer.lr,
                 self.opt.lr,
@@ -267,6 +294,10 @@ impl Trainer {
             let x = self.aug.train(&self.train.images.index_select(0, &idx));
             let x = if self.aug.erase.is_some() { self.aug.erase(&x) } else { x };
             let x = if cfg.channels_last { crate::augment::channels_last(&x) } else { x };
+            if STOP.load(std::sync::atomic::Ordering::SeqCst) {
+                bar.finish_and_clear();
+                return Err(Interrupted.into());
+            }
             let y = labels.index_select(0, &idx);
             self.opt.zero_grad();
             let out = crate::autocast::bf16(self.device, cfg.bf16, || training_loss(&self.cfg.method, &self.model, &x, &y));
@@ -333,6 +364,20 @@ impl Trainer {
         }
         write_metrics_csv(&self.run_dir.join("metrics.csv"), &self.state.history)?;
         Ok(())
+    }
+
+    /// After Ctrl-C in `epoch` (0-based): back to the weights of the last finished epoch (its
+    /// checkpoint), then the normal end (export, summary, plots).
+    fn finish_interrupted(&mut self, epoch: usize) -> Result<Summary> {
+        self.interrupted = true;
+        if self.state.history.is_empty() {
+            bail!("interrupted in epoch {} before any epoch finished: nothing to export or summarize", epoch + 1);
+        }
+        let ckpt = self.run_dir.join("last.safetensors");
+        let named = checkpoint::load_tensors(&ckpt)?;
+        checkpoint::load_into(&self.vs, &named, &ckpt, &[])?;
+        tracing::warn!("interrupted in epoch {}: exporting and summarizing epoch {} (its checkpoint)", epoch + 1, self.state.epochs_done);
+        self.finish()
     }
 
     fn finish(&self) -> Result<Summary> {

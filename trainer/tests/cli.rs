@@ -118,3 +118,53 @@ fn bench_times_a_training_step() {
         assert!(!ok && err.contains(&format!("{flag} must be at least")) && !err.contains("panicked"), "{flag} {value}: {err}");
     }
 }
+
+/// Ctrl-C (SIGINT) stops `fit` at the next step: the last finished epoch is exported and
+/// summarized as at a normal end, the process says so and exits 130, and the run can resume.
+#[test]
+fn ctrl_c_stops_fit_and_keeps_the_last_epoch() {
+    let dir = workdir("ctrl_c");
+    let data = dir.join("data");
+    for split in ["train", "val"] {
+        for class in ["a", "b"] {
+            std::fs::create_dir_all(data.join(split).join(class)).unwrap();
+            for i in 0..2 {
+                image::GrayImage::from_pixel(8, 8, image::Luma([60 * i + 30])).save(data.join(split).join(class).join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+    let cfg = write_config(&dir, &data);
+    let run = dir.join("runs/x");
+    let child = Command::new(env!("CARGO_BIN_EXE_fer-train"))
+        .args(["fit", "--config", cfg.to_str().unwrap(), "--set", "train.epochs=100000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first finished epoch (its state.json), then interrupt.
+    let t0 = std::time::Instant::now();
+    while !run.join("state.json").exists() {
+        assert!(t0.elapsed().as_secs() < 300, "no epoch finished in 5 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let st = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!se.contains("panicked"), "{se}");
+    assert_eq!(out.status.code(), Some(130), "stdout:\n{so}\nstderr:\n{se}");
+    assert!(so.contains("stopped by Ctrl-C after epoch") && so.contains("of 100000"), "{so}");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
+    assert_eq!(summary["epochs"], state["epochs_done"], "the summary is of the last finished epoch");
+    for f in ["model.onnx", "curves.png", "confusion.png", "last.safetensors"] {
+        assert!(run.join(f).is_file(), "{f} missing after Ctrl-C");
+    }
+    // It resumes from there.
+    let done = summary["epochs"].as_u64().unwrap();
+    let want = (done + 1).to_string();
+    let (ok, err) = fer_train(&["fit", "--config", cfg.to_str().unwrap(), "--set", &format!("train.epochs={want}"), "--resume"]);
+    assert!(ok, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["epochs"].as_u64(), Some(done + 1));
+}

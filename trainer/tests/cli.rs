@@ -17,6 +17,21 @@ fn fer_train(args: &[&str]) -> (bool, String) {
     (o.status.success(), err)
 }
 
+/// `<dir>/data/{train,val}/{a,b}/<i>.png`: `per_class` 8x8 gray images of different shades.
+fn write_data(dir: &PathBuf, per_class: u8) -> PathBuf {
+    let data = dir.join("data");
+    for split in ["train", "val"] {
+        for class in ["a", "b"] {
+            std::fs::create_dir_all(data.join(split).join(class)).unwrap();
+            for i in 0..per_class {
+                let img = image::GrayImage::from_pixel(8, 8, image::Luma([60 * i + 30]));
+                img.save(data.join(split).join(class).join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+    data
+}
+
 fn write_config(dir: &PathBuf, data_root: &PathBuf) -> PathBuf {
     let cfg = dir.join("c.yaml");
     std::fs::write(
@@ -34,13 +49,7 @@ fn write_config(dir: &PathBuf, data_root: &PathBuf) -> PathBuf {
 #[test]
 fn bad_configs_and_data_are_named() {
     let dir = workdir("errors");
-    let data = dir.join("data");
-    for split in ["train", "val"] {
-        for class in ["a", "b"] {
-            std::fs::create_dir_all(data.join(split).join(class)).unwrap();
-            image::GrayImage::new(8, 8).save(data.join(split).join(class).join("0.png")).unwrap();
-        }
-    }
+    let data = write_data(&dir, 1);
     let cfg = write_config(&dir, &data);
     let c = cfg.to_str().unwrap();
 
@@ -124,15 +133,7 @@ fn bench_times_a_training_step() {
 #[test]
 fn ctrl_c_stops_fit_and_keeps_the_last_epoch() {
     let dir = workdir("ctrl_c");
-    let data = dir.join("data");
-    for split in ["train", "val"] {
-        for class in ["a", "b"] {
-            std::fs::create_dir_all(data.join(split).join(class)).unwrap();
-            for i in 0..2 {
-                image::GrayImage::from_pixel(8, 8, image::Luma([60 * i + 30])).save(data.join(split).join(class).join(format!("{i}.png"))).unwrap();
-            }
-        }
-    }
+    let data = write_data(&dir, 2);
     let cfg = write_config(&dir, &data);
     let run = dir.join("runs/x");
     let child = Command::new(env!("CARGO_BIN_EXE_fer-train"))

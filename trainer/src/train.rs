@@ -290,14 +290,14 @@ impl Trainer {
         let t0 = Instant::now();
         let mut skipped = 0;
         for s in 0..steps {
-            let idx = order.narrow(0, s * bs, bs);
-            let x = self.aug.train(&self.train.images.index_select(0, &idx));
-            let x = if self.aug.erase.is_some() { self.aug.erase(&x) } else { x };
-            let x = if cfg.channels_last { crate::augment::channels_last(&x) } else { x };
             if STOP.load(std::sync::atomic::Ordering::SeqCst) {
                 bar.finish_and_clear();
                 return Err(Interrupted.into());
             }
+            let idx = order.narrow(0, s * bs, bs);
+            let x = self.aug.train(&self.train.images.index_select(0, &idx));
+            let x = if self.aug.erase.is_some() { self.aug.erase(&x) } else { x };
+            let x = if cfg.channels_last { crate::augment::channels_last(&x) } else { x };
             let y = labels.index_select(0, &idx);
             self.opt.zero_grad();
             let out = crate::autocast::bf16(self.device, cfg.bf16, || training_loss(&self.cfg.method, &self.model, &x, &y));

@@ -169,3 +169,30 @@ fn ctrl_c_stops_fit_and_keeps_the_last_epoch() {
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["epochs"].as_u64(), Some(done + 1));
 }
+
+/// `fer-train summarize` on what is not a run, a run without state.json, a corrupt state.json and
+/// one with no finished epoch: each error names the folder or file, and nothing is written.
+#[test]
+fn summarize_names_what_is_missing_or_broken() {
+    let dir = workdir("summarize");
+    let (ok, err) = fer_train(&["summarize", "--run", dir.join("nothing").to_str().unwrap()]);
+    assert!(!ok && err.contains("nothing") && err.contains("not a run directory"), "{err}");
+
+    let data = write_data(&dir, 1);
+    let cfg = write_config(&dir, &data);
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::copy(&cfg, run.join("config.yaml")).unwrap();
+    let r = run.to_str().unwrap();
+    let (ok, err) = fer_train(&["summarize", "--run", r]);
+    assert!(!ok && err.contains(&run.join("state.json").display().to_string()), "{err}");
+
+    std::fs::write(run.join("state.json"), "{ \"epochs_done\": 3, truncated").unwrap();
+    let (ok, err) = fer_train(&["summarize", "--run", r]);
+    assert!(!ok && err.contains("state.json: not a fer-train state file"), "{err}");
+
+    std::fs::write(run.join("state.json"), r#"{"epochs_done": 0, "history": [], "scheduler": {"best": null, "bad_epochs": 0}, "noisy_labels": 0}"#).unwrap();
+    let (ok, err) = fer_train(&["summarize", "--run", r]);
+    assert!(!ok && err.contains("no finished epoch to summarize"), "{err}");
+    assert!(!run.join("summary.json").exists(), "a failed summarize wrote summary.json");
+}

@@ -2,8 +2,8 @@
 # Several `fer-train fit` runs side by side on one GPU inside one device call, each stopped at a
 # deadline, and their results (not their checkpoints) packed into one file that comes back:
 #   run dirs' summary.json, metrics.csv, config.yaml, state.json, curves.png, confusion.png, the logs,
-#   and nvidia-smi utilisation every 15 s; and each run's model.onnx as $OUT/<name>.onnx where it
-#   fits a returned file (16 MiB: MobileNetV2 yes, ResNet-18 no), so a model trained there can ship.
+#   and nvidia-smi utilisation every 15 s; and each run's model (scripts/device_return.py: in 16 MiB
+#   parts, float16 where the call cannot return every run's float32 file), so a model trained there can ship.
 #   A run stopped at the deadline is exported from its last finished epoch and summarized
 #   (`fer-train summarize`: summary.json and the plots from its state.json).
 # Run it through scripts/device_run.sh (which puts fer-train on PATH, see scripts/device_pack.sh):
@@ -15,8 +15,8 @@
 # Each quoted spec: run name, config, then --set overrides. The first argument is the deadline in
 # seconds for every run (a run cut short keeps its finished epochs in metrics.csv and state.json).
 # Results go to $OUT/runs.tar.gz on the device machine ($OUT comes back), else ./runs.tar.gz.
-# Locally: tar xzf runs.tar.gz && .venv/bin/python scripts/results.py; a returned <name>.onnx goes
-# to runs/<name>/model.onnx, then scripts/model_card.py (docs/gpu-runs.md).
+# Locally: .venv/bin/python scripts/device_return.py unpack /work/.device/N (runs/ and each returned
+# model as runs/<name>/model.onnx or model_fp16.onnx), then scripts/results.py (docs/gpu-runs.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 deadline=${1:?usage: gpu_runs.sh <seconds> "<name> <config> [key=value ...]" ...}
@@ -50,7 +50,6 @@ done
 [ -n "${smi:-}" ] && kill "$smi" 2>/dev/null
 # Deployable models: what fit exported (at its end, or at the deadline's SIGINT, which fit answers by
 # exporting and summarizing its last finished epoch), else the last finished epoch exported here.
-returned=1 # runs.tar.gz is one of the 8 files a call returns
 for n in "${names[@]}"; do
   onnx="runs/$n/model.onnx"
   if [ ! -s "$onnx" ] && [ -s "runs/$n/last.safetensors" ]; then
@@ -61,17 +60,11 @@ for n in "${names[@]}"; do
   if [ ! -s "runs/$n/summary.json" ] && [ -s "runs/$n/state.json" ]; then
     fer-train summarize --run "runs/$n" >&2 || echo "[gpu_runs] $n: summarize failed" >&2
   fi
-  [ -s "$onnx" ] || continue
-  size=$(stat -c %s "$onnx")
-  if [ "$size" -gt $((16 * 1024 * 1024)) ]; then
-    echo "[gpu_runs] $n: model.onnx is $((size / 1000000)) MB, over the 16 MiB a returned file may be: not returned" >&2
-  elif [ "$returned" -ge 8 ]; then
-    echo "[gpu_runs] $n: model.onnx not returned (a call returns at most 8 files)" >&2
-  else
-    cp "$onnx" "${OUT:-.}/$n.onnx" && returned=$((returned + 1))
-  fi
 done
-files=(runs/gpu_util.csv)
+# The models, in 16 MiB parts where larger, as many runs' as the call may return (float16 where
+# float32 does not fit), with a manifest that runs.tar.gz carries (scripts/device_return.py).
+python3 scripts/device_return.py pack "${OUT:-.}" "${names[@]}" || echo "[gpu_runs] returning the models failed" >&2
+files=(runs/gpu_util.csv runs/returned_models.json)
 for n in "${names[@]}"; do
   files+=("runs/$n.log")
   for f in summary.json metrics.csv config.yaml state.json curves.png confusion.png; do

@@ -7,9 +7,12 @@ training numbers there come from the runs, not from hand.
 The tables are built from the run archive `docs/runs/`, which is committed: `runs/` is scratch
 space that does not outlive the machine, so a run that belongs on the page is archived first with
 `--archive runs/NAME` (repeatable). That copies the run's config.yaml, summary.json and metrics.csv
-into docs/runs/NAME/ and writes model_stats.json (parameters and MACs counted from its model.onnx),
-a few kilobytes in all; the checkpoints and the ONNX file stay behind. The page's "reproduce"
-command points at the archived config.yaml.
+into docs/runs/NAME/ and writes model_stats.json (parameters and MACs counted from its model.onnx,
+or model_fp16.onnx where a GPU call returned that alone) and, where the release `fer-run` is built,
+latency.json (`fer-run bench` of the model on this machine's CPU, ONNX Runtime and tract), a few
+kilobytes in all; the checkpoints and the ONNX file stay behind. The page's "reproduce" command
+points at the archived config.yaml. `--latency docs/runs/NAME=MODEL.onnx` measures an archived
+run's latency later from its deployed file (e.g. the shipped copy in models-onnx/).
 
 Replaces only the text between `<!-- results:begin -->` and `<!-- results:end -->` in --out; the
 rest of the page stays hand-written. --check writes nothing and exits 1 if the page would change.
@@ -51,6 +54,17 @@ def noise_label(rate):
 
 ARCHIVED_FILES = ("config.yaml", "summary.json", "metrics.csv")
 MODEL_STATS = "model_stats.json"
+LATENCY = "latency.json"
+FER_RUN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "fer-run")
+
+
+def model_file(d):
+    """The run's deployable graph: model.onnx, else the float16 model_fp16.onnx a GPU call returned
+    when the float32 file did not fit (scripts/device_return.py); None when it has neither."""
+    for f in ("model.onnx", "model_fp16.onnx"):
+        if os.path.isfile(os.path.join(d, f)):
+            return os.path.join(d, f)
+    return None
 
 
 def model_stats(d, s):
@@ -65,18 +79,81 @@ def model_stats(d, s):
             raise RunError(f"{p}: not valid JSON or a bad value ({e!r})") from None
     if s.get("onnx") is None:
         return None, None
-    m = load_onnx(os.path.join(d, "model.onnx"))
+    path = model_file(d) or os.path.join(d, "model.onnx")
+    m = load_onnx(path)
     try:
         macs = onnx_macs(m)
     except Exception as e:
-        warn(f"{os.path.join(d, 'model.onnx')}: FLOPs not counted ({e})")
+        warn(f"{path}: FLOPs not counted ({e})")
         macs = None
     return onnx_params(m), macs
 
 
-def archive(run_dir, archive_dir):
-    """Copies a run's small files into archive_dir/<name>/ with its model stats; returns that path.
-    Checks the run reads cleanly first, so a broken run never enters the archive."""
+def ort_library():
+    """ONNX Runtime's shared library for `fer-run --backend ort`: ORT_DYLIB_PATH, else the one of
+    the onnxruntime package this Python has (the set-up's .venv)."""
+    if os.environ.get("ORT_DYLIB_PATH"):
+        return os.environ["ORT_DYLIB_PATH"]
+    try:
+        import glob, onnxruntime
+        libs = sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so.*")))
+        return libs[-1] if libs else None
+    except ImportError:
+        return None
+
+
+def measure_latency(model, fer_run, rounds=3, iters=300):
+    """Batch-1 inference latency of `model` through `fer-run bench` on this CPU, ONNX Runtime and
+    tract interleaved for `rounds` rounds (this VM drifts over minutes; interleaving keeps the two
+    comparable): each backend's median over rounds of p50 and p95, in ms."""
+    import platform, statistics, subprocess, time
+    env = dict(os.environ)
+    lib = ort_library()
+    if lib:
+        env["ORT_DYLIB_PATH"] = lib
+    got = {"ort": [], "tract": []}
+    for _ in range(rounds):
+        for backend in got:
+            cmd = [fer_run, "bench", "--model", model, "--backend", backend, "--iters", str(iters), "--json"]
+            r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise RunError(f"{model}: `{' '.join(cmd)}` failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
+            got[backend].append(json.loads(r.stdout.strip().splitlines()[-1]))
+    cpu = platform.processor() or "?"
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    out = {"cpu": cpu, "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d", time.gmtime()), "rounds": rounds,
+           "command": f"fer-run bench --model {model} --backend ort|tract --iters {iters} --json"}
+    for backend, rows in got.items():
+        out[backend] = {k: round(statistics.median(r[k] for r in rows), 3) for k in ("p50_ms", "p95_ms")}
+    return out
+
+
+def read_latency(d):
+    """(ort p50, tract p50) in ms from latency.json, or None when the run has none."""
+    p = os.path.join(d, LATENCY)
+    if not os.path.isfile(p):
+        return None
+    try:
+        lat = json.load(open(p))
+        return float(lat["ort"]["p50_ms"]), float(lat["tract"]["p50_ms"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise RunError(f"{p}: not valid JSON or a bad value ({e!r})") from None
+
+
+def write_latency(dest_dir, model, fer_run):
+    lat = measure_latency(model, fer_run)
+    with open(os.path.join(dest_dir, LATENCY), "w") as out:
+        json.dump(lat, out, indent=1)
+    return lat
+
+
+def archive(run_dir, archive_dir, fer_run=None):
+    """Copies a run's small files into archive_dir/<name>/ with its model stats and, given a
+    `fer_run` binary, its CPU latency; returns that path. Checks the run reads cleanly first, so a
+    broken run never enters the archive."""
     run_dir = run_dir.rstrip("/")
     name = os.path.basename(run_dir)
     s, rows, _ = read_summary(run_dir), read_metrics(run_dir), read_config(run_dir)
@@ -91,9 +168,12 @@ def archive(run_dir, archive_dir):
     os.makedirs(stage)
     for f in ARCHIVED_FILES:
         shutil.copyfile(os.path.join(run_dir, f), os.path.join(stage, f))
+    model = model_file(run_dir)
     if params is not None:
         with open(os.path.join(stage, MODEL_STATS), "w") as out:
-            json.dump({"params": params, "macs": macs, "counted_from": os.path.join(run_dir, "model.onnx")}, out, indent=1)
+            json.dump({"params": params, "macs": macs, "counted_from": model}, out, indent=1)
+        if fer_run:
+            write_latency(stage, model, fer_run)
     if os.path.isdir(dest):
         shutil.rmtree(dest)
     os.replace(stage, dest)
@@ -107,6 +187,7 @@ def load_run(runs_dir, name):
     if not rows:
         raise RunError(f"{os.path.join(d, 'metrics.csv')}: no epochs")
     params, macs = model_stats(d, s)
+    lat = read_latency(d)
     device = s.get("device") or cfg_get(cfg, "train.device")
     if device in (None, "auto"):
         device = "?"  # `auto` does not say what it resolved to, and summaries before 2026-12-04 do not record it
@@ -129,6 +210,7 @@ def load_run(runs_dir, name):
         "params": f"{params:,}" if params is not None else "—",
         "macs": si(macs) if macs is not None else ("—" if params is None else "?"),
         "img_s": f"{float(s['train_img_per_s']):.1f}",
+        "latency": f"{lat[0]:.2f} / {lat[1]:.2f}" if lat else "—",
         "device": device,
         "cmd": f"`fer-train fit --config {os.path.join(d, 'config.yaml')} --set name={name}_repro`",
     }
@@ -150,18 +232,22 @@ def generate(runs_dir, exclude):
         L.append("No training runs to report yet (none in this folder outside the exclusions).")
         return "\n".join(L)
     L += ["### Table 1: every run (FER2013 `val`, final epoch unless stated)", "",
-          "| run | method | backbone | input | noise | epochs | val acc. | mean last 5 | best (epoch) | mean class acc. | macro-F1 | params | FLOPs (MACs) | train img/s | device | reproduce |",
-          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+          "| run | method | backbone | input | noise | epochs | val acc. | mean last 5 | best (epoch) | mean class acc. | macro-F1 | params | FLOPs (MACs) | CPU ms ORT / tract | train img/s | device | reproduce |",
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in runs:
         L.append(f"| {r['name']} | {r['method']} | {r['arch']} | {r['size']} | {noise_label(r['noise'])} | {r['epochs']} | "
                  f"{pct(r['acc'])} | {pct(r['last5'])} | {r['best']} | {pct(r['mca'])} | {r['f1']:.4f} | {r['params']} | "
-                 f"{r['macs']} | {r['img_s']} | {r['device']} | {r['cmd']} |")
+                 f"{r['macs']} | {r['latency']} | {r['img_s']} | {r['device']} | {r['cmd']} |")
     L += ["",
           "Params: elements of the float initializers of the run's `model.onnx` (BatchNorm folded into the "
           "convolutions, as deployed). FLOPs: multiply-accumulates (1 MAC counted once, the convention of "
           "the papers' \"FLOPs\") of the Conv, Gemm and MatMul nodes at batch 1, shapes from ONNX shape "
           "inference; bias adds, activations, pooling and element-wise ops are left out. \"—\": the run "
-          "exported no model. Device: where the run trained, as its summary.json records it (runs since "
+          "exported no model (or, for latency, its model was not measured). CPU ms: p50 latency of one face "
+          "(batch 1, inference alone) through `fer-run bench` with ONNX Runtime and with tract, measured when "
+          "the run was archived on the project's 2-core x86-64 box (the run's latency.json names the CPU, the "
+          "date and the command; this VM drifts by tens of percent between days, so compare rows measured the "
+          "same day, or the ratio within a row). Device: where the run trained, as its summary.json records it (runs since "
           "2026-12-04), else `train.device` of its config; `?` where that was `auto`. The `--set name=…_repro` keeps the rerun from colliding "
           "with the existing run directory.", ""]
     L += ["### Table 2: noisy labels (val accuracy of the final epoch, the seeds' format; one table per backbone, input size and epoch budget)", ""]
@@ -200,6 +286,10 @@ def main():
     ap.add_argument("--runs", default="docs/runs", help="folder of archived run directories (default: docs/runs)")
     ap.add_argument("--archive", action="append", default=[], metavar="RUN_DIR",
                     help="copy this finished run (e.g. runs/NAME) into the --runs folder first (repeatable)")
+    ap.add_argument("--latency", action="append", default=[], metavar="ARCHIVED_RUN=MODEL",
+                    help="measure the CPU latency of an archived run from its deployed file (repeatable)")
+    ap.add_argument("--fer-run", default=FER_RUN, help="the fer-run binary timing latency (default: target/release/fer-run; "
+                    "--archive skips latency when it is not built)")
     ap.add_argument("--out", default="docs/RESULTS.md", help="page holding the markers (default: docs/RESULTS.md)")
     ap.add_argument("--check", action="store_true", help="write nothing; exit 1 if the page would change")
     ap.add_argument("--exclude", action="append", metavar="GLOB",
@@ -210,11 +300,27 @@ def main():
     runs_dir = a.runs.rstrip("/") or "/"
     if a.archive and a.check:
         sys.exit("results.py: --check writes nothing, so it cannot take --archive")
+    if a.latency and a.check:
+        sys.exit("results.py: --check writes nothing, so it cannot take --latency")
+    fer_run = a.fer_run if os.path.isfile(a.fer_run) else None
+    if (a.archive or a.latency) and not fer_run:
+        warn(f"{a.fer_run} is not built (cargo build --release -p fer-runtime): no latency measured")
     for r in a.archive:
         try:
-            print(f"archived {r} in {archive(r, runs_dir)}")
+            print(f"archived {r} in {archive(r, runs_dir, fer_run)}")
         except (RunError, OSError) as e:
             sys.exit(f"results.py: cannot archive {r}: {e}")
+    for spec in a.latency:
+        run, sep, model = spec.partition("=")
+        if not sep or not os.path.isdir(run) or not os.path.isfile(model):
+            sys.exit(f"results.py: --latency {spec}: want ARCHIVED_RUN=MODEL.onnx, an existing run folder and file")
+        if not fer_run:
+            sys.exit(f"results.py: --latency needs {a.fer_run}")
+        try:
+            lat = write_latency(run, model, fer_run)
+        except (RunError, OSError) as e:
+            sys.exit(f"results.py: cannot measure {spec}: {e}")
+        print(f"{os.path.join(run, LATENCY)}: ORT p50 {lat['ort']['p50_ms']} ms, tract p50 {lat['tract']['p50_ms']} ms")
     try:
         page = open(a.out).read()
     except OSError as e:

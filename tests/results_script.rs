@@ -121,13 +121,13 @@ fn tables_come_from_the_runs_and_only_the_marked_section_changes() {
     // Table 1: numbers from summary.json, params and MACs counted from the graph by hand (above).
     let cfg = runs.join("r18_ce/config.yaml");
     let row = format!(
-        "| r18_ce | ce | resnet18 | 8 | 0 % | 2 | 61.25 % | 60.00 % | 62.50 % (1) | 50.00 % | 0.4568 | 1,907 | 8.70 k | 123.4 | cpu | \
+        "| r18_ce | ce | resnet18 | 8 | 0 % | 2 | 61.25 % | 60.00 % | 62.50 % (1) | 50.00 % | 0.4568 | 1,907 | 8.70 k | — | 123.4 | cpu | \
          `fer-train fit --config {} --set name=r18_ce_repro` |",
         cfg.display()
     );
     assert!(text.contains(&row), "want row\n{row}\nin\n{text}");
     assert!(text.contains("| r18_rb_n30 | grefel_rb | resnet18 | 8 | 30 % | 1 | 55.00 % |"), "{text}");
-    assert!(text.contains("| 1,907 | 8.70 k | 123.4 | ? |"), "device `auto` is reported as unknown: {text}");
+    assert!(text.contains("| 1,907 | 8.70 k | — | 123.4 | ? |"), "device `auto` is reported as unknown: {text}");
     // Table 2: one table per budget (backbone, input, epochs), method rows in the seeds' order,
     // noise columns 0/10/20/30 %; the 2-epoch CE run and the 1-epoch RB run do not share a table.
     assert!(text.contains("| method | 0 % | 10 % | 20 % | 30 % |"), "{text}");
@@ -179,10 +179,28 @@ fn archived_runs_outlive_their_run_directory() {
     assert!(st.success(), "building the tiny ONNX file");
     let page = dir.join("RESULTS.md");
     std::fs::write(&page, format!("{HEAD}\n{TAIL}")).unwrap();
+    // A stand-in for `fer-run bench --json` whose p50 changes with each call: ORT rounds 1, 3, 5
+    // ms, tract 2, 4, 6 (calls alternate), so the medians over the three rounds are 3 and 4.
+    let fake = dir.join("fake-fer-run");
+    let calls = dir.join("calls");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {calls}\nn=$(wc -l < {calls})\necho \"{{\\\"p50_ms\\\": $n, \\\"p95_ms\\\": $((n * 2))}}\"\n",
+            calls = calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 
-    let (rc, out, err) = results(&py, &archive, &page, &["--archive", run.to_str().unwrap()]);
+    let (rc, out, err) = results(&py, &archive, &page, &["--archive", run.to_str().unwrap(), "--fer-run", fake.to_str().unwrap()]);
     assert_eq!(rc, 0, "{out}{err}");
     let kept = archive.join("r18_eac");
+    let bench_calls = std::fs::read_to_string(&calls).unwrap();
+    assert_eq!(bench_calls.lines().count(), 6, "three rounds of two backends: {bench_calls}");
+    assert!(bench_calls.lines().next().unwrap().contains("--backend ort") && bench_calls.lines().nth(1).unwrap().contains("--backend tract"));
+    let lat: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(kept.join("latency.json")).unwrap()).unwrap();
+    assert_eq!((lat["ort"]["p50_ms"].as_f64(), lat["tract"]["p95_ms"].as_f64()), (Some(3.0), Some(8.0)), "{lat}");
     for f in ["config.yaml", "summary.json", "metrics.csv", "model_stats.json"] {
         assert!(kept.join(f).is_file(), "{f} not archived");
     }
@@ -191,8 +209,14 @@ fn archived_runs_outlive_their_run_directory() {
     assert_eq!((stats["params"].as_u64(), stats["macs"].as_u64()), (Some(1907), Some(8704)), "{stats}");
     // Re-archiving replaces the whole folder: a stray file from before does not survive.
     std::fs::write(kept.join("stale.txt"), "old").unwrap();
-    let (rc, out, err) = results(&py, &archive, &page, &["--archive", run.to_str().unwrap()]);
+    let (rc, out, err) = results(&py, &archive, &page, &["--archive", run.to_str().unwrap(), "--fer-run", "/nonexistent/fer-run"]);
     assert_eq!(rc, 0, "{out}{err}");
+    assert!(err.contains("/nonexistent/fer-run is not built"), "{err}");
+    assert!(!kept.join("latency.json").exists(), "a latency.json from the earlier archive survived");
+    // --latency measures an archived run later, from a deployed copy of its model.
+    let (rc, out, err) = results(&py, &archive, &page, &["--latency", &format!("{}={}", kept.display(), run.join("model.onnx").display()), "--fer-run", fake.to_str().unwrap()]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(kept.join("latency.json").is_file(), "{out}{err}");
     assert!(!kept.join("stale.txt").exists() && kept.join("summary.json").is_file(), "re-archiving left old files");
 
     // The scratch run is gone (a new machine); the page is rebuilt from the archive alone, with the
@@ -203,7 +227,7 @@ fn archived_runs_outlive_their_run_directory() {
     assert_eq!(rc, 0, "{err}");
     let text = std::fs::read_to_string(&page).unwrap();
     let row = format!(
-        "| r18_eac | eac | resnet18 | 8 | 0 % | 3 | 65.00 % | 60.00 % | 62.50 % (1) | 50.00 % | 0.4568 | 1,907 | 8.70 k | 123.4 | cpu | \
+        "| r18_eac | eac | resnet18 | 8 | 0 % | 3 | 65.00 % | 60.00 % | 62.50 % (1) | 50.00 % | 0.4568 | 1,907 | 8.70 k | 9.00 / 10.00 | 123.4 | cpu | \
          `fer-train fit --config {} --set name=r18_eac_repro` |",
         kept.join("config.yaml").display()
     );
@@ -214,7 +238,7 @@ fn archived_runs_outlive_their_run_directory() {
     // A broken run is refused, named, and leaves no half-archived folder.
     let bad = write_run(&dir.join("runs2"), &Run { name: "r18_bad", method: "{ name: ce }", noise: 0.0, device: "cpu", acc: 0.5, epochs: 1 });
     std::fs::write(bad.join("metrics.csv"), "epoch,val_accuracy\n1,not-a-number\n").unwrap();
-    let (rc, _, err) = results(&py, &archive, &page, &["--archive", bad.to_str().unwrap()]);
+    let (rc, _, err) = results(&py, &archive, &page, &["--archive", bad.to_str().unwrap(), "--fer-run", fake.to_str().unwrap()]);
     assert_ne!(rc, 0);
     assert!(err.contains(&format!("cannot archive {}", bad.display())) && err.contains("metrics.csv"), "{err}");
     assert!(!archive.join("r18_bad").exists() && !archive.join("r18_bad.partial").exists(), "a broken run entered the archive");

@@ -3,8 +3,8 @@
 //!
 //!     cargo run --release -p fer-runtime --example tract_profile -- model.onnx [iters]
 //!
-//! Like the runtime it applies tract's `conv_nhwc` transform first; `TRACT_TRANSFORMS=` profiles
-//! the graph without it, `TRACT_TRANSFORMS=a,b` applies other registered transforms instead.
+//! Like the runtime it prepares the graph with `fer_runtime::prepare_tract_graph` (the backend's
+//! depthwise op, tract's `conv_nhwc` transform); `TRACT_TRANSFORMS=` profiles the graph without either, `TRACT_TRANSFORMS=a,b` applies other registered transforms instead.
 //! It runs single-threaded unless `FER_TRACT_THREADS=n` gives it the runtime's intra-op pool
 //! (`fer_runtime::intra_op`), whose split gates `FER_TRACT_PANEL_GATE` / `FER_TRACT_ELEMENT_GATE`
 //! override. `TRACT_PROFILE_NODES=1` lists every node (id, op, output shape)
@@ -39,12 +39,17 @@ fn main() -> TractResult<()> {
         .collect::<Option<_>>()
         .context("input dims other than the batch must be fixed")?;
     let mut model = model.with_input_fact(0, f32::fact(&shape).into())?.into_typed()?;
-    // The runtime's tract backend runs convolutions channel-last; `TRACT_TRANSFORMS=` (empty)
-    // profiles ONNX's own layout, a comma list tries other registered transforms.
-    let names = std::env::var("TRACT_TRANSFORMS").unwrap_or_else(|_| "conv_nhwc".into());
-    for name in names.split(',').filter(|n| !n.is_empty()) {
-        let t = tract_onnx::tract_core::transform::get_transform(name)?.with_context(|| format!("tract has no transform `{name}`"))?;
-        t.transform(&mut model)?;
+    // The runtime's tract backend's graph (its depthwise op, then convolutions channel-last);
+    // `TRACT_TRANSFORMS=` (empty) profiles ONNX's own layout with tract's ops only, a comma list
+    // tries other registered transforms instead.
+    match std::env::var("TRACT_TRANSFORMS") {
+        Err(_) => fer_runtime::prepare_tract_graph(&mut model)?,
+        Ok(names) => {
+            for name in names.split(',').filter(|n| !n.is_empty()) {
+                let t = tract_onnx::tract_core::transform::get_transform(name)?.with_context(|| format!("tract has no transform `{name}`"))?;
+                t.transform(&mut model)?;
+            }
+        }
     }
     let model = model.into_optimized()?;
     let plan = SimplePlan::new(model)?;

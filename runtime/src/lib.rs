@@ -39,7 +39,7 @@ mod postprocess;
 pub mod preprocess;
 pub mod resize;
 
-pub use backend::{ort_available, prefer_tile_use_kernels, Backend, Device, Engine, Outputs};
+pub use backend::{ort_available, prefer_tile_use_kernels, prepare_tract_graph, Backend, Device, Engine, Outputs};
 pub use error::{FerError, Result};
 pub use face::{BBox, Detect, Face, FaceFinder, Faces, HaarCascade, HaarParams};
 pub use inputs::collect_inputs;

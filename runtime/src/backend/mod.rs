@@ -6,8 +6,9 @@
 mod ep;
 #[cfg(feature = "ort")]
 pub(crate) mod ort;
+mod depthwise;
 pub(crate) mod tract;
-pub use tract::prefer_tile_use_kernels;
+pub use tract::{prefer_tile_use_kernels, prepare_tract_graph};
 
 use crate::error::{FerError, Result};
 use crate::metadata::{outputs as names, ModelInfo};

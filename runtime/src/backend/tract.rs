@@ -79,8 +79,19 @@ fn optimise(model: InferenceModel, (c, h, w): (usize, usize, usize)) -> TractRes
         // `--fp16` file then only saves disk and memory on this target.
         FloatPrecisionTranslator::new(f16::datum_type(), f32::datum_type()).transform(&mut typed)?;
     }
-    channels_last(&mut typed)?;
+    prepare_tract_graph(&mut typed)?;
     typed.into_optimized()?.into_runnable()
+}
+
+/// The backend's own graph changes, made before tract optimises a typed model: each float32
+/// depthwise convolution becomes [`super::depthwise::DepthwiseNhwc`] (with its clip fused; off
+/// with `FER_TRACT_DEPTHWISE=0`, to compare with tract's own), then every other convolution runs
+/// channel-last. `examples/tract_profile` calls it too, so it profiles what the backend runs.
+pub fn prepare_tract_graph(typed: &mut TypedModel) -> TractResult<()> {
+    if std::env::var_os("FER_TRACT_DEPTHWISE").is_none_or(|v| v != "0") {
+        super::depthwise::rewrite(typed)?;
+    }
+    channels_last(typed)
 }
 
 /// Runs every convolution channel-last (tract's `conv_nhwc` transform; one layout move stays at
@@ -89,7 +100,7 @@ fn optimise(model: InferenceModel, (c, h, w): (usize, usize, usize)) -> TractRes
 /// 48 px MobileNetV2 this took the depthwise convolutions from 1.46 to 0.22 ms and the whole
 /// single-threaded run from 2.7 to 1.4 ms; ResNet-18 is unchanged (`examples/tract_profile`,
 /// `TRACT_TRANSFORMS=conv_nhwc`, docs/RESULTS.md). A tract without the transform keeps the layout.
-fn channels_last(typed: &mut TypedModel) -> TractResult<()> {
+pub(crate) fn channels_last(typed: &mut TypedModel) -> TractResult<()> {
     match tract_onnx::tract_core::transform::get_transform("conv_nhwc")? {
         Some(transform) => transform.transform(typed),
         None => Ok(()),

@@ -1,7 +1,8 @@
 //! The thread pool tract runs one image on. tract splits its matrix products (above a size gate
-//! set here) across the pool of the [`Executor`] in scope; depthwise convolutions and element-wise
-//! ops, which it could split too, are kept whole (measured below), and the rest of a call runs on
-//! the calling thread. [`IntraOp::run`] keeps the pool's other
+//! set here) across the pool of the [`Executor`] in scope, and so do the backend's own
+//! convolution ops (`backend::tract_ops`, each with its own gate); tract's depthwise convolutions
+//! and element-wise ops, which it could split too, are kept whole (measured below), and the rest of
+//! a call runs on the calling thread. [`IntraOp::run`] keeps the pool's other
 //! workers awake for the whole call, picking up those chunks as they come, because a worker that went to sleep between two operators costs more to
 //! wake on a small virtual machine than a 48 px MobileNetV2 layer takes to run: with plain rayon
 //! wake-ups two threads were slower than one (docs/RESULTS.md). ONNX Runtime's pool spins the

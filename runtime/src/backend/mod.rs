@@ -6,8 +6,8 @@
 mod ep;
 #[cfg(feature = "ort")]
 pub(crate) mod ort;
-mod depthwise;
 pub(crate) mod tract;
+mod tract_ops;
 pub use tract::{prefer_tile_use_kernels, prepare_tract_graph};
 
 use crate::error::{FerError, Result};

@@ -83,14 +83,13 @@ fn optimise(model: InferenceModel, (c, h, w): (usize, usize, usize)) -> TractRes
     typed.into_optimized()?.into_runnable()
 }
 
-/// The backend's own graph changes, made before tract optimises a typed model: each float32
-/// depthwise convolution becomes [`super::depthwise::DepthwiseNhwc`] (with its clip fused; off
-/// with `FER_TRACT_DEPTHWISE=0`, to compare with tract's own), then every other convolution runs
-/// channel-last. `examples/tract_profile` calls it too, so it profiles what the backend runs.
+/// The backend's own graph changes, made before tract optimises a typed model: on x86-64 CPUs
+/// with AVX2 and FMA the float32 convolutions become the backend's own ops (`tract_ops`: with
+/// their bias, residual add and ReLU / ReLU6 fused; `FER_TRACT_OPS=0` keeps tract's, to compare),
+/// then every convolution left runs channel-last. `examples/tract_profile` calls it too, so it
+/// profiles what the backend runs.
 pub fn prepare_tract_graph(typed: &mut TypedModel) -> TractResult<()> {
-    if std::env::var_os("FER_TRACT_DEPTHWISE").is_none_or(|v| v != "0") {
-        super::depthwise::rewrite(typed)?;
-    }
+    super::tract_ops::rewrite(typed)?;
     channels_last(typed)
 }
 

@@ -77,16 +77,8 @@ impl EvalOp for ConvNhwc {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let g = &self.g;
-        let shape = inputs[0].shape();
-        anyhow::ensure!(
-            shape.len() == 4 && shape[1..] == [g.h, g.w, g.cin],
-            "FerConvNhwc expects [N, {}, {}, {}], got {shape:?}",
-            g.h,
-            g.w,
-            g.cin
-        );
-        let n = shape[0];
-        let out_shape = [n, g.oh, g.ow, g.cout];
+        let n = g.batch_of("FerConvNhwc", inputs[0].shape())?;
+        let out_shape = g.output_shape(n);
         anyhow::ensure!(
             inputs.len() == 1 + self.residual as usize,
             "FerConvNhwc: {} inputs",
@@ -133,13 +125,7 @@ impl EvalOp for ConvNhwc {
 
 impl TypedOp for ConvNhwc {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let n = inputs[0].shape[0].clone();
-        Ok(tvec!(f32::fact([
-            n,
-            self.g.oh.to_dim(),
-            self.g.ow.to_dim(),
-            self.g.cout.to_dim()
-        ])))
+        Ok(self.g.output_fact(inputs[0]))
     }
 
     /// Absorbs what follows when this op's output goes nowhere else: `Max` / `Min` by a constant

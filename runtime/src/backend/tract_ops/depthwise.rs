@@ -58,19 +58,10 @@ impl EvalOp for DepthwiseNhwc {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = args_1!(inputs);
-        let shape = x.shape();
-        anyhow::ensure!(
-            shape.len() == 4 && shape[1..] == [self.g.h, self.g.w, self.g.cin],
-            "FerDepthwiseNhwc expects [N, {}, {}, {}], got {shape:?}",
-            self.g.h,
-            self.g.w,
-            self.g.cin
-        );
-        let n = shape[0];
+        let n = self.g.batch_of("FerDepthwiseNhwc", x.shape())?;
         let x = x.try_as_plain_ram()?.as_slice::<f32>()?;
         // SAFETY: `run` writes every output value (each point, each channel) before it is read.
-        let mut out =
-            unsafe { Tensor::uninitialized::<f32>(&[n, self.g.oh, self.g.ow, self.g.cin])? };
+        let mut out = unsafe { Tensor::uninitialized::<f32>(&self.g.output_shape(n))? };
         let mut view = out.try_as_plain_ram_mut()?;
         let out_values = view.as_slice_mut::<f32>()?;
         let (plane_in, plane_out) = (
@@ -90,13 +81,7 @@ impl EvalOp for DepthwiseNhwc {
 
 impl TypedOp for DepthwiseNhwc {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let n = inputs[0].shape[0].clone();
-        Ok(tvec!(f32::fact([
-            n,
-            self.g.oh.to_dim(),
-            self.g.ow.to_dim(),
-            self.g.cin.to_dim()
-        ])))
+        Ok(self.g.output_fact(inputs[0]))
     }
 
     /// Absorbs a following `Max` or `Min` by a constant scalar (ReLU, ReLU6 = Max 0 then Min 6)

@@ -94,6 +94,33 @@ impl Geometry {
         }
     }
 
+    /// The batch size of an input `[N, H, W, Cin]`, or an error naming `op` and the shapes.
+    fn batch_of(&self, op: &str, shape: &[usize]) -> TractResult<usize> {
+        anyhow::ensure!(
+            shape.len() == 4 && shape[1..] == [self.h, self.w, self.cin],
+            "{op} expects [N, {}, {}, {}], got {shape:?}",
+            self.h,
+            self.w,
+            self.cin
+        );
+        Ok(shape[0])
+    }
+
+    /// The output's shape for a batch of `n`.
+    fn output_shape(&self, n: usize) -> [usize; 4] {
+        [n, self.oh, self.ow, self.cout]
+    }
+
+    /// The output fact for the input fact `x`, `[N, OH, OW, Cout]` float32.
+    fn output_fact(&self, x: &TypedFact) -> TVec<TypedFact> {
+        tvec!(f32::fact([
+            x.shape[0].clone(),
+            self.oh.to_dim(),
+            self.ow.to_dim(),
+            self.cout.to_dim()
+        ]))
+    }
+
     /// The kernel rows that output row `oy` reads inside the input, as
     /// `(oy·stride − pad, first kernel row, end kernel row)`.
     fn row_taps(&self, oy: usize) -> (isize, usize, usize) {

@@ -30,15 +30,7 @@ impl EvalOp for MaxPoolNhwc {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let g = &self.g;
         let x = args_1!(inputs);
-        let shape = x.shape();
-        anyhow::ensure!(
-            shape.len() == 4 && shape[1..] == [g.h, g.w, g.cin],
-            "FerMaxPoolNhwc expects [N, {}, {}, {}], got {shape:?}",
-            g.h,
-            g.w,
-            g.cin
-        );
-        let n = shape[0];
+        let n = g.batch_of("FerMaxPoolNhwc", x.shape())?;
         let x = x.try_as_plain_ram()?.as_slice::<f32>()?;
         let mut out = vec![f32::NEG_INFINITY; n * g.oh * g.ow * g.cout];
         let c = g.cin;
@@ -71,13 +63,7 @@ impl EvalOp for MaxPoolNhwc {
 
 impl TypedOp for MaxPoolNhwc {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let n = inputs[0].shape[0].clone();
-        Ok(tvec!(f32::fact([
-            n,
-            self.g.oh.to_dim(),
-            self.g.ow.to_dim(),
-            self.g.cout.to_dim()
-        ])))
+        Ok(self.g.output_fact(inputs[0]))
     }
 
     as_op!();

@@ -23,6 +23,17 @@ const NR: usize = 16;
 /// Set by the tests to check the AVX2 tiles on CPUs that have AVX-512 too (any test running
 /// meanwhile computes the same values in the narrower tiles).
 static AVX2_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether to use the AVX-512 tiles: the CPU has AVX-512F and `FER_TRACT_AVX512=0` (for timing
+/// the AVX2 tiles on such a CPU) is not set.
+#[cfg(target_arch = "x86_64")]
+fn use_avx512() -> bool {
+    static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WANTED.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::env::var_os("FER_TRACT_AVX512").is_none_or(|v| v != "0")
+    }) && !AVX2_ONLY.load(std::sync::atomic::Ordering::Relaxed)
+}
 /// Multiply-adds from which one image's work is split across the intra-op pool's threads.
 const SPLIT_MACS: usize = 100_000;
 
@@ -278,9 +289,7 @@ impl ConvNhwc {
         };
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && !AVX2_ONLY.load(std::sync::atomic::Ordering::Relaxed)
-            {
+            if use_avx512() {
                 return self.image_in_tiles::<8>(shared, Self::tile_avx512::<8>);
             }
             self.image_in_tiles::<6>(shared, Self::tile_avx2)

@@ -289,16 +289,26 @@ fn constant(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Arc<Tens
 /// What `node`'s output goes to when that is one op: its single successor, or, when that is a
 /// move back to channel-first (the op was put between two moves), the move's single successor.
 /// Returns the successor, whether it is behind the move, and the outlet the successor reads.
+/// Nothing is absorbed past an outlet that is also a model output (it must keep its value).
 fn next_op(model: &TypedModel, node: &TypedNode) -> TractResult<Option<(usize, bool, OutletId)>> {
+    let outputs = model.output_outlets()?;
+    let mine = OutletId::new(node.id, 0);
     let Some(next) = model.single_succ(node.id)? else {
         return Ok(None);
     };
+    if outputs.contains(&mine) {
+        return Ok(None);
+    }
     if !is_move_to_nchw(next) {
-        return Ok(Some((next.id, false, OutletId::new(node.id, 0))));
+        return Ok(Some((next.id, false, mine)));
+    }
+    let moved = OutletId::new(next.id, 0);
+    if outputs.contains(&moved) {
+        return Ok(None);
     }
     Ok(model
         .single_succ(next.id)?
-        .map(|after| (after.id, true, OutletId::new(next.id, 0))))
+        .map(|after| (after.id, true, moved)))
 }
 
 fn is_move_to_nchw(node: &TypedNode) -> bool {
@@ -346,7 +356,11 @@ fn absorbed_clip(
     let Some(k) = model.outlet_fact(succ.inputs[1])?.konst.clone() else {
         return Ok(None);
     };
-    if k.len() != 1 || k.datum_type() != f32::datum_type() {
+    // One value, and no broadcast to a larger shape than the op's output.
+    if k.len() != 1
+        || k.datum_type() != f32::datum_type()
+        || model.outlet_fact(OutletId::new(succ.id, 0))?.shape != model.outlet_fact(mine)?.shape
+    {
         return Ok(None);
     }
     let v = k.try_as_plain_ram()?.as_slice::<f32>()?[0];
@@ -429,32 +443,7 @@ mod tests {
             &h,
             &[Dim::batch(), Dim::Fixed(16), Dim::Fixed(6), Dim::Fixed(6)],
         );
-        let meta = fer_export::Metadata {
-            labels: vec!["a".into()],
-            input_size: (11, 11),
-            color: fer_export::ColorMode::Rgb,
-            mean: vec![0.0],
-            std: vec![1.0],
-            method: "ce".into(),
-            backbone: "test".into(),
-            data: "none".into(),
-            val_accuracy: None,
-            extra: vec![],
-        };
-        let proto = g.finish(&meta).unwrap(); // fer_export::pb is tract-onnx's
-        let typed = || {
-            let m = tract_onnx::onnx().model_for_proto_model(&proto).unwrap();
-            m.with_input_fact(0, f32::fact([1, 16, 11, 11]).into())
-                .unwrap()
-                .into_typed()
-                .unwrap()
-        };
-        let mut ours = typed();
-        super::super::tract::prepare_tract_graph(&mut ours).unwrap();
-        let ours = ours.into_optimized().unwrap();
-        let mut theirs = typed();
-        super::super::tract::channels_last(&mut theirs).unwrap();
-        let theirs = theirs.into_optimized().unwrap();
+        let (ours, theirs) = ours_and_tracts(g, [1, 16, 11, 11]);
 
         let names: Vec<String> = ours
             .nodes()
@@ -489,35 +478,118 @@ mod tests {
             "not everything was fused: {names:#?}"
         );
 
-        let input: Tensor =
-            tract_ndarray::Array4::from_shape_vec((1, 16, 11, 11), values(16 * 121, 99))
-                .unwrap()
-                .into();
-        let run = |m: TypedModel| {
-            let out = m
-                .into_runnable()
-                .unwrap()
-                .run(tvec!(input.clone().into()))
-                .unwrap();
-            out[0]
-                .to_plain_array_view::<f32>()
-                .unwrap()
-                .iter()
-                .copied()
-                .collect::<Vec<f32>>()
+        let input = values(16 * 121, 99);
+        let (a, b) = (run(ours, &input), run(theirs, &input));
+        assert_eq!(a[0].len(), 16 * 36);
+        assert_close(&a[0], &b[0], "features");
+    }
+
+    /// A convolution whose output is a model output and also goes through a ReLU to another:
+    /// the ReLU must not be fused into it (the first output would lose its negative values).
+    #[test]
+    fn nothing_is_fused_past_a_model_output() {
+        if !supported() {
+            eprintln!("SKIP: this CPU has no AVX2 + FMA, so the backend keeps tract's ops");
+            return;
+        }
+        let mut g = GraphBuilder::new("two_outputs");
+        let x = g.input(
+            "input",
+            &[Dim::batch(), Dim::Fixed(8), Dim::Fixed(5), Dim::Fixed(5)],
+        );
+        let w = g
+            .initializer("c.w", &[16, 8, 3, 3], &values(16 * 8 * 9, 1))
+            .unwrap();
+        let pre = g.conv(&x, &w, None, [3, 3], [1, 1], [1, 1], 1, "c");
+        let post = g.relu(&pre, "relu");
+        let dims = [Dim::batch(), Dim::Fixed(16), Dim::Fixed(5), Dim::Fixed(5)];
+        g.output("pre", &pre, &dims);
+        g.output("post", &post, &dims);
+        let (ours, theirs) = ours_and_tracts(g, [1, 8, 5, 5]);
+        let fused = ours
+            .nodes()
+            .iter()
+            .filter_map(|n| n.op_as::<ConvNhwc>())
+            .count();
+        assert_eq!(fused, 1, "{ours}");
+        let input = values(8 * 25, 2);
+        let (a, b) = (run(ours, &input), run(theirs, &input));
+        assert!(
+            b[0].iter().any(|&v| v < 0.0),
+            "the test needs negative pre-activations"
+        );
+        assert_close(&a[0], &b[0], "pre");
+        assert_close(&a[1], &b[1], "post");
+    }
+
+    /// `g` (given its outputs) optimised for `input` by the backend's graph preparation, and by
+    /// tract alone (its channel-last transform only).
+    fn ours_and_tracts(g: GraphBuilder, input: [usize; 4]) -> (TypedModel, TypedModel) {
+        let meta = fer_export::Metadata {
+            labels: vec!["a".into()],
+            input_size: (input[2], input[3]),
+            color: fer_export::ColorMode::Rgb,
+            mean: vec![0.0],
+            std: vec![1.0],
+            method: "ce".into(),
+            backbone: "test".into(),
+            data: "none".into(),
+            val_accuracy: None,
+            extra: vec![],
         };
-        let (a, b) = (run(ours), run(theirs));
-        assert_eq!(a.len(), 16 * 36);
-        // Float32 rounding only (fused multiply-adds and another summation order here).
+        let proto = g.finish(&meta).unwrap(); // fer_export::pb is tract-onnx's
+        let typed = || {
+            let m = tract_onnx::onnx().model_for_proto_model(&proto).unwrap();
+            m.with_input_fact(0, f32::fact(input).into())
+                .unwrap()
+                .into_typed()
+                .unwrap()
+        };
+        let mut ours = typed();
+        super::super::tract::prepare_tract_graph(&mut ours).unwrap();
+        let mut theirs = typed();
+        super::super::tract::channels_last(&mut theirs).unwrap();
+        (
+            ours.into_optimized().unwrap(),
+            theirs.into_optimized().unwrap(),
+        )
+    }
+
+    /// Every output of `m` on `input` (its first input's shape), flattened.
+    fn run(m: TypedModel, input: &[f32]) -> Vec<Vec<f32>> {
+        let shape: Vec<usize> = m
+            .input_fact(0)
+            .unwrap()
+            .shape
+            .as_concrete()
+            .unwrap()
+            .to_vec();
+        let x = Tensor::from_shape(&shape, input).unwrap();
+        let out = m.into_runnable().unwrap().run(tvec!(x.into())).unwrap();
+        out.iter()
+            .map(|o| {
+                o.to_plain_array_view::<f32>()
+                    .unwrap()
+                    .iter()
+                    .copied()
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Equal up to float32 rounding (fused multiply-adds and another summation order here), and
+    /// not trivially small.
+    fn assert_close(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}");
         let worst = a
             .iter()
-            .zip(&b)
+            .zip(b)
             .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
             .fold(0f32, f32::max);
         let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
         assert!(
             worst <= 1e-5 && scale > 1.0,
-            "max |ours − tract| / (1 + |tract|) = {worst} (largest value {scale})"
+            "{what}: max |ours − tract| / (1 + |tract|) = {worst} (largest value {scale})"
         );
     }
 }

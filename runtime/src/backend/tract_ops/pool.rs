@@ -55,9 +55,8 @@ impl EvalOp for MaxPoolNhwc {
                 }
             }
         }
-        Ok(tvec!(
-            Tensor::from_shape(&[n, g.oh, g.ow, c], &out)?.into_tvalue()
-        ))
+        let out = tract_ndarray::Array4::from_shape_vec((n, g.oh, g.ow, c), out)?;
+        Ok(tvec!(Tensor::from(out).into_tvalue()))
     }
 }
 

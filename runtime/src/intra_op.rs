@@ -141,8 +141,11 @@ mod tests {
     fn helpers_share_the_work_and_stop() {
         let pool = IntraOp::with_threads(2);
         assert_eq!(pool.threads(), 2);
+        // Other tests' pools share this machine's cores (their helpers spin too), so the second
+        // worker may not be scheduled during a short call: calls of ~1 ms of work, until it
+        // takes a chunk or 2,000 calls went by.
         let mut most_threads = 0;
-        for _ in 0..200 {
+        for _ in 0..2_000 {
             let (sum, threads) = pool.run(|| {
                 let seen = std::sync::Mutex::new(std::collections::HashSet::new());
                 let sum: usize = (0..10_000usize)
@@ -150,13 +153,16 @@ mod tests {
                     .with_min_len(100)
                     .map(|i| {
                         seen.lock().unwrap().insert(rayon::current_thread_index());
-                        i
+                        (0..50).fold(i, |a, _| std::hint::black_box(a))
                     })
                     .sum();
                 (sum, seen.into_inner().unwrap().len())
             });
             assert_eq!(sum, 10_000 * 9_999 / 2);
             most_threads = most_threads.max(threads);
+            if most_threads == 2 {
+                break;
+            }
         }
         assert_eq!(most_threads, 2, "the second worker never took a chunk");
         assert_eq!(IntraOp::single_thread().run(|| 7), 7);

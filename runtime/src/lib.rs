@@ -38,6 +38,8 @@ pub mod output;
 mod postprocess;
 pub mod preprocess;
 pub mod resize;
+#[cfg(test)]
+mod test_rng;
 
 pub use backend::{ort_available, prefer_tile_use_kernels, prepare_tract_graph, Backend, Device, Engine, Outputs};
 pub use error::{FerError, Result};

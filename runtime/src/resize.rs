@@ -185,19 +185,9 @@ mod tests {
     use super::*;
     use image::imageops::{resize, FilterType};
 
-    /// A deterministic pseudo-random byte stream (no rand dependency in the runtime).
+    /// A deterministic pseudo-random byte stream.
     fn noise(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (s >> 56) as u8
-            })
-            .collect()
+        crate::test_rng::lcg(seed).map(|s| (s >> 56) as u8).take(n).collect()
     }
 
     #[test]

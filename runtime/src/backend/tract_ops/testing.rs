@@ -6,17 +6,7 @@ use tract_onnx::prelude::*;
 
 /// Deterministic values in [-1, 1).
 pub(super) fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    crate::test_rng::lcg(seed).map(|s| ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0).take(n).collect()
 }
 
 /// One convolution to check.

@@ -120,14 +120,24 @@ def unpack(a):
     tar = os.path.join(a.dir, "runs.tar.gz")
     if not os.path.isfile(tar):
         sys.exit(f"device_return.py: {tar} is missing: nothing to unpack")
-    with tarfile.open(tar) as t:
-        for m in t.getmembers():  # the archive holds runs/... only; refuse anything that escapes
-            if m.name.startswith("/") or ".." in m.name.split("/") or not (m.isfile() or m.isdir()):
-                sys.exit(f"device_return.py: {tar}: refusing member {m.name!r}")
-        # Python's "data" filter where it has one (3.11.4+): no links out, no special files.
-        t.extractall(a.dest, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    try:
+        with tarfile.open(tar) as t:
+            for m in t.getmembers():  # the archive holds runs/... only; refuse anything that escapes
+                if m.name.startswith("/") or ".." in m.name.split("/") or not (m.isfile() or m.isdir()):
+                    sys.exit(f"device_return.py: {tar}: refusing member {m.name!r}")
+            # Python's "data" filter where it has one (3.11.4+): no links out, no special files.
+            t.extractall(a.dest, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    except (tarfile.TarError, EOFError, OSError) as e:
+        sys.exit(f"device_return.py: {tar}: not a readable tar.gz ({type(e).__name__}: {e}); the call's files may be incomplete")
     manifest_path = os.path.join(a.dest, "runs", MANIFEST)
-    manifest = json.load(open(manifest_path)) if os.path.isfile(manifest_path) else []
+    try:
+        manifest = json.load(open(manifest_path)) if os.path.isfile(manifest_path) else []
+        for e in manifest:
+            e["run"], e["file"], e["size"], e["sha256"], e["parts"]  # every field is there
+    except (ValueError, TypeError, KeyError) as e:
+        sys.exit(f"device_return.py: {manifest_path}: not the manifest `pack` writes ({type(e).__name__}: {e})")
+    if not manifest:
+        print(f"device_return.py: {manifest_path} lists no models (none returned, or a call from before the manifest)", file=sys.stderr)
     bad = 0
     for e in manifest:
         target = os.path.join(a.dest, "runs", e["run"], e["file"])

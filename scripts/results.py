@@ -118,7 +118,12 @@ def measure_latency(model, fer_run, rounds=3, iters=300):
             r = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if r.returncode != 0:
                 raise RunError(f"{model}: `{' '.join(cmd)}` failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
-            got[backend].append(json.loads(r.stdout.strip().splitlines()[-1]))
+            try:
+                row = json.loads(r.stdout.strip().splitlines()[-1])
+                float(row["p50_ms"]), float(row["p95_ms"])
+            except (IndexError, ValueError, TypeError, KeyError) as e:
+                raise RunError(f"{model}: `{' '.join(cmd)}` printed no latency line ({type(e).__name__}: {e})") from None
+            got[backend].append(row)
     cpu = platform.processor() or "?"
     try:
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))

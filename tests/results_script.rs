@@ -213,6 +213,13 @@ fn archived_runs_outlive_their_run_directory() {
     assert_eq!(rc, 0, "{out}{err}");
     assert!(err.contains("/nonexistent/fer-run is not built"), "{err}");
     assert!(!kept.join("latency.json").exists(), "a latency.json from the earlier archive survived");
+    // A fer-run that prints no latency line: the run is named and nothing is written.
+    let mute = dir.join("mute-fer-run");
+    std::fs::write(&mute, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&mute, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let spec = format!("{}={}", kept.display(), run.join("model.onnx").display());
+    let (rc, _, err) = results(&py, &archive, &page, &["--latency", &spec, "--fer-run", mute.to_str().unwrap()]);
+    assert!(rc != 0 && err.contains("printed no latency line") && !kept.join("latency.json").exists(), "{err}");
     // --latency measures an archived run later, from a deployed copy of its model.
     let (rc, out, err) = results(&py, &archive, &page, &["--latency", &format!("{}={}", kept.display(), run.join("model.onnx").display()), "--fer-run", fake.to_str().unwrap()]);
     assert_eq!(rc, 0, "{out}{err}");
@@ -363,4 +370,10 @@ fn device_call_returns_as_many_models_as_fit_and_they_rebuild_exactly() {
     assert!(log.contains("big2: model_fp16.onnx rebuilt from") && log.contains("sha256"), "{log}");
     assert!(log.contains("small: part(s) small.model.onnx missing"), "{log}");
     assert!(again.join("runs/big1/model.onnx").is_file() && !again.join("runs/big2/model_fp16.onnx").exists(), "{log}");
+
+    // A truncated runs.tar.gz (a transfer that broke off): named, nothing unpacked.
+    let tar = std::fs::read(out.join("runs.tar.gz")).unwrap();
+    std::fs::write(out.join("runs.tar.gz"), &tar[..tar.len() / 2]).unwrap();
+    let (ok, log) = unpack(&dir.join("truncated"));
+    assert!(!ok && log.contains("runs.tar.gz: not a readable tar.gz"), "{log}");
 }

@@ -32,8 +32,11 @@ for spec in "$@"; do
   read -r name config rest <<<"$spec"
   sets=(--set "name=$name")
   for kv in $rest; do sets+=(--set "$kv"); done
+  # A run this machine already holds (a second call while it is still warm keeps runs/) goes on
+  # from its last finished epoch instead of stopping at "already holds a run".
+  [ -s "runs/$name/last.safetensors" ] && sets+=(--resume)
   echo "[gpu_runs] $name: fer-train fit --config $config ${sets[*]}" >&2
-  timeout --signal=INT "$deadline" fer-train fit --config "$config" "${sets[@]}" >"runs/$name.log" 2>&1 &
+  timeout --signal=INT "$deadline" fer-train fit --config "$config" "${sets[@]}" >>"runs/$name.log" 2>&1 &
   pids+=($!); names+=("$name")
 done
 status=0
@@ -65,6 +68,7 @@ done
 # float32 does not fit), with a manifest that runs.tar.gz carries (scripts/device_return.py).
 python3 scripts/device_return.py pack "${OUT:-.}" "${names[@]}" || echo "[gpu_runs] returning the models failed" >&2
 files=(runs/gpu_util.csv runs/returned_models.json)
+for f in runs/session/*; do [ -f "$f" ] && files+=("$f"); done # gpu_session.sh's logs and timings
 for n in "${names[@]}"; do
   files+=("runs/$n.log")
   for f in summary.json metrics.csv config.yaml state.json curves.png confusion.png; do

@@ -7,8 +7,8 @@
 #      that step 2 found faster for fer-train on its architecture (float32 as the recipes say)
 # After scripts/device_pack.sh here, one device call with carry [".device-carry"]:
 #   bash bench/gpu_session.sh 560 "fer2013_mbv2_eac configs/fer2013_mbv2_eac.yaml" ...
-# Back in $OUT: doctor.log, speed.log, speed.json, runs.tar.gz and the returned <name>.onnx files
-# (docs/gpu-runs.md says what to do with them).
+# Back in $OUT: runs.tar.gz (with runs/session/: doctor.log, speed.json, speed.log or layout.jsonl)
+# and the returned <name>.onnx parts (docs/gpu-runs.md says what to do with them).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 budget=${1:?usage: gpu_session.sh <seconds for the whole call> "<name> <config> [key=value ...]" ...}
@@ -22,9 +22,30 @@ bash scripts/device_run.sh fer-train doctor 2>&1 | tee "$out/doctor.log" || {
 }
 
 # SPEED_ARCHS=resnet18 narrows fer-train's side of step 2 (torchvision names, comma-separated; the
-# peer's script times all three regardless, ~2 minutes on the first call); none skips step 2.
+# peer's script times all three regardless, ~2 minutes on the first call); none skips step 2;
+# layout skips the peer and times only fer-train's own EAC step, NCHW then channels-last, at each
+# fit's architecture, input size and batch (~15 s a pair), to choose the fits' layout from.
 archs=${SPEED_ARCHS:-mobilenet_v2,resnet18,resnet50}
-if [ "$archs" != none ]; then
+if [ "$archs" = layout ]; then
+  : >"$out/layout.jsonl"
+  for spec in "$@"; do
+    read -r _ config _ <<<"$spec"
+    read -r arch size batch < <(python3 - "$config" <<'PY'
+import re, sys
+y = open(sys.argv[1]).read()
+print(*(re.search(rf"^\s*{k}:\s*(\S+)", y, re.M).group(1) for k in ("arch", "input_size", "batch_size")))
+PY
+)
+    [[ " ${timed:-} " == *" $arch/$size/$batch "* ]] && continue
+    timed="${timed:-} $arch/$size/$batch"
+    for cl in "" --channels-last; do
+      timeout 120 bash scripts/device_run.sh fer-train bench --arch "$arch" --method eac --size "$size" \
+        --batch "$batch" --iters 40 --device cuda --json $cl >>"$out/layout.jsonl" 2>>"$out/layout.log" ||
+        echo "[gpu_session] fer-train bench --arch $arch --size $size $cl failed (see layout.log)" >&2
+    done
+  done
+  cat "$out/layout.jsonl" >&2
+elif [ "$archs" != none ]; then
   timeout 200 bash scripts/device_run.sh python3 bench/train_vs_pytorch.py step --archs "$archs" \
     --peer .device-carry/peer/peer_bench.py --fer-train fer-train --out "$out/speed.json" 2>&1 | tee "$out/speed.log" ||
     echo "[gpu_session] the speed comparison did not finish; the fits run in the recipes' layout" >&2
@@ -32,9 +53,18 @@ fi
 
 # fer-train's faster float32 layout per architecture, from the step just timed (none: keep the config's).
 layout_for() {  # layout_for <config> -> "train.channels_last=true|false" or nothing
-  python3 - "$1" "$out/speed.json" <<'PY' 2>/dev/null || true
-import json, re, sys
-arch = re.search(r"^\s*arch:\s*(\S+)", open(sys.argv[1]).read(), re.M).group(1)
+  python3 - "$1" "$out/speed.json" "$out/layout.jsonl" <<'PY' 2>/dev/null || true
+import json, os, re, sys
+y = open(sys.argv[1]).read()
+arch, size, batch = (re.search(rf"^\s*{k}:\s*(\S+)", y, re.M).group(1) for k in ("arch", "input_size", "batch_size"))
+if os.path.exists(sys.argv[3]):  # SPEED_ARCHS=layout: a channels-last step that failed has no row
+    rows = [json.loads(l) for l in open(sys.argv[3]) if l.startswith("{")]
+    names = {"mbv2": "mobilenet_v2"}  # config name -> the name `fer-train bench` prints
+    speed = {r["channels_last"]: r["img_per_s"] for r in rows
+             if (r["arch"], r["size"], r["batch"]) == (names.get(arch, arch), int(size), int(batch))}
+    if True in speed or False in speed:
+        print(f"train.channels_last={'true' if speed.get(True, 0) > speed.get(False, 0) else 'false'}")
+    sys.exit()
 names = {"mbv2": "mobilenet_v2", "resnet18": "resnet18", "resnet50": "resnet50"}
 for row in json.load(open(sys.argv[2])):
     if row["arch"] == names.get(arch):
@@ -47,6 +77,14 @@ specs=()
 for spec in "$@"; do
   read -r name config rest <<<"$spec"
   specs+=("$name $config $(layout_for "$config") ${rest:-}")
+done
+
+# A call returns at most 8 files: the logs and timings go back inside runs.tar.gz (gpu_runs.sh packs
+# runs/session/), leaving the slots to the models. Until the fits start they stay in $OUT, so a
+# call that stops before them still returns them.
+mkdir -p runs/session
+for f in doctor.log speed.log speed.json layout.jsonl layout.log; do
+  [ -f "$out/$f" ] && mv "$out/$f" runs/session/
 done
 
 left=$((budget - SECONDS - 45)) # 45 s: exporting runs cut at the deadline, packing the results

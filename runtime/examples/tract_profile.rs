@@ -11,8 +11,8 @@
 //! instead of totals per operator kind, `TRACT_PROFILE_NODES=info` adds what tract says of each node
 //! (for a matrix product: m, k, n and the kernel picked).
 //!
-//! It profiles the file's graph as stored: a float16 file is profiled in float16, whereas the
-//! runtime's tract backend upcasts it to float32 on targets without native half precision.
+//! A float16 file is profiled as the runtime runs it: upcast to float32 on targets without native
+//! half precision (part of `prepare_tract_graph`).
 
 use anyhow::Context;
 use std::collections::HashMap;

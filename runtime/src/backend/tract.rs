@@ -73,12 +73,6 @@ impl TractEngine {
 
 fn optimise(model: InferenceModel, (c, h, w): (usize, usize, usize)) -> TractResult<Arc<TypedRunnableModel>> {
     let mut typed = model.with_input_fact(0, f32::fact([1, c, h, w]).into())?.into_typed()?;
-    if !NATIVE_F16 {
-        // Without half-precision arithmetic in hardware tract emulates float16, which is both
-        // slower and less exact than computing in float32 on the upcast float16 weights; an
-        // `--fp16` file then only saves disk and memory on this target.
-        FloatPrecisionTranslator::new(f16::datum_type(), f32::datum_type()).transform(&mut typed)?;
-    }
     prepare_tract_graph(&mut typed)?;
     typed.into_optimized()?.into_runnable()
 }
@@ -86,9 +80,21 @@ fn optimise(model: InferenceModel, (c, h, w): (usize, usize, usize)) -> TractRes
 /// The backend's own graph changes, made before tract optimises a typed model: on x86-64 CPUs
 /// with AVX2 and FMA the float32 convolutions become the backend's own ops (`tract_ops`: with
 /// their bias, residual add and ReLU / ReLU6 fused; `FER_TRACT_OPS=0` keeps tract's, to compare),
-/// then every convolution left runs channel-last. `examples/tract_profile` calls it too, so it
-/// profiles what the backend runs.
+/// then every convolution left runs channel-last. A float16 graph (`fer-train export --fp16`) is
+/// first upcast to float32 where the CPU has no half-precision arithmetic. `examples/tract_profile`
+/// calls it too, so it profiles what the backend runs.
 pub fn prepare_tract_graph(typed: &mut TypedModel) -> TractResult<()> {
+    if !NATIVE_F16 {
+        // Without half-precision arithmetic in hardware tract emulates float16, which is both
+        // slower and less exact than computing in float32 on the upcast float16 weights; an
+        // `--fp16` file then only saves disk and memory on this target.
+        FloatPrecisionTranslator::new(f16::datum_type(), f32::datum_type()).transform(typed)?;
+        // The translator leaves each weight as a float16 constant behind a Cast: folded here, the
+        // weights are float32 constants again, which the backend's convolutions need (unfolded,
+        // tract cast and re-packed every weight on every call: ResNet-18 at 112 px took 33.6 ms
+        // instead of ~9, `examples/tract_profile`).
+        typed.prop_consts()?;
+    }
     super::tract_ops::rewrite(typed)?;
     channels_last(typed)
 }

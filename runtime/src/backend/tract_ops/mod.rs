@@ -522,12 +522,81 @@ mod tests {
         assert_close(&a[1], &b[1], "post");
     }
 
-    /// `g` (given its outputs) optimised for `input` by the backend's graph preparation, and by
-    /// tract alone (its channel-last transform only).
-    fn ours_and_tracts(g: GraphBuilder, input: [usize; 4]) -> (TypedModel, TypedModel) {
-        let meta = fer_export::Metadata {
+    /// A float16 file (`fer-train export --fp16`) on a CPU without half-precision arithmetic: its
+    /// weights are upcast and folded into float32 constants, so its convolutions become the
+    /// backend's ops too (unfolded, tract re-cast and re-packed every weight on every call, 3.7x
+    /// slower on ResNet-18), and it computes what the float32 graph computes, up to the rounding
+    /// of its weights to float16.
+    #[test]
+    fn a_float16_file_runs_the_backend_ops_in_float32() {
+        if !supported() || cfg!(target_arch = "aarch64") {
+            eprintln!("SKIP: no AVX2 + FMA (or native float16): the backend keeps tract's ops");
+            return;
+        }
+        let mut g = GraphBuilder::new("half");
+        let x = g.input(
+            "input",
+            &[Dim::batch(), Dim::Fixed(8), Dim::Fixed(5), Dim::Fixed(5)],
+        );
+        let w = g
+            .initializer("c.w", &[16, 8, 3, 3], &values(16 * 8 * 9, 3))
+            .unwrap();
+        let b = g.initializer("c.b", &[16], &values(16, 4)).unwrap();
+        let y = g.conv(&x, &w, Some(&b), [3, 3], [1, 1], [1, 1], 1, "c");
+        let y = g.relu(&y, "relu");
+        g.output(
+            "y",
+            &y,
+            &[Dim::batch(), Dim::Fixed(16), Dim::Fixed(5), Dim::Fixed(5)],
+        );
+        let proto32 = g.finish(&test_metadata([5, 5])).unwrap();
+        let proto16 = fer_export::fp16::to_fp16(proto32.clone()).unwrap();
+        let prepared = |proto: &tract_onnx::pb::ModelProto| {
+            let m = tract_onnx::onnx().model_for_proto_model(proto).unwrap();
+            let mut t = m
+                .with_input_fact(0, f32::fact([1, 8, 5, 5]).into())
+                .unwrap()
+                .into_typed()
+                .unwrap();
+            super::super::tract::prepare_tract_graph(&mut t).unwrap();
+            t.into_optimized().unwrap()
+        };
+        let half = prepared(&proto16);
+        let ours = half
+            .nodes()
+            .iter()
+            .filter(|n| n.op_is::<ConvNhwc>())
+            .count();
+        assert_eq!(
+            ours, 1,
+            "the float16 file's convolution is not the backend's:\n{half}"
+        );
+        assert!(
+            half.nodes().iter().all(|n| n
+                .outputs
+                .iter()
+                .all(|o| o.fact.datum_type != f16::datum_type())),
+            "float16 values left in the plan:\n{half}"
+        );
+        let input = values(8 * 25, 5);
+        let (a, b) = (run(half, &input), run(prepared(&proto32), &input));
+        let worst = a[0]
+            .iter()
+            .zip(&b[0])
+            .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+            .fold(0f32, f32::max);
+        let scale = b[0].iter().fold(0f32, |m, v| m.max(v.abs()));
+        // 72 products of weights rounded to 11 significant bits: a few 1e-3 at most.
+        assert!(
+            worst <= 5e-3 && worst > 0.0 && scale > 1.0,
+            "float16 vs float32 file: {worst} (largest {scale})"
+        );
+    }
+
+    fn test_metadata(input_size: [usize; 2]) -> fer_export::Metadata {
+        fer_export::Metadata {
             labels: vec!["a".into()],
-            input_size: (input[2], input[3]),
+            input_size: (input_size[0], input_size[1]),
             color: fer_export::ColorMode::Rgb,
             mean: vec![0.0],
             std: vec![1.0],
@@ -536,8 +605,13 @@ mod tests {
             data: "none".into(),
             val_accuracy: None,
             extra: vec![],
-        };
-        let proto = g.finish(&meta).unwrap(); // fer_export::pb is tract-onnx's
+        }
+    }
+
+    /// `g` (given its outputs) optimised for `input` by the backend's graph preparation, and by
+    /// tract alone (its channel-last transform only).
+    fn ours_and_tracts(g: GraphBuilder, input: [usize; 4]) -> (TypedModel, TypedModel) {
+        let proto = g.finish(&test_metadata([input[2], input[3]])).unwrap(); // fer_export::pb is tract-onnx's
         let typed = || {
             let m = tract_onnx::onnx().model_for_proto_model(&proto).unwrap();
             m.with_input_fact(0, f32::fact(input).into())

@@ -6,7 +6,10 @@ use tract_onnx::prelude::*;
 
 /// Deterministic values in [-1, 1).
 pub(super) fn values(n: usize, seed: u64) -> Vec<f32> {
-    crate::test_rng::lcg(seed).map(|s| ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0).take(n).collect()
+    crate::test_rng::lcg(seed)
+        .map(|s| ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0)
+        .take(n)
+        .collect()
 }
 
 /// One convolution to check.

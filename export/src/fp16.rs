@@ -123,3 +123,35 @@ pub fn to_fp16(mut model: ModelProto) -> Result<ModelProto> {
     graph.node = nodes;
     Ok(model)
 }
+
+/// The inverse of [`to_fp16`] for a file it wrote: float16 weights become float32 again (with the
+/// float16 rounding they were stored with) and its Casts become Identity, which every runtime
+/// removes. For rewriting a float16 file whose float32 original is gone (a model that came back
+/// from the GPU machine in float16), e.g. before [`crate::int8::quantize_weights`].
+pub fn to_fp32(mut model: ModelProto) -> Result<ModelProto> {
+    let graph = model.graph.as_mut().ok_or_else(|| ExportError::Invalid("model has no graph".into()))?;
+    for t in graph.initializer.iter_mut().filter(|t| t.data_type == DataType::Float16 as i32) {
+        let halves: Vec<f32> = if t.raw_data.is_empty() {
+            // int32_data holds float16 bit patterns when raw_data is not used
+            t.int32_data.iter().map(|&b| half::f16::from_bits(b as u16).to_f32()).collect()
+        } else {
+            t.raw_data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+        };
+        t.data_type = DataType::Float as i32;
+        t.int32_data.clear();
+        t.raw_data = halves.iter().flat_map(|v| v.to_le_bytes()).collect();
+    }
+    for n in graph.node.iter_mut().filter(|n| n.op_type == "Cast") {
+        n.op_type = "Identity".into();
+        n.attribute.clear();
+    }
+    let values = graph.input.iter_mut().chain(graph.output.iter_mut()).chain(graph.value_info.iter_mut());
+    for v in values {
+        if let Some(crate::pb::type_proto::Value::TensorType(t)) = v.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+            if t.elem_type == DataType::Float16 as i32 {
+                t.elem_type = DataType::Float as i32;
+            }
+        }
+    }
+    Ok(model)
+}

@@ -21,6 +21,7 @@ mod graph;
 mod metadata;
 pub mod check;
 pub mod fp16;
+pub mod int8;
 
 pub use error::{ExportError, Result};
 pub use graph::{flush_subnormal, flush_subnormals, initializer_f32, Attr, Dim, GraphBuilder, IR_VERSION, OPSET};

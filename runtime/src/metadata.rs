@@ -131,6 +131,9 @@ pub struct ModelInfo {
     pub notices: Vec<String>,
     /// float32 weights that are subnormal (slow on Intel CPUs; a notice says how to zero them).
     pub subnormal_weights: usize,
+    /// Weights stored as int8 behind a `DequantizeLinear` of initializers (`fer_export::int8`):
+    /// the backends fold them into float32 constants at load.
+    pub int8_weights: usize,
 }
 
 impl ModelInfo {
@@ -281,6 +284,7 @@ impl ModelInfo {
             producer,
             notices,
             subnormal_weights: subnormal,
+            int8_weights: int8_weights(graph),
         })
     }
 }
@@ -322,6 +326,19 @@ fn tensor_info(v: &pb::ValueInfoProto) -> TensorInfo {
         dtype,
         shape,
     }
+}
+
+/// How many `DequantizeLinear` nodes read only initializers: weights stored as int8, not
+/// quantized activations.
+fn int8_weights(graph: &pb::GraphProto) -> usize {
+    let initializers: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "DequantizeLinear")
+        .filter(|n| n.input.iter().all(|i| initializers.contains(i.as_str())))
+        .count()
 }
 
 /// How many of the graph's float32 initializer values are subnormal, and how many there are.

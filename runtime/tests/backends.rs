@@ -97,6 +97,56 @@ fn ort_and_tract_agree_for_batch_1_and_8() {
     }
 }
 
+/// A file whose weights are int8 behind DequantizeLinear (`fer_export::int8`): the model says so,
+/// both backends fold them into the same float32 weights (they agree as on float32 files), and
+/// the answers stay within int8 rounding of the float32 original's.
+#[test]
+fn int8_weight_files_agree_across_backends_and_with_their_float32_original() {
+    if !ort_ready("int8_weight_files_agree_across_backends_and_with_their_float32_original") {
+        return;
+    }
+    let dir = tmpdir("int8");
+    let spec = ConvSpec {
+        channels: 3,
+        color: ColorMode::Rgb,
+        size: (20, 16),
+        cam: true,
+        confidence: false,
+        seed: 21,
+    };
+    let original = save(&conv_model(&spec), &dir.join("f32.onnx"));
+    let (q, report) = fer_export::int8::quantize_weights(conv_model(&spec), 1).unwrap();
+    assert_eq!(report.tensors, 3, "{report:?}: the conv, the classifier and the CAM's 1x1 conv");
+    let path = save(&q, &dir.join("int8.onnx"));
+    let cpu = Backend::Ort {
+        device: Device::Cpu,
+    };
+    let ort = Model::load(&path, cpu).unwrap();
+    let tract = Model::load(&path, Backend::Tract).unwrap();
+    assert_eq!(ort.info().int8_weights, 3);
+    let reference = Model::load(&original, cpu).unwrap();
+    assert_eq!(reference.info().int8_weights, 0);
+    let x = random_batch(4, 3, 20, 16, 5);
+    let (a, b, r) = (
+        ort.predict_tensor(x.view()).unwrap(),
+        tract.predict_tensor(x.view()).unwrap(),
+        reference.predict_tensor(x.view()).unwrap(),
+    );
+    assert_close(a.logits.view(), b.logits.view(), 1e-4, "int8 file: ORT vs tract logits");
+    assert_close(a.cam.as_ref().unwrap().view(), b.cam.as_ref().unwrap().view(), 1e-4, "cam");
+    let scale = r.logits.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = a
+        .logits
+        .iter()
+        .zip(r.logits.iter())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        scale > 1.0 && worst > 0.0 && worst <= 0.02 * scale,
+        "int8 vs float32 logits: {worst} (largest {scale})"
+    );
+}
+
 /// softmax(W · ((v / 255 − mean) / std) + b) for a solid-colour image, by hand.
 fn hand_probs(x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
     let k = b.len();

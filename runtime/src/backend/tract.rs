@@ -81,7 +81,8 @@ fn optimise(model: InferenceModel, (c, h, w): (usize, usize, usize)) -> TractRes
 /// with AVX2 and FMA the float32 convolutions become the backend's own ops (`tract_ops`: with
 /// their bias, residual add and ReLU / ReLU6 fused; `FER_TRACT_OPS=0` keeps tract's, to compare),
 /// then every convolution left runs channel-last. A float16 graph (`fer-train export --fp16`) is
-/// first upcast to float32 where the CPU has no half-precision arithmetic. `examples/tract_profile`
+/// first upcast to float32 where the CPU has no half-precision arithmetic, and weights stored as
+/// float16 or int8 are folded into float32 constants. `examples/tract_profile`
 /// calls it too, so it profiles what the backend runs.
 pub fn prepare_tract_graph(typed: &mut TypedModel) -> TractResult<()> {
     if !NATIVE_F16 {
@@ -89,12 +90,12 @@ pub fn prepare_tract_graph(typed: &mut TypedModel) -> TractResult<()> {
         // slower and less exact than computing in float32 on the upcast float16 weights; an
         // `--fp16` file then only saves disk and memory on this target.
         FloatPrecisionTranslator::new(f16::datum_type(), f32::datum_type()).transform(typed)?;
-        // The translator leaves each weight as a float16 constant behind a Cast: folded here, the
-        // weights are float32 constants again, which the backend's convolutions need (unfolded,
-        // tract cast and re-packed every weight on every call: ResNet-18 at 112 px took 33.6 ms
-        // instead of ~9, `examples/tract_profile`).
-        typed.prop_consts()?;
     }
+    // Weights computed from constants (float16 ones behind the upcast's Casts, int8 ones behind a
+    // DequantizeLinear) become float32 constants, which the backend's convolutions need: unfolded,
+    // tract converted and re-packed every weight on every call (a float16 ResNet-18 at 112 px took
+    // 33.6 ms instead of 14.5, single-threaded, `examples/tract_profile`).
+    typed.prop_consts()?;
     super::tract_ops::rewrite(typed)?;
     channels_last(typed)
 }

@@ -522,18 +522,18 @@ mod tests {
         assert_close(&a[1], &b[1], "post");
     }
 
-    /// A float16 file (`fer-train export --fp16`) on a CPU without half-precision arithmetic: its
-    /// weights are upcast and folded into float32 constants, so its convolutions become the
-    /// backend's ops too (unfolded, tract re-cast and re-packed every weight on every call, 3.7x
-    /// slower on ResNet-18), and it computes what the float32 graph computes, up to the rounding
-    /// of its weights to float16.
+    /// A float16 file (`fer-train export --fp16`, upcast on a CPU without half-precision
+    /// arithmetic) and an int8-weight one (`fer_export::int8`): their weights are folded into
+    /// float32 constants, so their convolutions become the backend's ops too (unfolded, tract
+    /// converted and re-packed every weight on every call, 2.3x slower on ResNet-18), and each
+    /// computes what the float32 graph computes up to the rounding of its stored weights.
     #[test]
-    fn a_float16_file_runs_the_backend_ops_in_float32() {
+    fn float16_and_int8_files_run_the_backend_ops_in_float32() {
         if !supported() || cfg!(target_arch = "aarch64") {
             eprintln!("SKIP: no AVX2 + FMA (or native float16): the backend keeps tract's ops");
             return;
         }
-        let mut g = GraphBuilder::new("half");
+        let mut g = GraphBuilder::new("stored");
         let x = g.input(
             "input",
             &[Dim::batch(), Dim::Fixed(8), Dim::Fixed(5), Dim::Fixed(5)],
@@ -550,7 +550,6 @@ mod tests {
             &[Dim::batch(), Dim::Fixed(16), Dim::Fixed(5), Dim::Fixed(5)],
         );
         let proto32 = g.finish(&test_metadata([5, 5])).unwrap();
-        let proto16 = fer_export::fp16::to_fp16(proto32.clone()).unwrap();
         let prepared = |proto: &tract_onnx::pb::ModelProto| {
             let m = tract_onnx::onnx().model_for_proto_model(proto).unwrap();
             let mut t = m
@@ -561,36 +560,45 @@ mod tests {
             super::super::tract::prepare_tract_graph(&mut t).unwrap();
             t.into_optimized().unwrap()
         };
-        let half = prepared(&proto16);
-        let ours = half
-            .nodes()
-            .iter()
-            .filter(|n| n.op_is::<ConvNhwc>())
-            .count();
-        assert_eq!(
-            ours, 1,
-            "the float16 file's convolution is not the backend's:\n{half}"
-        );
-        assert!(
-            half.nodes().iter().all(|n| n
-                .outputs
-                .iter()
-                .all(|o| o.fact.datum_type != f16::datum_type())),
-            "float16 values left in the plan:\n{half}"
-        );
         let input = values(8 * 25, 5);
-        let (a, b) = (run(half, &input), run(prepared(&proto32), &input));
-        let worst = a[0]
-            .iter()
-            .zip(&b[0])
-            .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
-            .fold(0f32, f32::max);
-        let scale = b[0].iter().fold(0f32, |m, v| m.max(v.abs()));
-        // 72 products of weights rounded to 11 significant bits: a few 1e-3 at most.
-        assert!(
-            worst <= 5e-3 && worst > 0.0 && scale > 1.0,
-            "float16 vs float32 file: {worst} (largest {scale})"
-        );
+        let want = run(prepared(&proto32), &input);
+        let (int8, _) = fer_export::int8::quantize_weights(proto32.clone(), 1).unwrap();
+        // 72 products of weights rounded to 11 significant bits (float16) or to 1/254 of their
+        // channel's largest (int8): bounds well above each rounding, far below a wrong weight.
+        let forms = [
+            ("float16", fer_export::fp16::to_fp16(proto32).unwrap(), 5e-3),
+            ("int8", int8, 5e-2),
+        ];
+        for (form, proto, bound) in forms {
+            let plan = prepared(&proto);
+            let ours = plan
+                .nodes()
+                .iter()
+                .filter(|n| n.op_is::<ConvNhwc>())
+                .count();
+            assert_eq!(
+                ours, 1,
+                "the {form} file's convolution is not the backend's:\n{plan}"
+            );
+            assert!(
+                plan.nodes().iter().all(|n| n
+                    .outputs
+                    .iter()
+                    .all(|o| o.fact.datum_type == f32::datum_type())),
+                "{form}: values other than float32 left in the plan:\n{plan}"
+            );
+            let got = run(plan, &input);
+            let worst = got[0]
+                .iter()
+                .zip(&want[0])
+                .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+                .fold(0f32, f32::max);
+            let scale = want[0].iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert!(
+                worst <= bound && worst > 0.0 && scale > 1.0,
+                "{form} vs float32 file: {worst} (largest {scale})"
+            );
+        }
     }
 
     fn test_metadata(input_size: [usize; 2]) -> fer_export::Metadata {

@@ -187,6 +187,21 @@ mod tests {
     use super::*;
     use crate::{Dim, GraphBuilder};
 
+    fn meta(labels: &[&str]) -> crate::Metadata {
+        crate::Metadata {
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+            input_size: (6, 6),
+            color: crate::ColorMode::Rgb,
+            mean: vec![0.0],
+            std: vec![1.0],
+            method: "ce".into(),
+            backbone: "test".into(),
+            data: "none".into(),
+            val_accuracy: None,
+            extra: vec![],
+        }
+    }
+
     fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
         (0..n)
@@ -224,19 +239,7 @@ mod tests {
         let small = g.initializer("s.w", &[40, 2], &values(80, 4)).unwrap();
         let o = g.op("Gemm", &[&z, &small], &[], "out");
         g.output("logits", &o, &[Dim::batch(), Dim::Fixed(2)]);
-        let meta = crate::Metadata {
-            labels: vec!["a".into(), "b".into()],
-            input_size: (6, 6),
-            color: crate::ColorMode::Rgb,
-            mean: vec![0.0],
-            std: vec![1.0],
-            method: "ce".into(),
-            backbone: "test".into(),
-            data: "none".into(),
-            val_accuracy: None,
-            extra: vec![],
-        };
-        let f32_model = g.finish(&meta).unwrap();
+        let f32_model = g.finish(&meta(&["a", "b"])).unwrap();
         let (q, report) = quantize_weights(f32_model.clone(), MIN_ELEMENTS).unwrap();
         assert_eq!(
             (report.tensors, report.elements),
@@ -336,19 +339,7 @@ mod tests {
             &y,
             &[Dim::batch(), Dim::Fixed(8), Dim::Fixed(6), Dim::Fixed(6)],
         );
-        let meta = crate::Metadata {
-            labels: vec!["a".into()],
-            input_size: (6, 6),
-            color: crate::ColorMode::Rgb,
-            mean: vec![0.0],
-            std: vec![1.0],
-            method: "ce".into(),
-            backbone: "test".into(),
-            data: "none".into(),
-            val_accuracy: None,
-            extra: vec![],
-        };
-        let half = crate::fp16::to_fp16(g.finish(&meta).unwrap()).unwrap();
+        let half = crate::fp16::to_fp16(g.finish(&meta(&["a"])).unwrap()).unwrap();
         let back = crate::fp16::to_fp32(half).unwrap();
         let graph = back.graph.as_ref().unwrap();
         assert!(graph.node.iter().all(|n| n.op_type != "Cast"));

@@ -91,13 +91,47 @@ pub fn prepare_tract_graph(typed: &mut TypedModel) -> TractResult<()> {
         // `--fp16` file then only saves disk and memory on this target.
         FloatPrecisionTranslator::new(f16::datum_type(), f32::datum_type()).transform(typed)?;
     }
-    // Weights computed from constants (float16 ones behind the upcast's Casts, int8 ones behind a
-    // DequantizeLinear) become float32 constants, which the backend's convolutions need: unfolded,
-    // tract converted and re-packed every weight on every call (a float16 ResNet-18 at 112 px took
-    // 33.6 ms instead of 14.5, single-threaded, `examples/tract_profile`).
-    typed.prop_consts()?;
+    fold_constants(typed)?;
     super::tract_ops::rewrite(typed)?;
     channels_last(typed)
+}
+
+/// Replaces every node computed from constants alone with the constant it computes: weights
+/// stored as float16 (behind the upcast's Casts) or int8 (behind a DequantizeLinear) become
+/// float32 constants, which the backend's convolutions need. Unfolded, tract converted and
+/// re-packed every such weight on every call (a float16 ResNet-18 at 112 px took 33.6 ms instead
+/// of 14.5 single-threaded, its int8 twin 16.7 instead of 7.8 with two threads). tract's own
+/// constant propagation is not enough: it will not fold a result larger than both its inputs and
+/// 4 MiB, and a dequantized ResNet-18 weight of 2.4 M values is 9.4 MB.
+fn fold_constants(typed: &mut TypedModel) -> TractResult<()> {
+    use tract_onnx::tract_core::ops::konst::Const;
+    use tract_onnx::tract_core::ops::source::TypedSource;
+    loop {
+        let mut folded = None;
+        for id in typed.eval_order()? {
+            let node = typed.node(id);
+            if node.inputs.is_empty() || node.outputs.len() != 1 || node.op_is::<Const>() || node.op_is::<TypedSource>() {
+                continue;
+            }
+            let facts = typed.node_input_facts(id)?;
+            let Some(inputs) = facts.iter().map(|f| f.konst.clone().map(|k| k.into_tvalue())).collect::<Option<TVec<_>>>() else {
+                continue;
+            };
+            // `None`: the op needs a plan around it (state, symbols): leave it to tract.
+            if let Some(mut out) = node.op.eval_out_of_plan(inputs)? {
+                folded = Some((id, out.remove(0).into_arc_tensor()));
+                break;
+            }
+        }
+        let Some((id, value)) = folded else {
+            return Ok(());
+        };
+        let mut patch = TypedModelPatch::default();
+        let wire = patch.add_const(typed.node(id).name.clone(), value)?;
+        patch.shunt_outside(typed, OutletId::new(id, 0), wire)?;
+        patch.apply(typed)?;
+        typed.compact()?;
+    }
 }
 
 /// Runs every convolution channel-last (tract's `conv_nhwc` transform; one layout move stays at

@@ -601,6 +601,48 @@ mod tests {
         }
     }
 
+    /// An int8 weight whose float32 form (512·256·3·3 values, 4.7 MB) is over the 4 MiB that
+    /// tract's own constant propagation folds: it must still become a constant for the backend's
+    /// convolution (as in every ResNet-18's last stage).
+    #[test]
+    fn a_large_int8_weight_is_folded_too() {
+        if !supported() {
+            eprintln!("SKIP: this CPU has no AVX2 + FMA, so the backend keeps tract's ops");
+            return;
+        }
+        let mut g = GraphBuilder::new("large");
+        let x = g.input(
+            "input",
+            &[Dim::batch(), Dim::Fixed(256), Dim::Fixed(3), Dim::Fixed(3)],
+        );
+        let n = 512 * 256 * 9;
+        let w = g
+            .initializer("c.w", &[512, 256, 3, 3], &values(n, 6))
+            .unwrap();
+        let y = g.conv(&x, &w, None, [3, 3], [1, 1], [1, 1], 1, "c");
+        g.output(
+            "y",
+            &y,
+            &[Dim::batch(), Dim::Fixed(512), Dim::Fixed(3), Dim::Fixed(3)],
+        );
+        let proto = g.finish(&test_metadata([3, 3])).unwrap();
+        let (int8, _) = fer_export::int8::quantize_weights(proto, 1).unwrap();
+        let m = tract_onnx::onnx().model_for_proto_model(&int8).unwrap();
+        let mut t = m
+            .with_input_fact(0, f32::fact([1, 256, 3, 3]).into())
+            .unwrap()
+            .into_typed()
+            .unwrap();
+        super::super::tract::prepare_tract_graph(&mut t).unwrap();
+        let plan = t.into_optimized().unwrap();
+        let ours = plan
+            .nodes()
+            .iter()
+            .filter(|n| n.op_is::<ConvNhwc>())
+            .count();
+        assert_eq!(ours, 1, "the large int8 weight was not folded:\n{plan}");
+    }
+
     fn test_metadata(input_size: [usize; 2]) -> fer_export::Metadata {
         fer_export::Metadata {
             labels: vec!["a".into()],

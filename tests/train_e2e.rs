@@ -4,6 +4,7 @@
 
 use fer_tests::temp_dir;
 use fer_train::config::Config;
+use fer_train::export::WeightStorage;
 use fer_train::train::Trainer;
 use std::path::{Path, PathBuf};
 
@@ -229,8 +230,20 @@ fn a_short_grefel_rb_run_learns_and_exports_confidence() {
     assert!(m.info().has_confidence(), "the GReFEL file has no confidence output");
     // Its float16 export is refused by name (it would not match the trained model).
     let classes: Vec<String> = CLASSES.iter().map(|c| c.to_string()).collect();
-    let e = fer_train::export::export_model(&t.model, &t.cfg, &classes, None, &out.join("h.onnx"), true, true);
+    let e = fer_train::export::export_model(&t.model, &t.cfg, &classes, None, &out.join("h.onnx"), true, WeightStorage::Float16);
     assert!(e.unwrap_err().to_string().contains("the grefel_rb head does not export faithfully in float16"));
+    // With int8 weights it exports, and answers as the float32 file does up to the weights' rounding.
+    let (f32_path, int8_path) = (out.join("f32.onnx"), out.join("int8.onnx"));
+    fer_train::export::export_model(&t.model, &t.cfg, &classes, None, &f32_path, true, WeightStorage::Float32).unwrap();
+    fer_train::export::export_model(&t.model, &t.cfg, &classes, None, &int8_path, true, WeightStorage::Int8).unwrap();
+    let load = |p: &Path| fer_runtime::Model::load(p, fer_runtime::Backend::Tract).unwrap();
+    let (a, b) = (load(&f32_path), load(&int8_path));
+    assert!(b.info().int8_weights > 0 && a.info().int8_weights == 0);
+    assert!(std::fs::metadata(&int8_path).unwrap().len() * 3 < std::fs::metadata(&f32_path).unwrap().len());
+    let x = ndarray::Array4::from_shape_fn((4, 3, 32, 32), |(n, c, h, w)| ((n * 7 + c * 5 + h * 3 + w) % 11) as f32 / 5.5 - 1.0);
+    let (pa, pb) = (a.predict_tensor(x.view()).unwrap(), b.predict_tensor(x.view()).unwrap());
+    let worst = pa.probs.iter().zip(pb.probs.iter()).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+    assert!(worst > 0.0 && worst < 0.05, "int8 vs float32 probabilities differ by {worst}");
 }
 
 /// The seed's SGD (Nesterov) from scratch needs more than the few steps a CI run has to move the

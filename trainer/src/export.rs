@@ -43,8 +43,20 @@ pub fn metadata(cfg: &Config, classes: &[String], val_accuracy: Option<f64>) -> 
     }
 }
 
-/// Writes `path`; `with_cam` adds the `cam` output, `fp16` stores float16 weights and computes in
-/// float16 behind a float32 interface.
+/// How an exported file stores its weights; the interface is float32 in every case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WeightStorage {
+    #[default]
+    Float32,
+    /// float16 weights, computing in float16 (`--fp16`): half the size, refused where it would not
+    /// match the trained model.
+    Float16,
+    /// int8 weights with one scale per output channel (`--int8-weights`, `fer_export::int8`): a
+    /// quarter of the size, computing in float32 on the dequantized weights.
+    Int8,
+}
+
+/// Writes `path`; `with_cam` adds the `cam` output, `weights` says how the file stores them.
 pub fn export_model(
     model: &Classifier,
     cfg: &Config,
@@ -52,8 +64,9 @@ pub fn export_model(
     val_accuracy: Option<f64>,
     path: &Path,
     with_cam: bool,
-    fp16: bool,
+    weights: WeightStorage,
 ) -> Result<()> {
+    let fp16 = weights == WeightStorage::Float16;
     if fp16 && !model.fp16_faithful() {
         // Measured against tch (see Classifier::fp16_faithful): refused rather than shipped approximate.
         let what = if model.head.fp16_faithful() { format!("arch {}", model.arch.name()) } else { format!("the {} head", cfg.method.name()) };
@@ -61,8 +74,10 @@ pub fn export_model(
     }
     let meta = metadata(cfg, classes, val_accuracy);
     let mut proto = model.to_onnx(&meta, with_cam)?;
-    if fp16 {
-        proto = fer_export::fp16::to_fp16(proto)?;
+    match weights {
+        WeightStorage::Float32 => {}
+        WeightStorage::Float16 => proto = fer_export::fp16::to_fp16(proto)?,
+        WeightStorage::Int8 => proto = fer_export::int8::quantize_weights(proto, fer_export::int8::MIN_ELEMENTS)?.0,
     }
     fer_export::save(&proto, path)?;
     let s = cfg.model.input_size as usize;

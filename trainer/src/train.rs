@@ -384,7 +384,7 @@ impl Trainer {
         let last = self.state.history.last().context("no epoch was trained (train.epochs is 0?)")?;
         let onnx = if self.cfg.train.export {
             let path = self.run_dir.join("model.onnx");
-            crate::export::export_model(&self.model, &self.cfg, &self.val.classes, Some(last.val.accuracy), &path, true, false)?;
+            crate::export::export_model(&self.model, &self.cfg, &self.val.classes, Some(last.val.accuracy), &path, true, Default::default())?;
             Some(path)
         } else {
             None

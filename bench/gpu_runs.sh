@@ -3,7 +3,7 @@
 # deadline, and their results (not their checkpoints) packed into one file that comes back:
 #   run dirs' summary.json, metrics.csv, config.yaml, state.json, curves.png, confusion.png, the logs,
 #   and nvidia-smi utilisation every 15 s; and each run's model (scripts/device_return.py: in 16 MiB
-#   parts, float16 where the call cannot return every run's float32 file), so a model trained there can ship.
+#   parts, with int8 weights where the call cannot return every run's float32 file), so a model trained there can ship.
 #   A run stopped at the deadline is exported from its last finished epoch and summarized
 #   (`fer-train summarize`: summary.json and the plots from its state.json).
 # Run it through scripts/device_run.sh (which puts fer-train on PATH, see scripts/device_pack.sh):
@@ -16,7 +16,7 @@
 # seconds for every run (a run cut short keeps its finished epochs in metrics.csv and state.json).
 # Results go to $OUT/runs.tar.gz on the device machine ($OUT comes back), else ./runs.tar.gz.
 # Locally: .venv/bin/python scripts/device_return.py unpack /work/.device/N (runs/ and each returned
-# model as runs/<name>/model.onnx or model_fp16.onnx), then scripts/results.py (docs/gpu-runs.md).
+# model as runs/<name>/model.onnx or model_int8.onnx), then scripts/results.py (docs/gpu-runs.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 deadline=${1:?usage: gpu_runs.sh <seconds> "<name> <config> [key=value ...]" ...}
@@ -64,8 +64,8 @@ for n in "${names[@]}"; do
     fer-train summarize --run "runs/$n" >&2 || echo "[gpu_runs] $n: summarize failed" >&2
   fi
 done
-# The models, in 16 MiB parts where larger, as many runs' as the call may return (float16 where
-# float32 does not fit), with a manifest that runs.tar.gz carries (scripts/device_return.py).
+# The models, in 16 MiB parts where larger, as many runs' as the call may return (int8 weights
+# where float32 does not fit), with a manifest that runs.tar.gz carries (scripts/device_return.py).
 python3 scripts/device_return.py pack "${OUT:-.}" "${names[@]}" || echo "[gpu_runs] returning the models failed" >&2
 files=(runs/gpu_util.csv runs/returned_models.json)
 for f in runs/session/*; do [ -f "$f" ] && files+=("$f"); done # gpu_session.sh's logs and timings

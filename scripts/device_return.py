@@ -8,9 +8,11 @@ file alone is 45 MB. So on the device (bench/gpu_runs.sh calls it before packing
 puts each run's model into OUT, split into parts of at most 16 MiB (`NAME.onnx.part1of3`, ...)
 where it is larger, and writes the manifest runs/returned_models.json (which runs.tar.gz then
 carries) with each file's size, sha256 and parts. What fits is decided over all runs at once, so
-that as many runs as possible come back: every run first in its smallest form (a float16 export,
-`fer-train export --fp16`, made only for runs whose float32 file is over one part), then in run
-order upgraded to its float32 `model.onnx` where the budget still allows. Files already in OUT
+that as many runs as possible come back: every run first in its smallest form (an export with
+int8 weights, `fer-train export --int8-weights`, a quarter of the float32 size and computing in
+float32, made only for runs whose float32 file is over one part: a ResNet-18 then takes one file
+instead of three), then in run order upgraded to its float32 `model.onnx` where the budget still
+allows. Files already in OUT
 (doctor.log, speed.json, ...) count against the budget, and room is kept for runs.tar.gz.
 
 Here, after the call:
@@ -18,13 +20,14 @@ Here, after the call:
     .venv/bin/python scripts/device_return.py unpack /work/.device/N      # into ./runs
 
 unpacks runs.tar.gz into the checkout and reassembles each model as runs/NAME/model.onnx (or
-model_fp16.onnx), checking its sha256; a missing or corrupt part is named and that model skipped.
+model_int8.onnx), checking its sha256; a missing or corrupt part is named and that model skipped.
 """
 import argparse, hashlib, json, os, shlex, subprocess, sys, tarfile
 
 MIB = 1024 * 1024
 MANIFEST = "returned_models.json"
-EXPORT_FP16 = "fer-train export --run {run} --checkpoint last.safetensors --fp16 --cam --out {out}"
+EXPORT_SMALL = "fer-train export --run {run} --checkpoint last.safetensors --int8-weights --cam --out {out}"
+SMALL = "model_int8.onnx"
 
 
 def sha256(path):
@@ -39,21 +42,21 @@ def parts_of(size, part_bytes):
     return max(1, -(-size // part_bytes))
 
 
-def candidates(run_dir, part_bytes, export_fp16):
+def candidates(run_dir, part_bytes, export_small):
     """The run's deployable files, smallest first: [(file name, size)]."""
     found = []
     fp32 = os.path.join(run_dir, "model.onnx")
     if os.path.isfile(fp32):
         found.append(("model.onnx", os.path.getsize(fp32)))
-    fp16 = os.path.join(run_dir, "model_fp16.onnx")
-    if found and found[0][1] > part_bytes and not os.path.isfile(fp16) and export_fp16:
-        cmd = export_fp16.format(run=shlex.quote(run_dir), out=shlex.quote(fp16))
+    small = os.path.join(run_dir, SMALL)
+    if found and found[0][1] > part_bytes and not os.path.isfile(small) and export_small:
+        cmd = export_small.format(run=shlex.quote(run_dir), out=shlex.quote(small))
         r = subprocess.run(cmd, shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if r.returncode != 0:
             tail = (r.stderr.strip().splitlines() or ["(no message)"])[-1]
-            print(f"[device_return] {run_dir}: no float16 export ({tail})", file=sys.stderr)
-    if os.path.isfile(fp16):
-        found.append(("model_fp16.onnx", os.path.getsize(fp16)))
+            print(f"[device_return] {run_dir}: no int8-weight export ({tail})", file=sys.stderr)
+    if os.path.isfile(small):
+        found.append((SMALL, os.path.getsize(small)))
     return sorted(found, key=lambda f: f[1])
 
 
@@ -90,7 +93,7 @@ def pack(a):
     existing = [os.path.join(a.out, f) for f in os.listdir(a.out) if os.path.isfile(os.path.join(a.out, f))]
     files_left = a.max_files - len(existing) - 1  # one for runs.tar.gz
     bytes_left = a.max_total - sum(os.path.getsize(f) for f in existing) - a.tar_reserve
-    runs = [(n, candidates(os.path.join(a.runs, n), a.part_bytes, a.export_fp16)) for n in a.names]
+    runs = [(n, candidates(os.path.join(a.runs, n), a.part_bytes, a.export_small)) for n in a.names]
     chosen = plan(runs, files_left, bytes_left, a.part_bytes)
     manifest = []
     for name, cands in runs:
@@ -173,7 +176,7 @@ def main():
     p.add_argument("--part-bytes", type=int, default=16 * MIB)
     p.add_argument("--max-total", type=int, default=64 * MIB)
     p.add_argument("--tar-reserve", type=int, default=4 * MIB, help="bytes kept for runs.tar.gz")
-    p.add_argument("--export-fp16", default=EXPORT_FP16, help="command making {out} from run {run}; '' for none")
+    p.add_argument("--export-small", default=EXPORT_SMALL, help="command making {out} (the run's int8-weight file) from run {run}; '' for none")
     u = sub.add_parser("unpack", help="here: unpack runs.tar.gz and rebuild the returned models")
     u.add_argument("dir", help="the folder the call's files came back to, e.g. /work/.device/3")
     u.add_argument("--dest", default=".", help="the checkout (runs/ goes under it)")

@@ -8,7 +8,7 @@ The tables are built from the run archive `docs/runs/`, which is committed: `run
 space that does not outlive the machine, so a run that belongs on the page is archived first with
 `--archive runs/NAME` (repeatable). That copies the run's config.yaml, summary.json and metrics.csv
 into docs/runs/NAME/ and writes model_stats.json (parameters and MACs counted from its model.onnx,
-or model_fp16.onnx where a GPU call returned that alone) and, where the release `fer-run` is built,
+or the smaller model_int8.onnx / model_fp16.onnx where a GPU call returned that alone) and, where the release `fer-run` is built,
 latency.json (`fer-run bench` of the model on this machine's CPU, ONNX Runtime and tract), a few
 kilobytes in all; the checkpoints and the ONNX file stay behind. The page's "reproduce" command
 points at the archived config.yaml. `--latency docs/runs/NAME=MODEL.onnx` measures an archived
@@ -59,9 +59,10 @@ FER_RUN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target
 
 
 def model_file(d):
-    """The run's deployable graph: model.onnx, else the float16 model_fp16.onnx a GPU call returned
-    when the float32 file did not fit (scripts/device_return.py); None when it has neither."""
-    for f in ("model.onnx", "model_fp16.onnx"):
+    """The run's deployable graph: model.onnx, else the int8-weight model_int8.onnx (or, from
+    calls before 2026-12-04 evening, the float16 model_fp16.onnx) a GPU call returned when the
+    float32 file did not fit (scripts/device_return.py); None when it has none."""
+    for f in ("model.onnx", "model_int8.onnx", "model_fp16.onnx"):
         if os.path.isfile(os.path.join(d, f)):
             return os.path.join(d, f)
     return None

@@ -157,8 +157,14 @@ def onnx_meta(model):
 
 
 def onnx_params(model):
-    """Number of float weights: the elements of all float initializers (BN is folded at export)."""
-    return sum(math.prod(t.dims) for t in model.graph.initializer if t.data_type in FLOAT_TYPES)
+    """Number of weights: the elements of all float initializers (BN is folded at export); in an
+    int8-weight file (`fer-train export --int8-weights`) each weight's int8 values count, not the
+    scales and zero points its DequantizeLinear reads besides."""
+    dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    stored = {n.input[0] for n in dq}
+    aux = {i for n in dq for i in n.input[1:]}
+    return sum(math.prod(t.dims) for t in model.graph.initializer
+               if (t.data_type in FLOAT_TYPES and t.name not in aux) or t.name in stored)
 
 
 def onnx_macs(model):

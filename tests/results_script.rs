@@ -302,7 +302,7 @@ fn model_card_comes_from_the_run_and_the_reports() {
 
 /// `scripts/device_return.py`: a GPU call returns at most 8 files of 16 MiB, 64 MiB in all (here
 /// scaled down to 1,000-byte parts and 10,000 bytes), so `pack` splits the models into parts,
-/// returns every run in its smallest form first (a float16 export for runs over one part), then
+/// returns every run in its smallest form first (an int8-weight export for runs over one part), then
 /// upgrades to float32 in run order while the budget lasts; `unpack` rebuilds them bit for bit and
 /// names a missing or corrupt part.
 #[test]
@@ -320,27 +320,27 @@ fn device_call_returns_as_many_models_as_fit_and_they_rebuild_exactly() {
         std::fs::write(runs.join(name).join("summary.json"), "{}").unwrap();
     }
     std::fs::create_dir_all(runs.join("none")).unwrap();
-    // The stand-in for `fer-train export --fp16`: a file half the size, distinct content.
+    // The stand-in for `fer-train export --int8-weights`: a smaller file, distinct content.
     let export = "python3 -c \"import sys; open(sys.argv[1], 'wb').write(bytes(range(250)) * 6)\" {out}";
     let script = repo().join("scripts/device_return.py");
     let o = Command::new(&py)
         .current_dir(&device)
         .arg(&script)
         .args(["pack", out.to_str().unwrap(), "big1", "big2", "small", "none"])
-        .args(["--part-bytes", "1000", "--max-total", "10000", "--tar-reserve", "500", "--export-fp16", export])
+        .args(["--part-bytes", "1000", "--max-total", "10000", "--tar-reserve", "500", "--export-small", export])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     // Budget: 8 − 1 (doctor.log) − 1 (runs.tar.gz) = 6 files, 10,000 − 100 − 500 bytes. Smallest
-    // forms: big1 fp16 (2 parts), big2 fp16 (2), small (1); then big1 upgrades to float32 (3 parts).
+    // forms: big1 int8 (2 parts), big2 int8 (2), small (1); then big1 upgrades to float32 (3 parts).
     let mut got: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     got.sort();
-    let want = ["big1.model.onnx.part1of3", "big1.model.onnx.part2of3", "big1.model.onnx.part3of3", "big2.model_fp16.onnx.part1of2",
-                "big2.model_fp16.onnx.part2of2", "doctor.log", "small.model.onnx"];
+    let want = ["big1.model.onnx.part1of3", "big1.model.onnx.part2of3", "big1.model.onnx.part3of3", "big2.model_int8.onnx.part1of2",
+                "big2.model_int8.onnx.part2of2", "doctor.log", "small.model.onnx"];
     assert_eq!(got, want, "{err}");
     assert!(err.contains("none: no model.onnx to return"), "{err}");
-    assert!(!runs.join("small").join("model_fp16.onnx").exists(), "a model that fits one part needs no float16 export");
+    assert!(!runs.join("small").join("model_int8.onnx").exists(), "a model that fits one part needs no int8 export");
 
     // The call packs the manifest and the small files (not the models) as gpu_runs.sh does; here
     // they are unpacked and the models rebuilt from their parts.
@@ -354,7 +354,7 @@ fn device_call_returns_as_many_models_as_fit_and_they_rebuild_exactly() {
     let here = dir.join("here");
     let (ok, log) = unpack(&here);
     assert!(ok, "{log}");
-    for (run, file) in [("big1", "model.onnx"), ("big2", "model_fp16.onnx"), ("small", "model.onnx")] {
+    for (run, file) in [("big1", "model.onnx"), ("big2", "model_int8.onnx"), ("small", "model.onnx")] {
         let a = std::fs::read(runs.join(run).join(file)).unwrap();
         let b = std::fs::read(here.join("runs").join(run).join(file)).unwrap_or_default();
         assert!(a == b, "{run}/{file} not rebuilt bit for bit\n{log}");
@@ -362,14 +362,14 @@ fn device_call_returns_as_many_models_as_fit_and_they_rebuild_exactly() {
     assert!(here.join("runs/big1/summary.json").is_file(), "runs.tar.gz not unpacked");
 
     // A corrupt part and a missing one: named, that model skipped, the others rebuilt, exit non-zero.
-    std::fs::write(out.join("big2.model_fp16.onnx.part2of2"), b"corrupt").unwrap();
+    std::fs::write(out.join("big2.model_int8.onnx.part2of2"), b"corrupt").unwrap();
     std::fs::remove_file(out.join("small.model.onnx")).unwrap();
     let again = dir.join("again");
     let (ok, log) = unpack(&again);
     assert!(!ok, "{log}");
-    assert!(log.contains("big2: model_fp16.onnx rebuilt from") && log.contains("sha256"), "{log}");
+    assert!(log.contains("big2: model_int8.onnx rebuilt from") && log.contains("sha256"), "{log}");
     assert!(log.contains("small: part(s) small.model.onnx missing"), "{log}");
-    assert!(again.join("runs/big1/model.onnx").is_file() && !again.join("runs/big2/model_fp16.onnx").exists(), "{log}");
+    assert!(again.join("runs/big1/model.onnx").is_file() && !again.join("runs/big2/model_int8.onnx").exists(), "{log}");
 
     // A truncated runs.tar.gz (a transfer that broke off): named, nothing unpacked.
     let tar = std::fs::read(out.join("runs.tar.gz")).unwrap();

@@ -377,3 +377,27 @@ fn device_call_returns_as_many_models_as_fit_and_they_rebuild_exactly() {
     let (ok, log) = unpack(&dir.join("truncated"));
     assert!(!ok && log.contains("runs.tar.gz: not a readable tar.gz"), "{log}");
 }
+
+/// An int8-weight file (`fer-train export --int8-weights`, as a GPU call now returns large models)
+/// has the parameters and MACs of its float32 original in the tables: its int8 values count, its
+/// DequantizeLinear's scales and zero points do not (Conv W 108 + Gemm B 1,792 + bias 7 = 1,907).
+#[test]
+fn an_int8_weight_file_counts_as_its_float32_original() {
+    let Some(py) = python_or_skip() else { return };
+    let dir = temp_dir("int8_stats");
+    let (f32_path, int8_path) = (dir.join("tiny.onnx"), dir.join("tiny_int8.onnx"));
+    let st = Command::new(&py).arg("-c").arg(TINY_ONNX).arg(&f32_path).status().unwrap();
+    assert!(st.success(), "building the tiny ONNX file");
+    let (q, report) = fer_export::int8::quantize_weights(fer_export::load(&f32_path).unwrap(), 1).unwrap();
+    assert_eq!(report.tensors, 2);
+    fer_export::save(&q, &int8_path).unwrap();
+    let count = "import sys, onnx; sys.path.insert(0, sys.argv[1]); import runinfo\n\
+                 m = onnx.load(sys.argv[2]); print(runinfo.onnx_params(m), runinfo.onnx_macs(m))";
+    let stats = |p: &Path| {
+        let o = Command::new(&py).arg("-c").arg(count).arg(repo().join("scripts")).arg(p).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(stats(&f32_path), "1907 8704");
+    assert_eq!(stats(&int8_path), "1907 8704");
+}

@@ -361,8 +361,15 @@ mod tests {
         assert!(Augment { erase: None, ..a }.erase(&out).equal(&out));
     }
 
+    /// Exact draws from torch's global generator: checked alone (`crate::data::run_alone`).
     #[test]
     fn erase_matches_peer_draws() {
+        crate::data::run_alone("augment::tests::erase_matches_peer_draws_alone");
+    }
+
+    #[test]
+    #[ignore = "run alone, in its own process, by erase_matches_peer_draws"]
+    fn erase_matches_peer_draws_alone() {
         // torch 2.11, CPU: torch.manual_seed(0); y = erase(torch.ones(8, 1, 12, 16)) with the peer's
         // erase; per sample the erased (row0, row1, col0, col1) box or None.
         let want =

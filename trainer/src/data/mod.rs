@@ -407,6 +407,21 @@ pub(crate) fn map_native(
 #[cfg(test)]
 pub(crate) static TORCH_RNG_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Runs the ignored test `name` (its full path) alone, in a child process of this test binary,
+/// and fails if it fails. For checks of exact draws from torch's global generator: every test
+/// that builds a model draws from it too, which the lock above cannot keep out (a CI run once got
+/// the peer's noisy indices with other label shifts).
+#[cfg(test)]
+pub(crate) fn run_alone(name: &str) {
+    let exe = std::env::current_exe().expect("the test binary");
+    let out = std::process::Command::new(exe)
+        .args(["--exact", name, "--ignored", "--test-threads=1"])
+        .output()
+        .expect("running the test binary again");
+    let log = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && log.contains("1 passed"), "{name} alone:\n{log}");
+}
+
 #[cfg(test)]
 pub(crate) mod testutil {
     //! Throw-away fixture directories under the system temp dir.

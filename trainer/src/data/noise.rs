@@ -160,20 +160,10 @@ mod tests {
         assert_eq!(seen, [false, true, true, true, true, true, true]);
     }
 
-    /// torch's global generator is shared by every test thread, and any test that builds a model
-    /// draws from it (a lock cannot cover them all): between the draws here another test could
-    /// take numbers (a CI run once saw the right indices with other shifts). So the check runs
-    /// alone, in a child process of this test binary.
+    /// Exact draws from torch's global generator: checked alone (`crate::data::run_alone`).
     #[test]
     fn peer_noise_is_bit_exact() {
-        let exe = std::env::current_exe().expect("the test binary");
-        let child = "data::noise::tests::peer_noise_is_bit_exact_alone";
-        let out = std::process::Command::new(exe)
-            .args(["--exact", child, "--ignored", "--test-threads=1"])
-            .output()
-            .expect("running the test binary again");
-        let log = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success() && log.contains("1 passed"), "{log}");
+        crate::data::run_alone("data::noise::tests::peer_noise_is_bit_exact_alone");
     }
 
     #[test]

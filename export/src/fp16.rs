@@ -141,6 +141,13 @@ pub fn to_fp32(mut model: ModelProto) -> Result<ModelProto> {
         t.int32_data.clear();
         t.raw_data = halves.iter().flat_map(|v| v.to_le_bytes()).collect();
     }
+    // to_fp16 refuses graphs with Casts, so its own (to float16 / float32) are the only ones here.
+    let float_types = [DataType::Float16 as i64, DataType::Float as i64];
+    if let Some(n) = graph.node.iter().find(|n| {
+        n.op_type == "Cast" && !n.attribute.iter().any(|a| a.name == "to" && float_types.contains(&a.i))
+    }) {
+        return Err(ExportError::Unsupported { node: n.name.clone(), reason: "a Cast to a non-float type: not a to_fp16 file".into() });
+    }
     for n in graph.node.iter_mut().filter(|n| n.op_type == "Cast") {
         n.op_type = "Identity".into();
         n.attribute.clear();

@@ -352,5 +352,15 @@ mod tests {
         assert_eq!(got, want);
         crate::check::load_in_tract(&crate::to_bytes(&back), &[1, 16, 6, 6]).unwrap();
         quantize_weights(back, MIN_ELEMENTS).unwrap();
+
+        // A Cast to a non-float type is not one of to_fp16's: refused by name, not made Identity.
+        let mut g = GraphBuilder::new("int_cast");
+        let x = g.input("input", &[Dim::batch(), Dim::Fixed(4)]);
+        let y = g.op("Cast", &[&x], &[crate::Attr::int("to", 7)], "to_int64");
+        g.output("y", &y, &[Dim::batch(), Dim::Fixed(4)]);
+        let e = crate::fp16::to_fp32(g.finish(&meta(&["a"])).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a Cast to a non-float type"), "{e}");
     }
 }

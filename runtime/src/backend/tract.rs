@@ -106,32 +106,29 @@ pub fn prepare_tract_graph(typed: &mut TypedModel) -> TractResult<()> {
 fn fold_constants(typed: &mut TypedModel) -> TractResult<()> {
     use tract_onnx::tract_core::ops::konst::Const;
     use tract_onnx::tract_core::ops::source::TypedSource;
-    loop {
-        let mut folded = None;
-        for id in typed.eval_order()? {
-            let node = typed.node(id);
-            if node.inputs.is_empty() || node.outputs.len() != 1 || node.op_is::<Const>() || node.op_is::<TypedSource>() {
-                continue;
-            }
-            let facts = typed.node_input_facts(id)?;
-            let Some(inputs) = facts.iter().map(|f| f.konst.clone().map(|k| k.into_tvalue())).collect::<Option<TVec<_>>>() else {
-                continue;
-            };
-            // `None`: the op needs a plan around it (state, symbols): leave it to tract.
-            if let Some(mut out) = node.op.eval_out_of_plan(inputs)? {
-                folded = Some((id, out.remove(0).into_arc_tensor()));
-                break;
-            }
+    // One pass in evaluation order: a folded node's successors then read a constant, so a chain
+    // (Cast, Sub, Mul of a DequantizeLinear) folds link by link. Patches only append nodes, so the
+    // ids of the order stay valid until the final compaction.
+    for id in typed.eval_order()? {
+        let node = typed.node(id);
+        if node.inputs.is_empty() || node.outputs.len() != 1 || node.op_is::<Const>() || node.op_is::<TypedSource>() {
+            continue;
         }
-        let Some((id, value)) = folded else {
-            return Ok(());
+        let inputs = typed.node_input_facts(id)?.iter().map(|f| f.konst.clone().map(|k| k.into_tvalue())).collect::<Option<TVec<_>>>();
+        let Some(inputs) = inputs else {
+            continue;
         };
+        // `None`: the op needs a plan around it (state, symbols): leave it to tract.
+        let Some(mut out) = node.op.eval_out_of_plan(inputs)? else {
+            continue;
+        };
+        let name = node.name.clone();
         let mut patch = TypedModelPatch::default();
-        let wire = patch.add_const(typed.node(id).name.clone(), value)?;
+        let wire = patch.add_const(name, out.remove(0).into_arc_tensor())?;
         patch.shunt_outside(typed, OutletId::new(id, 0), wire)?;
         patch.apply(typed)?;
-        typed.compact()?;
     }
+    typed.compact()
 }
 
 /// Runs every convolution channel-last (tract's `conv_nhwc` transform; one layout move stays at

@@ -3,6 +3,7 @@
 # budget (the device gives 15 minutes a session and a start costs one or two):
 #   1. `fer-train doctor`: CUDA, cuDNN, a kernel, bf16 autocast (stops here if CUDA does not work)
 #   2. the EAC training step against PyTorch eager (bench/train_vs_pytorch.py step, ~2 minutes)
+#   2b. with SPEED_EPOCH: whole epochs against the peer's ref_train.py (see below)
 #   3. fits side by side (bench/gpu_runs.sh) until the budget is spent, each in the memory layout
 #      that step 2 found faster for fer-train on its architecture (float32 as the recipes say)
 # After scripts/device_pack.sh here, one device call with carry [".device-carry"]:
@@ -51,6 +52,31 @@ elif [ "$archs" != none ]; then
     echo "[gpu_session] the speed comparison did not finish; the fits run in the recipes' layout" >&2
 fi
 
+# SPEED_EPOCH="resnet18 mobilenet_v2" (the archs ref_train.py builds; empty: skipped) adds whole
+# training epochs, data and augmentation included, against the peer's ref_train.py on the same faces
+# (bench/train_vs_pytorch.py epoch, two epochs a side at the recipe's 112 px; the image folders the
+# peer reads are first written from the dataset caches the call carries). About a minute and a half
+# an arch, before the fits, so each side has the GPU to itself.
+if [ -n "${SPEED_EPOCH:-}" ]; then
+  data=.cache/epoch-data
+  caches=()
+  for split in train val; do
+    c=$(ls .cache/data/"$split"-*.safetensors 2>/dev/null | head -1)
+    [ -n "$c" ] && caches+=("$split=$c")
+  done
+  if [ "${#caches[@]}" -eq 2 ] && bash scripts/device_run.sh python3 bench/cache_to_folder.py "$data" "${caches[@]}" 2>>"$out/epoch.log"; then
+    for arch in ${SPEED_EPOCH//,/ }; do
+      timeout 240 bash scripts/device_run.sh python3 bench/train_vs_pytorch.py epoch --arch "$arch" --method eac \
+        --peer .device-carry/peer/ref_train.py --fer-train fer-train --data "$data" --epochs 2 \
+        --out "$out/epoch_$arch.json" >>"$out/epoch.log" 2>&1 ||
+        echo "[gpu_session] the epoch comparison for $arch did not finish (see epoch.log)" >&2
+    done
+    grep -a -A3 "training epoch(s)" "$out/epoch.log" >&2 || true
+  else
+    echo "[gpu_session] no train and val caches to write the epoch comparison's folders from" >&2
+  fi
+fi
+
 # fer-train's faster float32 layout per architecture, from the step just timed (none: keep the config's).
 layout_for() {  # layout_for <config> -> "train.channels_last=true|false" or nothing
   python3 - "$1" "$out/speed.json" "$out/layout.jsonl" <<'PY' 2>/dev/null || true
@@ -83,7 +109,8 @@ done
 # runs/session/), leaving the slots to the models. Until the fits start they stay in $OUT, so a
 # call that stops before them still returns them.
 mkdir -p runs/session
-for f in doctor.log speed.log speed.json layout.jsonl layout.log; do
+for f in doctor.log speed.log speed.json layout.jsonl layout.log epoch.log "$out"/epoch_*.json; do
+  f=$(basename "$f")
   [ -f "$out/$f" ] && mv "$out/$f" runs/session/
 done
 

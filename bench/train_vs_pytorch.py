@@ -13,15 +13,18 @@ fastest variants overall and per precision. `--peer-json FILE` reuses a peer res
 Epoch (data on the device, augmentation and erasing included):
 
     .venv/bin/python bench/train_vs_pytorch.py epoch --peer ../shared/reference/ref_train.py \
-        --data ../shared/datasets/fer2013 --arch resnet18 --method eac [--limit 20] [--size 48]
+        --data ../shared/datasets/fer2013 --arch resnet18 --method eac [--limit 20] [--size 48] [--epochs 2]
 
-runs one epoch of the peer's ref_train.py and of `fer-train fit` with configs/fer2013_r18_<method>.yaml
-(arch overridden, channels-last as the peer) on the same data and prints the training img/s of each. `--limit N` keeps every
+runs `--epochs` epochs (default 2) of the peer's ref_train.py and of `fer-train fit` with
+configs/fer2013_r18_<method>.yaml (arch overridden, channels-last as the peer) on the same data and
+prints the training img/s of each: of the last epoch alone (warm-up excluded) and of all epochs.
+On the lent GPU the data arrive as fer-train caches: bench/cache_to_folder.py writes the folders
+(bench/gpu_session.sh does it with SPEED_EPOCH). `--limit N` keeps every
 N-th training image on both sides (a CPU smoke test: DEV=cpu is set when CUDA is absent). `--size`
 sets the input side on both (default: the recipe's 112; 48 is the CPU edge recipe's).
 Run it on an otherwise idle machine.
 """
-import argparse, json, os, subprocess, sys, tempfile
+import argparse, csv, json, os, subprocess, sys, tempfile
 
 ARCHS = {"mobilenet_v2": "mbv2", "resnet18": "resnet18", "resnet50": "resnet50"}
 
@@ -36,7 +39,10 @@ ap.add_argument("--batch", type=int, default=64)
 ap.add_argument("--iters", type=int, default=30); ap.add_argument("--device", default="auto")
 ap.add_argument("--bf16", action="store_true", help="step on CPU: also time bf16 autocast (always on CUDA; slow on CPUs without bf16 instructions)")
 ap.add_argument("--data", help="epoch: folder with train/ and val/ class folders")
-ap.add_argument("--arch", default="resnet18", help="epoch: torchvision name")
+ap.add_argument("--arch", default="resnet18", choices=["resnet18", "mobilenet_v2"],
+                help="epoch: torchvision name (the two ref_train.py builds)")
+ap.add_argument("--epochs", type=int, default=2,
+                help="epoch: epochs on each side; the last one is also reported alone (warm-up excluded)")
 ap.add_argument("--method", default="eac", choices=["ce", "eac"])
 ap.add_argument("--limit", type=int, default=0, help="epoch: every N-th training image on both sides")
 ap.add_argument("--out", help="also write the results as JSON here")
@@ -163,24 +169,43 @@ def epoch():
         device = "cpu"
     if a.limit:
         env["LIMIT"] = str(a.limit)
+    size = a.size or 112
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "peer.json")
-        size = a.size or 112
-        run([sys.executable, a.peer, "--arch", a.arch, "--method", a.method, "--epochs", "1", "--data", a.data,
-             "--size", str(size), "--out", out], env=env)
-        peer = json.load(open(out))["train_img_s"]
-        sets = ["train.epochs=1", f"model.arch={ARCHS[a.arch]}", f"data.root={a.data}", f"out_dir={d}", "name=speed_ours",
-                "train.export=false", f"train.device={device}", "splits.cache_dir=null",
+        lines = run([sys.executable, a.peer, "--arch", a.arch, "--method", a.method, "--epochs", str(a.epochs),
+                     "--data", a.data, "--size", str(size), "--out", out, "--budget", "1e9"], env=env)
+        peer_all = json.load(open(out))["train_img_s"]
+        # The peer prints the running mean img/s after each epoch; every epoch has as many steps.
+        cum = [json.loads(l)["img_s"] for l in lines.splitlines() if l.startswith("{") and '"img_s"' in l]
+        peer_last = last_epoch_rate(cum)
+        sets = [f"train.epochs={a.epochs}", f"model.arch={ARCHS[a.arch]}", f"data.root={a.data}", f"out_dir={d}",
+                "name=speed_ours", "train.export=false", f"train.device={device}", "splits.cache_dir=null",
                 "train.channels_last=true", f"model.input_size={size}"]  # the peer trains channels-last
         if a.limit:
             sets.append(f"train.subset_every={a.limit}")
         config = f"configs/fer2013_r18_{a.method}.yaml"
         run([a.fer_train, "fit", "--config", config] + [x for s in sets for x in ("--set", s)])
-        ours = json.load(open(os.path.join(d, "speed_ours", "summary.json")))["train_img_per_s"]
-    print(f"\nOne training epoch, {a.arch} {a.method}, FER2013 at {size} px, batch 64"
+        ours_all = json.load(open(os.path.join(d, "speed_ours", "summary.json")))["train_img_per_s"]
+        with open(os.path.join(d, "speed_ours", "metrics.csv")) as f:
+            ours_last = float(list(csv.DictReader(f))[-1]["img_per_s"])
+    print(f"\n{a.epochs} training epoch(s), {a.arch} {a.method}, FER2013 at {size} px, batch 64"
           f"{f', every {a.limit}th image' if a.limit else ''} (img/s, data and augmentation included)")
-    print(f"fer-train {ours:.1f}   PyTorch eager {peer:.1f}   ratio {ours / peer:.2f}x")
-    return [dict(arch=a.arch, method=a.method, size=size, ours=ours, peer=peer, limit=a.limit)]
+    print(f"{'':<18}{'fer-train':>11}{'PyTorch':>11}{'ratio':>8}")
+    print(f"{'last epoch':<18}{ours_last:>11.1f}{peer_last:>11.1f}{ours_last / peer_last:>7.2f}x")
+    print(f"{'all epochs':<18}{ours_all:>11.1f}{peer_all:>11.1f}{ours_all / peer_all:>7.2f}x")
+    return [dict(arch=a.arch, method=a.method, size=size, epochs=a.epochs, limit=a.limit,
+                 ours=ours_all, peer=peer_all, ours_last_epoch=ours_last, peer_last_epoch=peer_last)]
+
+
+def last_epoch_rate(cumulative):
+    """The last epoch's img/s from running means after each of k equal epochs: epoch k took
+    k/c_k - (k-1)/c_(k-1) time units per image of one epoch."""
+    k = len(cumulative)
+    if k == 0:
+        sys.exit("the peer printed no per-epoch lines")
+    if k == 1:
+        return cumulative[0]
+    return 1.0 / (k / cumulative[-1] - (k - 1) / cumulative[-2])
 
 
 rows = step() if a.mode == "step" else epoch()

@@ -225,3 +225,106 @@ fn gpu_runs_resumes_a_run_the_machine_already_holds() {
         );
     }
 }
+
+/// bench/cache_to_folder.py turns a `fer-train cache` file back into class folders that the
+/// trainer's folder reader (and the peer's ImageFolder loading) reads as exactly the cached faces,
+/// gray and colour: the device's whole-epoch comparison depends on both sides seeing the same data.
+#[test]
+fn cache_to_folder_writes_back_exactly_the_cached_faces() {
+    use fer_train::data::{load_split, Color, DataFormat, DataSpec, Dataset};
+    use tch::{Kind, Tensor};
+    let Some(py) = fer_tests::python_or_skip() else { return };
+    let dir = temp_dir("cache_to_folder");
+    let classes: Vec<String> = ["angry", "happy", "sad"].iter().map(|s| s.to_string()).collect();
+    for (color, c) in [(Color::Gray, 1), (Color::Rgb, 3)] {
+        tch::manual_seed(c);
+        let n = 10i64;
+        let images = Tensor::randint(256, [n, c, 6, 5], (Kind::Uint8, tch::Device::Cpu));
+        let labels: Vec<i64> = (0..n).map(|i| (i * 7 + 1) % 3).collect();
+        let ds = Dataset::new(images.shallow_clone(), labels.clone(), classes.clone(), "fixture").unwrap();
+        let cache = dir.join(format!("train-{c}.safetensors"));
+        ds.save_cache(&cache).unwrap();
+        let out = dir.join(format!("folder{c}"));
+        let st = Command::new(&py)
+            .arg(repo().join("bench/cache_to_folder.py"))
+            .arg(&out)
+            .arg(format!("train={}", cache.display()))
+            .status()
+            .unwrap();
+        assert!(st.success(), "cache_to_folder.py failed");
+        let spec = DataSpec { color, ..DataSpec::new(DataFormat::Folder, &out) };
+        let back = load_split(&spec, "train").unwrap();
+        assert_eq!(back.classes, classes);
+        // The folder reader groups by class; within a class the files keep the cache's order.
+        let mut order: Vec<usize> = (0..n as usize).collect();
+        order.sort_by_key(|&i| labels[i]);
+        let want_labels: Vec<i64> = order.iter().map(|&i| labels[i]).collect();
+        assert_eq!(back.labels, want_labels, "{c} channel(s)");
+        let idx = Tensor::from_slice(&order.iter().map(|&i| i as i64).collect::<Vec<_>>());
+        let want = images.index_select(0, &idx);
+        assert!(back.images.equal(&want), "{c} channel(s): pixels differ after the round trip");
+    }
+    // A file that is not a cache is refused by name, not with a traceback.
+    let bogus = dir.join("bogus.safetensors");
+    std::fs::write(&bogus, b"not a cache").unwrap();
+    let o = Command::new(&py)
+        .arg(repo().join("bench/cache_to_folder.py"))
+        .arg(dir.join("x"))
+        .arg(format!("train={}", bogus.display()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("bogus.safetensors") && !err.contains("Traceback"), "{err}");
+}
+
+/// `SPEED_EPOCH` adds the whole-epoch comparison before the fits: the peer's folders are written
+/// from the carried caches, then one `train_vs_pytorch.py epoch` per named arch; without caches it
+/// says why it skipped and the fits still run.
+#[test]
+fn gpu_session_epoch_comparison_runs_before_the_fits() {
+    let dir = checkout("gpu_session_epoch", &["bench/gpu_session.sh", "configs/fer2013_r18_eac.yaml"]);
+    write_exe(&dir.join("scripts/device_run.sh"), STUB_DEVICE_RUN);
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let session = || {
+        let _ = std::fs::remove_file(dir.join("calls.log"));
+        let o = Command::new("bash")
+            .current_dir(&dir)
+            .env("SPEED_ARCHS", "none")
+            .env("SPEED_EPOCH", "resnet18,mobilenet_v2")
+            .env("OUT", &out)
+            .args(["bench/gpu_session.sh", "600", "eac configs/fer2013_r18_eac.yaml"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{err}");
+        (std::fs::read_to_string(dir.join("calls.log")).unwrap(), err)
+    };
+
+    let (calls, err) = session();
+    assert!(err.contains("no train and val caches"), "{err}");
+    assert!(!calls.contains("train_vs_pytorch.py"), "{calls}");
+    assert!(calls.contains("run bash bench/gpu_runs.sh"), "{calls}");
+
+    std::fs::create_dir_all(dir.join(".cache/data")).unwrap();
+    for f in ["train-ab12.safetensors", "val-cd34.safetensors"] {
+        std::fs::write(dir.join(".cache/data").join(f), b"x").unwrap();
+    }
+    let (calls, err) = session();
+    let runs: Vec<&str> = calls.lines().filter(|l| l.starts_with("run ")).collect();
+    assert_eq!(runs.len(), 4, "{calls}\n{err}");
+    assert_eq!(
+        runs[0],
+        "run python3 bench/cache_to_folder.py .cache/epoch-data train=.cache/data/train-ab12.safetensors \
+         val=.cache/data/val-cd34.safetensors"
+    );
+    for (line, arch) in runs[1..3].iter().zip(["resnet18", "mobilenet_v2"]) {
+        assert!(
+            line.starts_with(&format!("run python3 bench/train_vs_pytorch.py epoch --arch {arch} --method eac")),
+            "{line}"
+        );
+        assert!(line.contains("--peer .device-carry/peer/ref_train.py") && line.contains("--data .cache/epoch-data"), "{line}");
+    }
+    assert!(runs[3].starts_with("run bash bench/gpu_runs.sh"), "{}", runs[3]);
+    assert!(dir.join("runs/session/epoch.log").is_file());
+}

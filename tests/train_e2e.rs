@@ -303,3 +303,50 @@ fn a_short_grefel_vit_run_learns_from_given_stream_weights() {
     let e = Trainer::new(cfg, false).err().expect("a stream file without features.13 is refused").to_string();
     assert!(e.contains("landmark.safetensors") && e.contains("missing") && e.contains("landmark.features.13."), "{e}");
 }
+
+/// `distill`: a teacher exported by fer-train gives its logits for the training split
+/// (scripts/teacher_targets.py, from the trainer's own cache of the split), a student trains with
+/// them added to its loss and learns; targets made for other faces (here the val split, which has
+/// as many faces) are refused with the file named, not paired with the wrong images.
+#[test]
+fn a_short_distilled_run_learns_from_stored_teacher_logits() {
+    let Some(py) = fer_tests::python_or_skip() else { return };
+    let _turn = serial();
+    let (root, out) = dataset("distill");
+    let mut teacher = config(&root, &out, "teacher", 3, "{ name: ce }");
+    teacher.train.export = true;
+    let onnx = learns(teacher.clone(), true).1.onnx.expect("the teacher exports model.onnx");
+
+    let targets = |split: &str| {
+        let ds = fer_train::data::load_split(&teacher.data, split).unwrap();
+        let cache = out.join(format!("{split}.safetensors"));
+        ds.save_cache(&cache).unwrap();
+        let dest = out.join(format!("targets_{split}.safetensors"));
+        let o = std::process::Command::new(&py)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/teacher_targets.py"))
+            .args(["--model", onnx.to_str().unwrap(), "--cache", cache.to_str().unwrap(), "--out", dest.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        dest
+    };
+    let student = |name: &str, targets: &Path| {
+        let mut cfg = config(&root, &out, name, 3, "{ name: ce }");
+        cfg.distill = Some(fer_train::distill::DistillConfig { targets: targets.to_path_buf(), weight: 1.0, temperature: 4.0 });
+        cfg
+    };
+
+    let (t, s) = learns(student("student", &targets("train")), true);
+    let plain = learns(config(&root, &out, "plain", 3, "{ name: ce }"), false).0;
+    // Same seed, same batches: only the added term separates the first epoch's losses.
+    let (kd, ce) = (t.state.history[0].train_loss, plain.state.history[0].train_loss);
+    assert!(kd > ce + 1e-3, "the distillation term added nothing: {kd} vs {ce}");
+    assert!(s.final_val.accuracy > 0.5);
+    let yaml = std::fs::read_to_string(out.join("student/config.yaml")).unwrap();
+    assert!(yaml.contains("distill:") && yaml.contains("targets_train.safetensors"), "{yaml}");
+
+    let wrong = targets("val");
+    let e = Trainer::new(student("wrong", &wrong), false).map(|_| ()).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("targets_val.safetensors") && msg.contains("faces differ"), "{msg}");
+}

@@ -3,6 +3,7 @@
 //! recipe). The resolved config is written beside every checkpoint.
 
 use crate::data::DataSpec;
+use crate::distill::DistillConfig;
 use crate::methods::MethodConfig;
 use crate::models::{Arch, ModelSpec, VitConfig};
 use crate::nn::AttentionKind;
@@ -25,6 +26,9 @@ pub struct Config {
     pub model: ModelConfig,
     pub method: MethodConfig,
     pub train: TrainConfig,
+    /// Knowledge distillation from a teacher's stored logits (`fer_train::distill`); none = off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<DistillConfig>,
 }
 
 fn default_out_dir() -> PathBuf {

@@ -6,6 +6,7 @@
 //! - [`models`]: backbones (ResNet-18/50, SE-ResNet-50, MobileNetV2, IVSA's VGG) and the heads
 //!   (linear + CAM, IVSA's 3 FC, GReFEL's reliability balancing, DAN's MAN + AFN)
 //! - [`methods`]: losses and recipes (cross-entropy, EAC, DacFER, GReFEL, DAN + attention consistency)
+//! - [`distill`]: knowledge distillation from a teacher's stored logits (`distill` in a config)
 //! - [`autocast`]: bf16 mixed precision (`train.bf16`)
 //! - [`train`]: the training loop, optimisers, schedulers, checkpoints
 //! - [`bench`]: the training step timed as the PyTorch peer's benchmark times it
@@ -14,6 +15,7 @@ pub mod augment;
 pub mod autocast;
 pub mod bench;
 pub mod data;
+pub mod distill;
 pub mod models;
 pub mod nn;
 pub mod checkpoint;

@@ -120,6 +120,8 @@ pub struct Trainer {
     pub train: Dataset,
     pub val: Dataset,
     pub aug: Augment,
+    /// The teacher's logits for each training face (`distill`), on the device.
+    pub teacher: Option<Tensor>,
     pub state: RunState,
     pub run_dir: PathBuf,
     /// `fit` ended early on Ctrl-C (see [`stop_on_ctrl_c`]); its summary is of the last finished epoch.
@@ -153,9 +155,13 @@ impl Trainer {
         std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
         let cache = cfg.splits.cache_dir.as_deref();
         let mut train = data::load_split_cached(&cfg.data, &cfg.splits.train, cache)?;
+        // Targets are made for the whole split: checked against it, then subset with it.
+        let mut teacher = cfg.distill.as_ref().map(|d| crate::distill::load_targets(&d.targets, &train)).transpose()?;
         if let Some(k) = cfg.train.subset_every.filter(|&k| k > 1) {
             train = train.every(k);
+            teacher = teacher.map(|t| t.slice(0, 0, None, k as i64));
         }
+        let teacher = teacher.map(|t| t.to_device(device));
         let val = data::load_split_cached(&cfg.data, &cfg.splits.val, cache)?;
         if train.classes != val.classes {
             bail!("train classes {:?} differ from val classes {:?}", train.classes, val.classes);
@@ -222,7 +228,7 @@ impl Trainer {
         }
         checkpoint::write_atomic(&run_dir.join("config.yaml"), cfg.to_yaml().as_bytes())?;
         checkpoint::write_atomic(&run_dir.join("classes.json"), serde_json::to_string(&train.classes)?.as_bytes())?;
-        Ok(Trainer { cfg, device, vs, model, opt, train, val, aug, state, run_dir, interrupted: false })
+        Ok(Trainer { cfg, device, vs, model, opt, train, val, aug, teacher, state, run_dir, interrupted: false })
     }
 
     /// Trains the remaining epochs, then plots and exports. Returns the summary.
@@ -300,7 +306,11 @@ impl Trainer {
             let x = if cfg.channels_last { crate::augment::channels_last(&x) } else { x };
             let y = labels.index_select(0, &idx);
             self.opt.zero_grad();
-            let out = crate::autocast::bf16(self.device, cfg.bf16, || training_loss(&self.cfg.method, &self.model, &x, &y));
+            let mut out = crate::autocast::bf16(self.device, cfg.bf16, || training_loss(&self.cfg.method, &self.model, &x, &y));
+            if let (Some(t), Some(d)) = (&self.teacher, &self.cfg.distill) {
+                let kd = crate::distill::distill_loss(&out.logits, &t.index_select(0, &idx), d.temperature);
+                out.loss = out.loss + kd * d.weight;
+            }
             out.loss.backward();
             if !self.opt.step(cfg.grad_clip) {
                 skipped += 1;

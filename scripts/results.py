@@ -201,7 +201,8 @@ def load_run(runs_dir, name):
     fv = s["final_val"]
     return {
         "name": name,
-        "method": cfg_get(cfg, "method.name", "?"),
+        # Distilled from a teacher's logits (the config's `distill` section): its own row in Table 2.
+        "method": cfg_get(cfg, "method.name", "?") + (" + KD" if cfg_get(cfg, "distill.targets") else ""),
         "arch": cfg_get(cfg, "model.arch", "?"),
         "size": cfg_get(cfg, "model.input_size", "?"),
         "noise": round(float(cfg_get(cfg, "noise.rate", 0.0) or 0.0), 6),

@@ -105,7 +105,12 @@ fn tables_come_from_the_runs_and_only_the_marked_section_changes() {
     let mut cfg = Config::from_yaml(&std::fs::read_to_string(cut.join("config.yaml")).unwrap(), &[]).unwrap();
     cfg.train.epochs = 3;
     std::fs::write(cut.join("config.yaml"), cfg.to_yaml()).unwrap();
-    let onnx_paths: Vec<PathBuf> = [&ce, &rb, &bench, &bad, &cut].iter().map(|d| d.join("model.onnx")).collect();
+    // A run distilled from a teacher's logits is its own method row.
+    let kd = write_run(&runs, &Run { name: "r18_ce_kd", method: "{ name: ce }", noise: 0.1, device: "cpu", acc: 0.4, epochs: 2 });
+    let mut cfg = Config::from_yaml(&std::fs::read_to_string(kd.join("config.yaml")).unwrap(), &[]).unwrap();
+    cfg.distill = Some(fer_train::distill::DistillConfig { targets: "teacher.safetensors".into(), weight: 1.0, temperature: 4.0 });
+    std::fs::write(kd.join("config.yaml"), cfg.to_yaml()).unwrap();
+    let onnx_paths: Vec<PathBuf> = [&ce, &rb, &bench, &bad, &cut, &kd].iter().map(|d| d.join("model.onnx")).collect();
     let st = Command::new(&py).arg("-c").arg(TINY_ONNX).args(&onnx_paths).status().unwrap();
     assert!(st.success(), "building the tiny ONNX file");
 
@@ -133,7 +138,11 @@ fn tables_come_from_the_runs_and_only_the_marked_section_changes() {
     assert!(text.contains("| method | 0 % | 10 % | 20 % | 30 % |"), "{text}");
     let header = "| method | 0 % | 10 % | 20 % | 30 % |\n| --- | --- | --- | --- | --- |";
     assert!(text.contains(&format!("**resnet18, 8 px, 1 epoch**\n\n{header}\n| grefel_rb | — | — | — | 55.00 % |\n")), "{text}");
-    assert!(text.contains(&format!("**resnet18, 8 px, 2 epochs**\n\n{header}\n| ce | 61.25 % | — | — | — |\n")), "{text}");
+    assert!(
+        text.contains(&format!("**resnet18, 8 px, 2 epochs**\n\n{header}\n| ce | 61.25 % | — | — | — |\n| ce + KD | — | 40.00 % | — | — |\n")),
+        "{text}"
+    );
+    assert!(text.contains("| r18_ce_kd | ce + KD | resnet18 | 8 | 10 % | 2 | 40.00 % |"), "{text}");
     // The cut run: its epochs in Table 1, and in Table 2 its budget's table says how far it got.
     assert!(text.contains("| r18_ce_cut | ce | resnet18 | 8 | 20 % | 1 of 3 | 50.00 % |"), "{text}");
     assert!(text.contains(&format!("**resnet18, 8 px, 3 epochs**\n\n{header}\n| ce | — | — | 50.00 % (1 of 3 ep.) | — |\n")), "{text}");

@@ -310,6 +310,7 @@ fn parity_on_real_faces() {
         pad: 0,
         flip: false,
         erase: None,
+        affine: None,
         mean: vec![0.5; 3],
         std: vec![0.5; 3],
         channels: 3,

@@ -257,6 +257,8 @@ fn a_short_ivsa_run_learns() {
     let mut cfg = config_with(&root, &out, "ivsa", 3, model, "{ name: ce }", sgd);
     cfg.train.scheduler = serde_yaml::from_str("{ name: plateau, factor: 0.5, patience: 1 }").unwrap();
     cfg.train.ten_crop_eval = true;
+    // The seed's augmentation: random rescale, shift and rotation (p = 0.5 each).
+    cfg.train.affine = Some(fer_train::augment::Affine::default());
     learns(cfg, false);
 }
 

@@ -5,6 +5,7 @@
 //! - train: `/255`, bilinear resize to `size + pad` (align_corners = false, as
 //!   `F.interpolate`), random `size` crop, horizontal flip with p = 0.5, normalize, expand gray
 //!   to the model's channels;
+//!   (with `affine`: a random rescale, shift and rotation of each face first, at `size + pad`);
 //! - eval: `/255`, bilinear resize to `size`, normalize, expand;
 //! - erase: RandomErasing (Zhong et al., AAAI 2020) with torchvision's semantics (up to 10
 //!   tries for a box that fits, p = 0.5, value 0), vectorized over the batch, applied after
@@ -41,6 +42,63 @@ impl Default for Erase {
     }
 }
 
+/// Random affine warp of each training face: rescale, shift and rotation, each applied to a sample
+/// with probability `p`, black outside the face. The augmentation of IVSA (seed 004: "re-scale,
+/// shift horizontally or vertically, rotate", p = 0.5 each) and of the VGG recipe it builds on
+/// (Khaireddin & Chen 2021: ±20 % scale, ±20 % shift, ±10°), the defaults here.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Affine {
+    /// Probability of each of the three operations, drawn independently per sample.
+    pub p: f64,
+    /// Scale factor uniform in `[1 - scale, 1 + scale]` (about the centre).
+    pub scale: f64,
+    /// Shift uniform in `[-shift, shift]` times the side, on each axis.
+    pub shift: f64,
+    /// Rotation uniform in `[-degrees, degrees]` (about the centre).
+    pub degrees: f64,
+}
+
+impl Default for Affine {
+    fn default() -> Self {
+        Affine { p: 0.5, scale: 0.2, shift: 0.2, degrees: 10.0 }
+    }
+}
+
+impl Affine {
+    /// Draws each sample's warp and applies it to float `[B, C, S, S]` images.
+    pub fn apply(&self, x: &Tensor) -> Tensor {
+        let b = x.size()[0];
+        let f = (Kind::Float, x.device());
+        let on = || Tensor::rand([b], f).lt(self.p).to_kind(Kind::Float);
+        let uniform = |r: f64| Tensor::rand([b], f) * (2.0 * r) - r;
+        let scale = on() * uniform(self.scale) + 1.0;
+        let radians = on() * uniform(self.degrees.to_radians());
+        let shift = on();
+        let (dx, dy) = (&shift * uniform(self.shift), &shift * uniform(self.shift));
+        warp(x, &scale, &radians, &dx, &dy)
+    }
+}
+
+/// Warps square float `[B, C, S, S]` images: sample `i` scaled by `scale[i]` and rotated by
+/// `radians[i]` (clockwise as displayed, rows going down) about the centre, then shifted by
+/// `(dx[i], dy[i])` sides (right, down); bilinear, zeros outside. One `affine_grid` +
+/// `grid_sample`, as torchvision's tensor `affine`.
+pub fn warp(x: &Tensor, scale: &Tensor, radians: &Tensor, dx: &Tensor, dy: &Tensor) -> Tensor {
+    let [b, c, h, w] = x.size()[..] else { panic!("warp: expected [B, C, H, W], got {:?}", x.size()) };
+    assert_eq!(h, w, "warp: square images only (a rotation in normalized coordinates would shear others)");
+    // grid_sample asks, for each output point, where to read: p_in = R(-θ) (p_out - t) / s, in
+    // coordinates normalized to [-1, 1] across the side (so a shift of one side is 2).
+    let (cos, sin) = (radians.cos() / scale, radians.sin() / scale);
+    let (tx, ty) = (dx * 2.0, dy * 2.0);
+    let row0 = Tensor::stack(&[&cos, &sin, &(-(&cos * &tx) - &sin * &ty)], 1);
+    let row1 = Tensor::stack(&[&(-&sin), &cos, &(&sin * &tx - &cos * &ty)], 1);
+    let theta = Tensor::stack(&[row0, row1], 1).to_kind(x.kind());
+    let grid = Tensor::affine_grid_generator(&theta, [b, c, h, w], false);
+    // interpolation 0 = bilinear, padding 0 = zeros
+    x.grid_sampler(&grid, 0, 0, false)
+}
+
 /// Tries per sample to find a box that fits (torchvision: 10).
 const ERASE_TRIES: i64 = 10;
 
@@ -56,6 +114,9 @@ pub struct Augment {
     pub flip: bool,
     /// Used by [`Augment::erase`]; `None` makes it the identity.
     pub erase: Option<Erase>,
+    /// Train: a random rescale / shift / rotation of each face before the crop; `None` = none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affine: Option<Affine>,
     /// Per-channel mean/std of the normalization, after scaling to [0, 1]: one value (all
     /// channels) or `channels` values.
     pub mean: Vec<f64>,
@@ -72,6 +133,7 @@ impl Augment {
             pad: 8,
             flip: true,
             erase: Some(Erase::default()),
+            affine: None,
             mean: vec![0.5],
             std: vec![0.5],
             channels: 3,
@@ -134,6 +196,10 @@ impl Augment {
     pub fn train(&self, x_u8: &Tensor) -> Tensor {
         let (s, pad) = (self.size, self.pad.max(0));
         let x = Self::scaled(x_u8, s + pad);
+        let x = match &self.affine {
+            Some(a) => a.apply(&x),
+            None => x,
+        };
         let [b, c, _, big] = x.size()[..] else { panic!("Augment::train: expected [B, C, H, W], got {:?}", x.size()) };
         if pad == 0 && !self.flip {
             return self.finish(x);
@@ -398,7 +464,7 @@ mod tests {
 
     #[test]
     fn ten_crop_views_are_the_corners_centre_and_flips() {
-        let aug = Augment { size: 4, pad: 2, flip: false, erase: None, mean: vec![0.0], std: vec![1.0], channels: 1 };
+        let aug = Augment { size: 4, pad: 2, flip: false, erase: None, affine: None, mean: vec![0.0], std: vec![1.0], channels: 1 };
         // A 6x6 image at size + pad = 6: no resampling, so the crops are exact sub-windows.
         let img = Tensor::arange(36, (Kind::Uint8, tch::Device::Cpu)).view([1, 1, 6, 6]);
         let views = aug.ten_crop(&img);
@@ -421,5 +487,51 @@ mod tests {
         assert_eq!(y.size(), [2, 3, 4, 5]);
         assert_eq!(y.stride(), [60, 1, 15, 3]);
         assert_eq!(y, x);
+    }
+
+    /// Constant per-sample parameters for `warp`.
+    fn per_sample(v: f32, b: i64) -> Tensor {
+        Tensor::full([b], v as f64, (Kind::Float, dev()))
+    }
+
+    #[test]
+    fn warp_is_exact_on_the_pixel_grid() {
+        let x = Tensor::rand([2, 1, 8, 8], (Kind::Float, dev()));
+        let (one, zero) = (per_sample(1.0, 2), per_sample(0.0, 2));
+        // identity
+        let same = warp(&x, &one, &zero, &zero, &zero);
+        assert!(same.allclose(&x, 1e-5, 1e-6, false));
+        // a quarter turn maps pixel centres onto pixel centres: clockwise as displayed
+        let quarter = warp(&x, &one, &per_sample(std::f32::consts::FRAC_PI_2, 2), &zero, &zero);
+        assert!(quarter.allclose(&x.rot90(-1, [2, 3]), 1e-5, 1e-5, false), "{quarter}");
+        // a shift of 2 of 8 pixels right and 1 down, black where nothing comes from
+        let shifted = warp(&x, &one, &zero, &per_sample(0.25, 2), &per_sample(0.125, 2));
+        let want = x.narrow(2, 0, 7).narrow(3, 0, 6).constant_pad_nd([2, 0, 1, 0]);
+        assert!(shifted.allclose(&want, 1e-5, 1e-5, false), "{shifted}\n{want}");
+        // scale 2 about the centre: the middle 4x4 block is spread over the image, bilinearly; a
+        // constant image stays constant wherever the source is inside
+        let c = Tensor::full([1, 1, 8, 8], 0.7, (Kind::Float, dev()));
+        let zoomed = warp(&c, &per_sample(2.0, 1), &per_sample(0.0, 1), &per_sample(0.0, 1), &per_sample(0.0, 1));
+        assert!(zoomed.allclose(&c, 1e-5, 1e-5, false));
+    }
+
+    #[test]
+    fn affine_draws_per_sample_and_respects_p() {
+        let _g = seeded(3);
+        let x = Tensor::rand([64, 1, 16, 16], (Kind::Float, dev())) + 0.1;
+        let off = Affine { p: 0.0, ..Affine::default() }.apply(&x);
+        assert!(off.allclose(&x, 1e-5, 1e-6, false), "p = 0 must leave every face alone");
+        let on = Affine { p: 1.0, ..Affine::default() }.apply(&x);
+        let changed = (&on - &x).abs().amax([1i64, 2, 3].as_slice(), false).gt(1e-3).sum(Kind::Int64).int64_value(&[]);
+        assert_eq!(changed, 64, "p = 1 warps every face");
+        let half = Affine { p: 0.5, ..Affine::default() }.apply(&x);
+        let changed = (&half - &x).abs().amax([1i64, 2, 3].as_slice(), false).gt(1e-3).sum(Kind::Int64).int64_value(&[]);
+        // P(a face untouched) = 0.5³ = 1/8: about 56 of 64 changed
+        assert!((44..=63).contains(&changed), "{changed} of 64 changed at p = 0.5");
+        // the train view applies it before the crop: a fully warped batch differs from the plain one
+        let a = Augment { size: 16, pad: 0, flip: false, erase: None, channels: 1, ..Augment::peer(16) };
+        let u8s = Tensor::randint(256, [8, 1, 16, 16], (Kind::Uint8, dev()));
+        let warped = Augment { affine: Some(Affine { p: 1.0, ..Affine::default() }), ..a.clone() }.train(&u8s);
+        assert!(!warped.allclose(&a.train(&u8s), 1e-3, 1e-3, false));
     }
 }

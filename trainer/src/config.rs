@@ -118,6 +118,10 @@ pub struct TrainConfig {
     pub crop_pad: i64,
     #[serde(default = "yes")]
     pub flip: bool,
+    /// Random rescale / shift / rotation of each face (`fer_train::augment::Affine`; `{}` takes
+    /// IVSA's defaults: p 0.5 each, ±20 % scale, ±20 % shift, ±10°); none = off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affine: Option<crate::augment::Affine>,
     /// Train on every k-th training image only (quick runs); validation always uses the whole split.
     pub subset_every: Option<usize>,
     /// Class-balanced sampling (with replacement, weights 1/count).
@@ -270,6 +274,23 @@ fn set_path(root: &mut serde_yaml::Value, key: &str, new: serde_yaml::Value) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every recipe shipped under configs/ parses (no unknown or misspelt key) and its method fits
+    /// its arch, so a user's first `fer-train fit --config configs/...` does not stop on the config.
+    #[test]
+    fn shipped_configs_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let cfg = Config::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+                cfg.model_spec(7).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 10, "only {n} configs found in {}", dir.display());
+    }
 
     const YAML: &str = r#"
 name: t

@@ -62,6 +62,7 @@ impl LoadedRun {
             pad: self.cfg.train.crop_pad,
             flip: false,
             erase: None,
+            affine: None,
             mean: broadcast(&self.cfg.model.mean, c),
             std: broadcast(&self.cfg.model.std, c),
             channels: c,

@@ -200,6 +200,7 @@ impl Trainer {
             pad: cfg.train.crop_pad,
             flip: cfg.train.flip,
             erase: cfg.method.erases().then(Erase::default),
+            affine: cfg.train.affine.clone(),
             mean: broadcast(&cfg.model.mean, channels),
             std: broadcast(&cfg.model.std, channels),
             channels,

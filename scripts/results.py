@@ -202,7 +202,7 @@ def load_run(runs_dir, name):
     return {
         "name": name,
         # Distilled from a teacher's logits (the config's `distill` section): its own row in Table 2.
-        "method": cfg_get(cfg, "method.name", "?") + (" + KD" if cfg_get(cfg, "distill.targets") else ""),
+        "method": cfg_get(cfg, "method.name", "?") + (" + KD" if cfg_get(cfg, "distill") else ""),
         "arch": cfg_get(cfg, "model.arch", "?"),
         "size": cfg_get(cfg, "model.input_size", "?"),
         "noise": round(float(cfg_get(cfg, "noise.rate", 0.0) or 0.0), 6),

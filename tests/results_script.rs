@@ -108,7 +108,7 @@ fn tables_come_from_the_runs_and_only_the_marked_section_changes() {
     // A run distilled from a teacher's logits is its own method row.
     let kd = write_run(&runs, &Run { name: "r18_ce_kd", method: "{ name: ce }", noise: 0.1, device: "cpu", acc: 0.4, epochs: 2 });
     let mut cfg = Config::from_yaml(&std::fs::read_to_string(kd.join("config.yaml")).unwrap(), &[]).unwrap();
-    cfg.distill = Some(fer_train::distill::DistillConfig { targets: "teacher.safetensors".into(), weight: 1.0, temperature: 4.0 });
+    cfg.distill = Some(fer_train::distill::DistillConfig { teacher: None, targets: Some("teacher.safetensors".into()), weight: 1.0, temperature: 4.0 });
     std::fs::write(kd.join("config.yaml"), cfg.to_yaml()).unwrap();
     let onnx_paths: Vec<PathBuf> = [&ce, &rb, &bench, &bad, &cut, &kd].iter().map(|d| d.join("model.onnx")).collect();
     let st = Command::new(&py).arg("-c").arg(TINY_ONNX).args(&onnx_paths).status().unwrap();

@@ -307,11 +307,13 @@ fn a_short_grefel_vit_run_learns_from_given_stream_weights() {
 }
 
 /// `distill`: a teacher exported by fer-train gives its logits for the training split
-/// (scripts/teacher_targets.py, from the trainer's own cache of the split), a student trains with
-/// them added to its loss and learns; targets made for other faces (here the val split, which has
-/// as many faces) are refused with the file named, not paired with the wrong images.
+/// (scripts/teacher_targets.py, from the trainer's own cache of the split), the same as its run
+/// directory gives in tch; a student trains with them added to its loss and learns; targets made
+/// for other faces (here the val split, which has as many faces) are refused with the file named,
+/// not paired with the wrong images.
 #[test]
 fn a_short_distilled_run_learns_from_stored_teacher_logits() {
+    use fer_train::distill::DistillConfig;
     let Some(py) = fer_tests::python_or_skip() else { return };
     let _turn = serial();
     let (root, out) = dataset("distill");
@@ -334,11 +336,25 @@ fn a_short_distilled_run_learns_from_stored_teacher_logits() {
     };
     let student = |name: &str, targets: &Path| {
         let mut cfg = config(&root, &out, name, 3, "{ name: ce }");
-        cfg.distill = Some(fer_train::distill::DistillConfig { targets: targets.to_path_buf(), weight: 1.0, temperature: 4.0 });
+        cfg.distill = Some(DistillConfig { teacher: None, targets: Some(targets.to_path_buf()), weight: 1.0, temperature: 4.0 });
         cfg
     };
 
-    let (t, s) = learns(student("student", &targets("train")), true);
+    // The two sources of teacher logits agree: the run's checkpoint in tch, and its exported ONNX
+    // file through ONNX Runtime (stored by the script), face by face.
+    let train = fer_train::data::load_split(&teacher.data, "train").unwrap();
+    let stored = targets("train");
+    let from_file = fer_train::distill::load_targets(&stored, &train).unwrap();
+    let from_run = DistillConfig { teacher: Some(out.join("teacher")), targets: None, weight: 1.0, temperature: 4.0 }
+        .teacher_logits(&train, tch::Device::Cpu)
+        .unwrap();
+    let (a, b) = (Vec::<f32>::try_from(from_run.flatten(0, -1)).unwrap(), Vec::<f32>::try_from(from_file.flatten(0, -1)).unwrap());
+    fer_tests::assert_close(&a, &b, 1e-3, 1e-3, "teacher logits, run (tch) vs ONNX file (ORT)");
+    let neither = DistillConfig { teacher: None, targets: None, weight: 1.0, temperature: 4.0 };
+    let e = neither.teacher_logits(&train, tch::Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("exactly one of `teacher`"), "{e}");
+
+    let (t, s) = learns(student("student", &stored), true);
     let plain = learns(config(&root, &out, "plain", 3, "{ name: ce }"), false).0;
     // Same seed, same batches: only the added term separates the first epoch's losses.
     let (kd, ce) = (t.state.history[0].train_loss, plain.state.history[0].train_loss);

@@ -3,13 +3,19 @@
 //! same training face and `s` the student's logits on its augmented view, so a small edge model
 //! learns from a larger one's full distribution as well as from the (possibly noisy) label.
 //!
-//! The teacher's logits are computed once, before training, for the whole training split, and
-//! stored as a safetensors file (`scripts/teacher_targets.py` writes one from any exported ONNX
-//! model and the trainer's dataset cache): `logits` float32 `[N, K]`, `pixel_sums` int64 `[N]` (the
-//! sum of each face's pixels, so a file made for other data or another order is refused instead
-//! of silently pairing faces with the wrong targets), and the class names as JSON under the
-//! metadata key `classes`. Stored targets cost nothing per step, on the CPU as on the GPU; the
-//! price is that the teacher saw the un-augmented face, not the student's crop, flip or erasing.
+//! The teacher's logits are computed once, before training, for the whole training split, from
+//! one of two sources:
+//! - `teacher: runs/NAME`, a fer-train run directory: its checkpoint (best, else last) runs here,
+//!   in tch on the training device, with the preprocessing it was validated with (seconds on a
+//!   GPU; the ResNet-18 at 112 px takes minutes on a 2-core CPU);
+//! - `targets: FILE`, stored logits, for a teacher that exists only as an ONNX file
+//!   (`scripts/teacher_targets.py` writes them with ONNX Runtime from the model and the trainer's
+//!   dataset cache): `logits` float32 `[N, K]`, `pixel_sums` int64 `[N]` (the sum of each face's
+//!   pixels, so a file made for other data or another order is refused instead of silently pairing
+//!   faces with the wrong targets), and the class names as JSON under the metadata key `classes`.
+//!
+//! Precomputed logits cost nothing per step, on the CPU as on the GPU; the price is that the
+//! teacher saw the un-augmented face, not the student's crop, flip or erasing.
 
 use crate::data::Dataset;
 use anyhow::{bail, Context, Result};
@@ -22,8 +28,12 @@ use tch::{Kind, Tensor};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DistillConfig {
+    /// The teacher as a fer-train run directory (exactly one of `teacher` and `targets`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<PathBuf>,
     /// The teacher's stored logits for the full training split (see the module docs).
-    pub targets: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<PathBuf>,
     /// Weight of the distillation term, added to the method's own loss.
     #[serde(default = "one")]
     pub weight: f64,
@@ -38,6 +48,50 @@ fn one() -> f64 {
 }
 fn four() -> f64 {
     4.0
+}
+
+impl DistillConfig {
+    /// The teacher's logits for every face of `train` (the full split, before any subset),
+    /// float32 `[N, K]` on `device`.
+    pub fn teacher_logits(&self, train: &Dataset, device: tch::Device) -> Result<Tensor> {
+        match (&self.teacher, &self.targets) {
+            (Some(run), None) => run_teacher(run, train, device),
+            (None, Some(file)) => Ok(load_targets(file, train)?.to_device(device)),
+            _ => bail!("distill: give exactly one of `teacher` (a run directory) and `targets` (stored logits)"),
+        }
+    }
+
+    /// A short name of the teacher, for the model's metadata.
+    pub fn teacher_name(&self) -> String {
+        let p = self.teacher.as_ref().or(self.targets.as_ref());
+        p.and_then(|p| p.file_name()).map_or_else(String::new, |f| f.to_string_lossy().into_owned())
+    }
+}
+
+/// Runs the teacher run's checkpoint over `train` in eval mode, batch by batch.
+fn run_teacher(run: &Path, train: &Dataset, device: tch::Device) -> Result<Tensor> {
+    let dev = match device {
+        tch::Device::Cuda(i) => format!("train.device=cuda:{i}"),
+        _ => "train.device=cpu".to_string(),
+    };
+    let t = crate::eval::LoadedRun::open(run, None, &[dev]).with_context(|| format!("distill: loading the teacher {}", run.display()))?;
+    if t.classes != train.classes {
+        bail!("distill: the teacher {} has classes {:?}, the training data {:?}", run.display(), t.classes, train.classes);
+    }
+    let aug = t.eval_augment();
+    let n = train.len() as i64;
+    let batch = t.cfg.train.eval_batch_size.max(1);
+    tracing::info!("distill: the teacher {} labels {n} training faces", run.display());
+    let chunks: Vec<Tensor> = tch::no_grad(|| {
+        (0..n)
+            .step_by(batch as usize)
+            .map(|i| {
+                let x = train.images.narrow(0, i, batch.min(n - i)).to_device(device);
+                t.model.forward_t(&aug.eval(&x), false).0.to_kind(Kind::Float)
+            })
+            .collect()
+    });
+    Ok(Tensor::cat(&chunks, 0))
 }
 
 /// Per-face sums of pixel values, the fingerprint stored beside the teacher's logits.

@@ -55,8 +55,14 @@ impl LoadedRun {
     pub fn evaluate(&self, split: &str) -> Result<(Metrics, Vec<String>)> {
         let mut ds = data::load_split_cached(&self.cfg.data, split, self.cfg.splits.cache_dir.as_deref())?;
         ds.images = ds.images.to_device(self.vs.device());
+        let preds = predict(&self.model, &self.eval_augment(), &ds, self.cfg.train.eval_batch_size, self.cfg.train.ten_crop_eval);
+        Ok((Metrics::from_predictions(&ds.labels, &preds, ds.num_classes()), ds.classes.clone()))
+    }
+
+    /// The preprocessing the run's model was validated with (resize, normalize, channels).
+    pub fn eval_augment(&self) -> Augment {
         let c = self.cfg.model.in_channels;
-        let aug = Augment {
+        Augment {
             size: self.cfg.model.input_size,
             // Unused by the single-view eval; the ten-crop views are cut from `size + pad`, as in training.
             pad: self.cfg.train.crop_pad,
@@ -66,9 +72,7 @@ impl LoadedRun {
             mean: broadcast(&self.cfg.model.mean, c),
             std: broadcast(&self.cfg.model.std, c),
             channels: c,
-        };
-        let preds = predict(&self.model, &aug, &ds, self.cfg.train.eval_batch_size, self.cfg.train.ten_crop_eval);
-        Ok((Metrics::from_predictions(&ds.labels, &preds, ds.num_classes()), ds.classes.clone()))
+        }
     }
 
     /// The last validation accuracy recorded in the run's state.json, if any.

@@ -22,8 +22,7 @@ pub fn metadata(cfg: &Config, classes: &[String], val_accuracy: Option<f64>) -> 
     ];
     extra.extend(cfg.method.metadata());
     if let Some(d) = &cfg.distill {
-        let teacher = d.targets.file_name().map_or_else(|| d.targets.display().to_string(), |f| f.to_string_lossy().into_owned());
-        extra.push(("fer.distill".to_string(), format!("{teacher} (weight {}, T {})", d.weight, d.temperature)));
+        extra.push(("fer.distill".to_string(), format!("{} (weight {}, T {})", d.teacher_name(), d.weight, d.temperature)));
     }
     let attention = cfg.model.attention.or((cfg.model.arch == crate::models::Arch::Ivsa).then_some(crate::nn::AttentionKind::Sab));
     if let Some(att) = attention {

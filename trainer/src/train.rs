@@ -156,12 +156,11 @@ impl Trainer {
         let cache = cfg.splits.cache_dir.as_deref();
         let mut train = data::load_split_cached(&cfg.data, &cfg.splits.train, cache)?;
         // Targets are made for the whole split: checked against it, then subset with it.
-        let mut teacher = cfg.distill.as_ref().map(|d| crate::distill::load_targets(&d.targets, &train)).transpose()?;
+        let mut teacher = cfg.distill.as_ref().map(|d| d.teacher_logits(&train, device)).transpose()?;
         if let Some(k) = cfg.train.subset_every.filter(|&k| k > 1) {
             train = train.every(k);
             teacher = teacher.map(|t| t.slice(0, 0, None, k as i64));
         }
-        let teacher = teacher.map(|t| t.to_device(device));
         let val = data::load_split_cached(&cfg.data, &cfg.splits.val, cache)?;
         if train.classes != val.classes {
             bail!("train classes {:?} differ from val classes {:?}", train.classes, val.classes);

@@ -328,3 +328,46 @@ fn gpu_session_epoch_comparison_runs_before_the_fits() {
     assert!(runs[3].starts_with("run bash bench/gpu_runs.sh"), "{}", runs[3]);
     assert!(dir.join("runs/session/epoch.log").is_file());
 }
+
+/// When the shipped models and the dataset caches do not fit one device call, a first call carries
+/// only caches (`.device-carry-pre`) and `device_run.sh --unpack-only` unpacks them; the next call,
+/// without them, still finds them in `.cache/data` and runs fer-train from its own carry.
+#[test]
+fn device_run_unpacks_a_first_calls_caches_for_the_next() {
+    let Some(py) = fer_tests::python_or_skip() else { return };
+    let dir = checkout("device_run_pre", &["scripts/device_run.sh"]);
+    let xz = |src: &[u8], dest: &Path| {
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        let tmp = dest.with_extension("raw");
+        std::fs::write(&tmp, src).unwrap();
+        let st = Command::new(&py)
+            .args(["-c", "import lzma, sys; open(sys.argv[2], 'wb').write(lzma.compress(open(sys.argv[1], 'rb').read()))"])
+            .arg(&tmp)
+            .arg(dest)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::remove_file(tmp).unwrap();
+    };
+    let call = |args: &[&str]| {
+        let o = Command::new("bash").current_dir(&dir).env("FER_DEVICE_PYTHON", &py).arg("scripts/device_run.sh").args(args).output().unwrap();
+        (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    // First call: only the big cache travels.
+    xz(b"train faces", &dir.join(".device-carry-pre/data/train-ab.safetensors.xz"));
+    let (ok, _, err) = call(&["--unpack-only"]);
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read(dir.join(".cache/data/train-ab.safetensors")).unwrap(), b"train faces");
+    // Second call: the pre folder is gone (not carried), the main carry brings the binary and val.
+    std::fs::remove_dir_all(dir.join(".device-carry-pre")).unwrap();
+    xz(b"val faces", &dir.join(".device-carry/data/val-cd.safetensors.xz"));
+    xz(b"#!/bin/sh\necho fer-train ran with $*; ls .cache/data\n", &dir.join(".device-carry/fer-train.xz"));
+    let (ok, out, err) = call(&["fer-train", "doctor"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("fer-train ran with doctor"), "{out}");
+    assert!(out.contains("train-ab.safetensors") && out.contains("val-cd.safetensors"), "{out}");
+    // Without a binary, anything but --unpack-only says what to do.
+    std::fs::remove_file(dir.join(".device-carry/fer-train.xz")).unwrap();
+    let (ok, _, err) = call(&["fer-train", "doctor"]);
+    assert!(!ok && err.contains("fer-train.xz is missing"), "{err}");
+}

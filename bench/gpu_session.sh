@@ -24,23 +24,27 @@ bash scripts/device_run.sh fer-train doctor 2>&1 | tee "$out/doctor.log" || {
 
 # SPEED_ARCHS=resnet18 narrows fer-train's side of step 2 (torchvision names, comma-separated; the
 # peer's script times all three regardless, ~2 minutes on the first call); none skips step 2;
-# layout skips the peer and times only fer-train's own EAC step, NCHW then channels-last, at each
-# fit's architecture, input size and batch (~15 s a pair), to choose the fits' layout from.
+# layout skips the peer and times only fer-train's own step (the recipe's method), NCHW then
+# channels-last, at each fit's architecture, input size and batch (~15 s a pair), to choose the
+# fits' layout from.
 archs=${SPEED_ARCHS:-mobilenet_v2,resnet18,resnet50}
 if [ "$archs" = layout ]; then
   : >"$out/layout.jsonl"
   for spec in "$@"; do
     read -r _ config _ <<<"$spec"
-    read -r arch size batch < <(python3 - "$config" <<'PY'
+    read -r arch size batch method < <(python3 - "$config" <<'PY'
 import re, sys
 y = open(sys.argv[1]).read()
-print(*(re.search(rf"^\s*{k}:\s*(\S+)", y, re.M).group(1) for k in ("arch", "input_size", "batch_size")))
+keys = [re.search(rf"^\s*{k}:\s*(\S+)", y, re.M).group(1) for k in ("arch", "input_size", "batch_size")]
+# the recipe's own method (a flow `method: { name: ce }` or a block); IVSA's 3-FC head has no EAC
+m = re.search(r"^method:\s*\{\s*name:\s*(\w+)", y, re.M) or re.search(r"^method:\s*\n\s+name:\s*(\w+)", y, re.M)
+print(*keys, m.group(1) if m else "eac")
 PY
 )
     [[ " ${timed:-} " == *" $arch/$size/$batch "* ]] && continue
     timed="${timed:-} $arch/$size/$batch"
     for cl in "" --channels-last; do
-      timeout 120 bash scripts/device_run.sh fer-train bench --arch "$arch" --method eac --size "$size" \
+      timeout 120 bash scripts/device_run.sh fer-train bench --arch "$arch" --method "$method" --size "$size" \
         --batch "$batch" --iters 40 --device cuda --json $cl >>"$out/layout.jsonl" 2>>"$out/layout.log" ||
         echo "[gpu_session] fer-train bench --arch $arch --size $size $cl failed (see layout.log)" >&2
     done

@@ -40,11 +40,11 @@ if [ "$1 $2" = "fer-train doctor" ]; then echo "doctor ok"; exit 0; fi
 if [ "$1 $2" = "fer-train bench" ]; then
   shift 2; cl=false
   while [ $# -gt 0 ]; do
-    case $1 in --arch) arch=$2; shift;; --size) size=$2; shift;; --batch) batch=$2; shift;; --channels-last) cl=true;; esac
+    case $1 in --arch) arch=$2; shift;; --size) size=$2; shift;; --batch) batch=$2; shift;; --method) method=$2; shift;; --channels-last) cl=true;; esac
     shift
   done
   [ "$arch" = mbv2 ] && arch=mobilenet_v2
-  echo "bench $arch $size $batch $cl" >>calls.log
+  echo "bench $arch $size $batch $cl $method" >>calls.log
   rate=$(eval echo "\${RATE_${arch}_${cl}}")
   [ "$rate" = FAIL ] && { echo "CUDA error: misaligned address" >&2; exit 1; }
   echo "{\"arch\":\"$arch\",\"method\":\"eac\",\"size\":$size,\"batch\":$batch,\"iters\":40,\"device\":\"Cuda(0)\",\"channels_last\":$cl,\"bf16\":false,\"ms_per_step\":1.0,\"img_per_s\":$rate,\"loss\":1.0}"
@@ -60,6 +60,7 @@ fn gpu_session_layout_mode_picks_each_fits_faster_layout() {
         "configs/fer2013_r18_ce.yaml",
         "configs/fer2013_r18_eac.yaml",
         "configs/fer2013_mbv2_eac.yaml",
+        "configs/fer2013_ivsa_sab.yaml",
     ];
     let dir = checkout("gpu_session_layout", &files);
     write_exe(&dir.join("scripts/device_run.sh"), STUB_DEVICE_RUN);
@@ -77,6 +78,7 @@ fn gpu_session_layout_mode_picks_each_fits_faster_layout() {
                 "ce_n30 configs/fer2013_r18_ce.yaml noise.rate=0.3",
                 "eac_n30 configs/fer2013_r18_eac.yaml noise.rate=0.3",
                 "edge configs/fer2013_mbv2_eac.yaml",
+                "ivsa configs/fer2013_ivsa_sab.yaml",
             ]);
         for (k, v) in rates {
             cmd.env(k, v);
@@ -93,16 +95,21 @@ fn gpu_session_layout_mode_picks_each_fits_faster_layout() {
         ("RATE_resnet18_true", "4459.4"),
         ("RATE_mobilenet_v2_false", "1331.0"),
         ("RATE_mobilenet_v2_true", "1200.5"),
+        ("RATE_ivsa_false", "900.0"),
+        ("RATE_ivsa_true", "1000.0"),
     ]);
     let benches: Vec<&str> = calls.lines().filter(|l| l.starts_with("bench")).collect();
     // Two fits share ResNet-18 at 112 px, batch 64: one pair of timings for both.
     assert_eq!(
         benches,
         [
-            "bench resnet18 112 64 false",
-            "bench resnet18 112 64 true",
-            "bench mobilenet_v2 112 64 false",
-            "bench mobilenet_v2 112 64 true"
+            "bench resnet18 112 64 false ce",
+            "bench resnet18 112 64 true ce",
+            "bench mobilenet_v2 112 64 false eac",
+            "bench mobilenet_v2 112 64 true eac",
+            // IVSA's step is timed with its recipe's cross-entropy: its 3-FC head has no EAC
+            "bench ivsa 48 64 false ce",
+            "bench ivsa 48 64 true ce"
         ],
         "{err}"
     );
@@ -124,6 +131,7 @@ fn gpu_session_layout_mode_picks_each_fits_faster_layout() {
         fits.contains("edge configs/fer2013_mbv2_eac.yaml train.channels_last=false"),
         "{fits}"
     );
+    assert!(fits.contains("ivsa configs/fer2013_ivsa_sab.yaml train.channels_last=true"), "{fits}");
     // The logs and timings wait in runs/session/ for runs.tar.gz, so $OUT's 8 file slots go to models.
     let left: Vec<_> = std::fs::read_dir(&out)
         .unwrap()
@@ -131,7 +139,7 @@ fn gpu_session_layout_mode_picks_each_fits_faster_layout() {
         .collect();
     assert!(left.is_empty(), "left in $OUT: {left:?}");
     let timed = std::fs::read_to_string(dir.join("runs/session/layout.jsonl")).unwrap();
-    assert_eq!(timed.lines().count(), 4, "{timed}");
+    assert_eq!(timed.lines().count(), 6, "{timed}");
     assert!(dir.join("runs/session/doctor.log").is_file());
 
     // A channels-last step that fails (the first session's misaligned address) means NCHW, and says so.
@@ -140,6 +148,8 @@ fn gpu_session_layout_mode_picks_each_fits_faster_layout() {
         ("RATE_resnet18_true", "FAIL"),
         ("RATE_mobilenet_v2_false", "1331.0"),
         ("RATE_mobilenet_v2_true", "1400.0"),
+        ("RATE_ivsa_false", "900.0"),
+        ("RATE_ivsa_true", "800.0"),
     ]);
     assert!(
         err.contains("fer-train bench --arch resnet18 --size 112 --channels-last failed"),

@@ -14,9 +14,14 @@ pub fn python_or_skip() -> Option<PathBuf> {
     }
 }
 
-/// A fresh, empty directory under the system temp dir (unique per test name and process).
+/// A fresh, empty directory under the system temp dir (unique per test name and process). The
+/// directories stay after the tests (to look into a failure), so those of test processes that have
+/// ended are removed here first: runs, models and datasets piled up to 23 GB on a development box.
 pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join("fer-tests").join(format!("{name}_{}", std::process::id()));
+    let root = std::env::temp_dir().join("fer-tests");
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(|| remove_dirs_of_ended_processes(&root));
+    let dir = root.join(format!("{name}_{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("creating a temp dir");
     dir
@@ -51,5 +56,22 @@ pub fn fer2013_or_skip() -> Option<PathBuf> {
     } else {
         eprintln!("SKIP: {} is absent (the shared FER2013 data)", p.display());
         None
+    }
+}
+
+/// Removes `<root>/<name>_<pid>` where no process `<pid>` runs any more (Linux: /proc/<pid>).
+fn remove_dirs_of_ended_processes(root: &std::path::Path) {
+    if !std::path::Path::new("/proc/self").exists() {
+        return; // no /proc to ask: keep everything
+    }
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name.rsplit_once('_').and_then(|(_, p)| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
     }
 }

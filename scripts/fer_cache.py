@@ -37,7 +37,10 @@ def read_safetensors(path):
         if t.get("dtype") not in DTYPES:
             fail(f"{path}: tensor `{name}` has dtype {t.get('dtype')}, not one of {sorted(DTYPES)}")
         a, b = t["data_offsets"]
-        tensors[name] = np.frombuffer(body[a:b], dtype=DTYPES[t["dtype"]]).reshape(t["shape"])
+        try:
+            tensors[name] = np.frombuffer(body[a:b], dtype=DTYPES[t["dtype"]]).reshape(t["shape"])
+        except ValueError as e:  # offsets past the end, or bytes that do not fill the shape
+            fail(f"{path}: tensor `{name}` does not fit its bytes {a}..{b} of {len(body)} ({e}); truncated file?")
     return tensors, meta
 
 

@@ -27,6 +27,8 @@ def main():
     ap.add_argument("--out", required=True, help="where to write the targets (safetensors)")
     ap.add_argument("--batch", type=int, default=256)
     a = ap.parse_args()
+    if a.batch < 1:
+        sys.exit(f"--batch must be at least 1, got {a.batch}")
 
     import onnxruntime as ort
     import torch
@@ -40,6 +42,10 @@ def main():
         sess = ort.InferenceSession(a.model, opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types
         sys.exit(f"{a.model}: ONNX Runtime cannot load it: {e}")
+    names = [o.name for o in sess.get_outputs()]
+    if "logits" not in names or [i.name for i in sess.get_inputs()] != ["input"]:
+        sys.exit(f"{a.model}: not a fer-train model (inputs {[i.name for i in sess.get_inputs()]}, "
+                 f"outputs {names}; the contract is one `input` and a `logits` output)")
     meta = sess.get_modelmeta().custom_metadata_map
     missing = [k for k in ("fer.labels", "fer.input_size", "fer.color", "fer.mean", "fer.std") if k not in meta]
     if missing:

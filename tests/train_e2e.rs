@@ -353,6 +353,15 @@ fn a_short_distilled_run_learns_from_stored_teacher_logits() {
     let neither = DistillConfig { teacher: None, targets: None, weight: 1.0, temperature: 4.0 };
     let e = neither.teacher_logits(&train, tch::Device::Cpu).unwrap_err().to_string();
     assert!(e.contains("exactly one of `teacher`"), "{e}");
+    let cold = DistillConfig { teacher: None, targets: Some(stored.clone()), weight: 1.0, temperature: 0.0 };
+    let e = cold.teacher_logits(&train, tch::Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("temperature must be positive"), "{e}");
+    // A truncated targets file is refused by name, not read past its end.
+    let cut = out.join("cut.safetensors");
+    let bytes = std::fs::read(&stored).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    let e = format!("{:#}", fer_train::distill::load_targets(&cut, &train).unwrap_err());
+    assert!(e.contains("cut.safetensors"), "{e}");
 
     let (t, s) = learns(student("student", &stored), true);
     let plain = learns(config(&root, &out, "plain", 3, "{ name: ce }"), false).0;

@@ -54,6 +54,13 @@ impl DistillConfig {
     /// The teacher's logits for every face of `train` (the full split, before any subset),
     /// float32 `[N, K]` on `device`.
     pub fn teacher_logits(&self, train: &Dataset, device: tch::Device) -> Result<Tensor> {
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) || !(self.weight >= 0.0 && self.weight.is_finite()) {
+            bail!(
+                "distill: temperature must be positive and weight non-negative, got temperature {} and weight {}",
+                self.temperature,
+                self.weight
+            );
+        }
         match (&self.teacher, &self.targets) {
             (Some(run), None) => run_teacher(run, train, device),
             (None, Some(file)) => Ok(load_targets(file, train)?.to_device(device)),

@@ -9,6 +9,7 @@
 //! - [`distill`]: knowledge distillation from a teacher's stored logits (`distill` in a config)
 //! - [`autocast`]: bf16 mixed precision (`train.bf16`)
 //! - [`train`]: the training loop, optimisers, schedulers, checkpoints
+//! - [`fpenv`]: subnormal floats flushed to zero on the CPU (they slow x86 arithmetic down)
 //! - [`bench`]: the training step timed as the PyTorch peer's benchmark times it
 
 pub mod augment;
@@ -27,3 +28,4 @@ pub mod optim;
 pub mod plots;
 pub mod train;
 pub mod eval;
+pub mod fpenv;

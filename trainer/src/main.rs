@@ -147,6 +147,12 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .without_time()
         .init();
+    // Before anything starts a thread, so libtorch's pool inherits it (fpenv says why).
+    if fer_train::fpenv::keep_subnormals_requested() {
+        tracing::info!("FER_KEEP_SUBNORMALS: subnormal floats are kept (slow on x86 CPUs)");
+    } else {
+        fer_train::fpenv::flush_subnormals_to_zero();
+    }
     match Cli::parse().command {
         Command::Fit { config, overrides, resume } => run_fit(config, overrides, resume),
         Command::Eval { run, checkpoint, split, overrides, confusion_png, json } => {

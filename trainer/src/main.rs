@@ -22,7 +22,10 @@ use std::path::PathBuf;
   fer-train bench --arch resnet18 --method eac --size 224 --batch 64  # training-step img/s
 
 A run directory holds config.yaml (resolved), last.safetensors + state.json (resumable checkpoint),
-best.safetensors, metrics.csv, curves.png, confusion.png, summary.json and model.onnx."
+best.safetensors, metrics.csv, curves.png, confusion.png, summary.json and model.onnx.
+
+Environment: RUST_LOG (tracing filter, default info); FER_KEEP_SUBNORMALS=1 keeps subnormal floats,
+which fer-train otherwise flushes to zero because they slow CPU training down (src/fpenv.rs)."
 )]
 struct Cli {
     #[command(subcommand)]

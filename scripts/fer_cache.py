@@ -7,7 +7,7 @@ import json, lzma, os, struct, sys
 
 import numpy as np
 
-DTYPES = {"U8": np.uint8, "I64": "<i8", "F32": "<f4"}
+DTYPES = {"U8": np.uint8, "I64": "<i8", "F32": "<f4", "F64": "<f8"}  # F64: a checkpoint's optimizer scalars
 
 
 def fail(msg):

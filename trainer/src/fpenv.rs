@@ -49,6 +49,13 @@ pub fn flush_subnormals_to_zero() -> bool {
     }
 }
 
+/// Whether libtorch's CPU arithmetic, on this thread, reads a subnormal float as zero (what
+/// `fer-train doctor` reports: the end-to-end check that `main` set the environment).
+pub fn libtorch_flushes_subnormals() -> bool {
+    let t = tch::Tensor::from_slice(&[f32::MIN_POSITIVE / 4.0]) * 1.0f64;
+    t.double_value(&[0]) == 0.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,10 +77,12 @@ mod tests {
             assert_eq!(child.join().unwrap(), 0.0, "a thread created later inherits the setting");
             let t = tch::Tensor::from_slice(&[SUBNORMAL, 1.0]) * 1.0f64;
             assert_eq!(Vec::<f32>::try_from(&t).unwrap(), vec![0.0, 1.0], "libtorch's CPU ops");
+            assert!(libtorch_flushes_subnormals());
         })
         .join()
         .unwrap();
         // This thread was not touched.
         assert!(black_box(SUBNORMAL) * black_box(1.0) > 0.0);
+        assert!(!libtorch_flushes_subnormals());
     }
 }

@@ -296,6 +296,8 @@ fn run_doctor() -> Result<()> {
     use tch::{Cuda, Device, Kind, Tensor};
     println!("fer-train {} (tch 0.24.0, built for libtorch 2.11.0)", env!("CARGO_PKG_VERSION"));
     println!("CUDA available: {}, devices: {}, cuDNN: {}", Cuda::is_available(), Cuda::device_count(), Cuda::cudnn_is_available());
+    let flushed = fer_train::fpenv::libtorch_flushes_subnormals();
+    println!("Cpu: subnormal floats {}", if flushed { "flushed to zero" } else { "kept (slow on x86; FER_KEEP_SUBNORMALS is set, or this CPU has no flush switch)" });
     let mut devices = vec![Device::Cpu];
     devices.extend((0..Cuda::device_count() as usize).map(Device::Cuda));
     for d in devices {

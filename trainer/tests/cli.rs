@@ -84,6 +84,11 @@ fn doctor_runs_and_libtorch_cuda_is_linked() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("Cpu: 256x256 matmul ok") && stdout.contains("Cpu: bf16 autocast ok"), "{stdout}");
+    // main() flushes subnormal floats before libtorch starts (fpenv); FER_KEEP_SUBNORMALS=1 does not.
+    assert!(stdout.contains("Cpu: subnormal floats flushed to zero"), "{stdout}");
+    let kept = Command::new(env!("CARGO_BIN_EXE_fer-train")).arg("doctor").env("FER_KEEP_SUBNORMALS", "1").output().unwrap();
+    let kept = String::from_utf8_lossy(&kept.stdout);
+    assert!(kept.contains("Cpu: subnormal floats kept"), "{kept}");
     let exe = env!("CARGO_BIN_EXE_fer-train");
     let lib = std::env::var("LIBTORCH").map(PathBuf::from).ok();
     if lib.as_ref().is_some_and(|l| l.join("lib/libtorch_cuda.so").exists()) {

@@ -180,6 +180,12 @@ struct InfoArgs {
 }
 
 fn main() -> Result<()> {
+    // Rust ignores SIGPIPE, so a closed pipe (`fer-run info ... | head -1`) made println! panic;
+    // the default action ends the process quietly, as other Unix tools do. SAFETY: no thread yet.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     // SAFETY: nothing else runs yet; tract reads the setting when a model is loaded.
     unsafe { fer_runtime::prefer_tile_use_kernels() };
     tracing_subscriber::fmt()

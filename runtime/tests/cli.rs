@@ -67,6 +67,26 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// A reader that goes away (`fer-run info ... | head -1`) ends fer-run quietly, by SIGPIPE as
+/// other Unix tools end, not by a panic about a broken pipe.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_fer_run_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let f = fixture("closed_stdout");
+    // The reader is gone before fer-run starts, so its first line meets a closed pipe.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_fer-run"))
+        .args(["info", "-m", &f.model])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}\n{stderr}", out.status);
+}
+
 #[test]
 fn a_directory_yields_one_json_result_per_image() {
     let f = fixture("cli-dir");

@@ -145,6 +145,12 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    // Rust ignores SIGPIPE, so a closed pipe (`fer-train doctor | head -1`) made println! panic;
+    // the default action ends the process quietly, as other Unix tools do. SAFETY: no thread yet.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)

@@ -100,6 +100,21 @@ fn doctor_runs_and_libtorch_cuda_is_linked() {
     }
 }
 
+/// A reader that goes away (`fer-train doctor | head -1`) ends fer-train quietly, by SIGPIPE as
+/// other Unix tools end, not by a panic about a broken pipe.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_fer_train_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    // The reader is gone before fer-train starts, so its first line meets a closed pipe.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_fer-train")).arg("doctor").stdout(writer).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}\n{stderr}", out.status);
+}
+
 /// `fer-train bench` times a real training step (its loss is finite) and reports img/s as JSON,
 /// also under bf16 autocast;
 /// an unknown method is named with the valid ones.

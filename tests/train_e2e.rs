@@ -308,7 +308,8 @@ fn a_short_grefel_vit_run_learns_from_given_stream_weights() {
 
 /// `distill`: a teacher exported by fer-train gives its logits for the training split
 /// (scripts/teacher_targets.py, from the trainer's own cache of the split), the same as its run
-/// directory gives in tch; a student trains with them added to its loss and learns; targets made
+/// directory gives in tch; a student trains with them added to its loss and learns; two models
+/// (teacher and student) give the face-by-face mean of their own logits; targets made
 /// for other faces (here the val split, which has as many faces) are refused with the file named,
 /// not paired with the wrong images.
 #[test]
@@ -321,19 +322,22 @@ fn a_short_distilled_run_learns_from_stored_teacher_logits() {
     teacher.train.export = true;
     let onnx = learns(teacher.clone(), true).1.onnx.expect("the teacher exports model.onnx");
 
-    let targets = |split: &str| {
+    // Several models make an ensemble teacher (the script averages their logits).
+    let targets_of = |models: &[&Path], split: &str, name: &str| {
         let ds = fer_train::data::load_split(&teacher.data, split).unwrap();
         let cache = out.join(format!("{split}.safetensors"));
         ds.save_cache(&cache).unwrap();
-        let dest = out.join(format!("targets_{split}.safetensors"));
-        let o = std::process::Command::new(&py)
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/teacher_targets.py"))
-            .args(["--model", onnx.to_str().unwrap(), "--cache", cache.to_str().unwrap(), "--out", dest.to_str().unwrap()])
-            .output()
-            .unwrap();
+        let dest = out.join(format!("{name}.safetensors"));
+        let mut cmd = std::process::Command::new(&py);
+        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/teacher_targets.py"));
+        for m in models {
+            cmd.arg("--model").arg(m);
+        }
+        let o = cmd.args(["--cache", cache.to_str().unwrap(), "--out", dest.to_str().unwrap()]).output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         dest
     };
+    let targets = |split: &str| targets_of(&[onnx.as_path()], split, &format!("targets_{split}"));
     let student = |name: &str, targets: &Path| {
         let mut cfg = config(&root, &out, name, 3, "{ name: ce }");
         cfg.distill = Some(DistillConfig { teacher: None, targets: Some(targets.to_path_buf()), weight: 1.0, temperature: 4.0 });
@@ -363,12 +367,23 @@ fn a_short_distilled_run_learns_from_stored_teacher_logits() {
     let e = format!("{:#}", fer_train::distill::load_targets(&cut, &train).unwrap_err());
     assert!(e.contains("cut.safetensors"), "{e}");
 
-    let (t, s) = learns(student("student", &stored), true);
+    let mut exported = student("student", &stored);
+    exported.train.export = true;
+    let (t, s) = learns(exported, true);
     let plain = learns(config(&root, &out, "plain", 3, "{ name: ce }"), false).0;
     // Same seed, same batches: only the added term separates the first epoch's losses.
     let (kd, ce) = (t.state.history[0].train_loss, plain.state.history[0].train_loss);
     assert!(kd > ce + 1e-3, "the distillation term added nothing: {kd} vs {ce}");
     assert!(s.final_val.accuracy > 0.5);
+    // Teacher and student as a two-model ensemble: the stored logits are their face-by-face mean.
+    let student_onnx = s.onnx.clone().expect("the student exports model.onnx");
+    let alone = targets_of(&[student_onnx.as_path()], "train", "student_alone");
+    let pair = targets_of(&[onnx.as_path(), student_onnx.as_path()], "train", "pair");
+    let alone = Vec::<f32>::try_from(fer_train::distill::load_targets(&alone, &train).unwrap().flatten(0, -1)).unwrap();
+    let pair = Vec::<f32>::try_from(fer_train::distill::load_targets(&pair, &train).unwrap().flatten(0, -1)).unwrap();
+    let mean: Vec<f32> = b.iter().zip(&alone).map(|(x, y)| (x + y) / 2.0).collect();
+    assert!(alone.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-2), "the student's logits equal the teacher's: the ensemble check would prove nothing");
+    fer_tests::assert_close(&pair, &mean, 1e-6, 1e-6, "ensemble targets vs the mean of the two teachers' own");
     let yaml = std::fs::read_to_string(out.join("student/config.yaml")).unwrap();
     assert!(yaml.contains("distill:") && yaml.contains("targets_train.safetensors"), "{yaml}");
 

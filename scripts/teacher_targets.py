@@ -9,12 +9,16 @@ path), so the targets follow the trainer's order exactly. The teacher is any mod
 exported (the ONNX contract, docs/onnx-contract.md); each face goes through the preprocessing the
 teacher was trained with, read from its metadata (bilinear resize to `fer.input_size` as the
 trainer's evaluation does, `(x/255 - mean) / std`, gray replicated to the input's channels), and
-through ONNX Runtime's CPU provider in batches. Several `--model`s make an ensemble teacher: their
-logits are averaged face by face (the mean of the log-probabilities up to a constant, so the
-distillation target is their normalized geometric mean; two ResNet-18s of 65.65 % and 64.67 % on
-val make 68.15 % this way, docs/RESULTS.md). It prints how often each teacher, and their mean,
-agrees with the split's labels: given the val cache, that is each one's val accuracy. The output stores `logits` [N, K], `pixel_sums` [N]
-(the trainer refuses targets made for other faces) and the teacher's class names.
+through ONNX Runtime's CPU provider in batches.
+
+Several `--model`s make an ensemble teacher: their logits are averaged face by face (the mean of
+the log-probabilities up to a constant, so the distillation target is their normalized geometric
+mean; two ResNet-18s of 65.65 % and 64.67 % on val make 68.15 % this way, docs/RESULTS.md). The
+script prints how often each teacher, and their mean, agrees with the split's labels: given the
+val cache, that is each one's val accuracy.
+
+The output stores `logits` [N, K], `pixel_sums` [N] (the trainer refuses targets made for other
+faces) and the teacher's class names.
 """
 import argparse, json, os, sys, time
 
@@ -89,6 +93,10 @@ def main():
     a = ap.parse_args()
     if a.batch < 1:
         sys.exit(f"--batch must be at least 1, got {a.batch}")
+    # Before the first teacher's minutes of work, not after them.
+    for m in a.model:
+        if not os.path.isfile(m):
+            sys.exit(f"{m}: no such file (--model)")
 
     images, labels, classes = read_cache(a.cache)
     labels = np.asarray(labels)

@@ -381,9 +381,21 @@ fn a_short_distilled_run_learns_from_stored_teacher_logits() {
     let pair = targets_of(&[onnx.as_path(), student_onnx.as_path()], "train", "pair");
     let alone = Vec::<f32>::try_from(fer_train::distill::load_targets(&alone, &train).unwrap().flatten(0, -1)).unwrap();
     let pair = Vec::<f32>::try_from(fer_train::distill::load_targets(&pair, &train).unwrap().flatten(0, -1)).unwrap();
-    let mean: Vec<f32> = b.iter().zip(&alone).map(|(x, y)| (x + y) / 2.0).collect();
-    assert!(alone.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-2), "the student's logits equal the teacher's: the ensemble check would prove nothing");
+    let teacher_alone = &b; // the teacher's stored logits, read above
+    let mean: Vec<f32> = teacher_alone.iter().zip(&alone).map(|(x, y)| (x + y) / 2.0).collect();
+    assert!(alone.iter().zip(teacher_alone).any(|(x, y)| (x - y).abs() > 1e-2), "the student's logits equal the teacher's: the ensemble check would prove nothing");
     fer_tests::assert_close(&pair, &mean, 1e-6, 1e-6, "ensemble targets vs the mean of the two teachers' own");
+    // A missing second teacher is named before the first one's work starts, and nothing is written.
+    let lost = out.join("lost.safetensors");
+    let o = std::process::Command::new(&py)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/teacher_targets.py"))
+        .args(["--model", onnx.to_str().unwrap(), "--model", "no_such_teacher.onnx"])
+        .args(["--cache", out.join("train.safetensors").to_str().unwrap(), "--out", lost.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("no_such_teacher.onnx: no such file") && !e.contains("agrees with"), "{e}");
+    assert!(!lost.exists());
     let yaml = std::fs::read_to_string(out.join("student/config.yaml")).unwrap();
     assert!(yaml.contains("distill:") && yaml.contains("targets_train.safetensors"), "{yaml}");
 

@@ -199,16 +199,24 @@ def load_run(runs_dir, name):
         device = "?"  # `auto` does not say what it resolved to, and summaries before 2026-12-04 do not record it
     done, planned = int(s["epochs"]), cfg_get(cfg, "train.epochs")
     fv = s["final_val"]
+    subset = cfg_get(cfg, "train.subset_every")
+    subset = int(subset) if subset not in (None, 1) else None
+    arch = cfg_get(cfg, "model.arch", "?")
+    if arch == "ivsa":
+        # IVSA's attention (sab / cbam / none) is the seed's ablation: each is its own backbone.
+        arch = f"ivsa-{cfg_get(cfg, 'model.attention', 'sab')}"
     return {
         "name": name,
         # Distilled from a teacher's logits (the config's `distill` section): its own row in Table 2.
         "method": cfg_get(cfg, "method.name", "?") + (" + KD" if cfg_get(cfg, "distill") else ""),
-        "arch": cfg_get(cfg, "model.arch", "?"),
+        "arch": arch,
         "size": cfg_get(cfg, "model.input_size", "?"),
         "noise": round(float(cfg_get(cfg, "noise.rate", 0.0) or 0.0), 6),
-        "epochs": f"{done}" if planned in (None, done) else f"{done} of {planned}",
+        "epochs": (f"{done}" if planned in (None, done) else f"{done} of {planned}") + (f", 1/{subset} of train" if subset else ""),
         "done": done,
         "budget": int(planned) if planned is not None else done,
+        # Trained on every k-th training face (train.subset_every): a budget of its own.
+        "subset": subset,
         "acc": float(fv["accuracy"]),
         "last5": float(s["last5_val_accuracy_mean"]),
         "best": f"{pct(float(s['best_val_accuracy']))} ({s['best_epoch']})",
@@ -221,6 +229,46 @@ def load_run(runs_dir, name):
         "device": device,
         "cmd": f"`fer-train fit --config {os.path.join(d, 'config.yaml')} --set name={name}_repro`",
     }
+
+
+def budget_key(r):
+    """What a run's cell may be compared across: input size, planned epochs, training subset."""
+    return (str(r["size"]), r["budget"], r["subset"] or 1)
+
+
+def sort_key(key):
+    return tuple(str(k) if not isinstance(k, int) else f"{k:09d}" for k in key)
+
+
+def is_seed_method(r):
+    """One of the seeds' methods beyond the CE and EAC baselines (IVSA is CE on its own network)."""
+    return r["method"] not in ("ce", "eac", "ce + KD", "eac + KD") or r["arch"].startswith("ivsa")
+
+
+def budget_label(key):
+    size, epochs, subset = key
+    label = f"{size} px, {epochs} epoch{'s' if epochs != 1 else ''}"
+    return label + (f", every {subset}th training face" if subset != 1 else "")
+
+
+def noise_table(rs, noises, row_label, multi):
+    """Markdown lines of one noise table: a row per `row_label(run)` (the seeds' method order), a
+    column per noise rate; cells holding several runs are listed in `multi`."""
+    labels = []
+    for m in METHOD_ORDER + sorted({r["method"] for r in rs} - set(METHOD_ORDER)):
+        labels += sorted({row_label(r) for r in rs if r["method"] == m})
+    L = ["| method | " + " | ".join(noise_label(x) for x in noises) + " |", "| --- |" + " --- |" * len(noises)]
+    for label in labels:
+        cells = []
+        for x in noises:
+            hit = [r for r in rs if row_label(r) == label and r["noise"] == x]
+            if len(hit) > 1:
+                multi.append(f"{hit[0]['arch']}/{budget_label(budget_key(hit[0]))}/{label}/{noise_label(x)}: " + ", ".join(r["name"] for r in hit))
+            # A run stopped before its budget (a GPU call's deadline) says how far it got.
+            cells.append(" / ".join(pct(r["acc"]) + ("" if r["done"] == r["budget"] else f" ({r['done']} of {r['budget']} ep.)")
+                                    for r in hit) or "—")
+        L.append(f"| {label} | " + " | ".join(cells) + " |")
+    return L + [""]
 
 
 def generate(runs_dir, exclude):
@@ -260,25 +308,24 @@ def generate(runs_dir, exclude):
     L += ["### Table 2: noisy labels (val accuracy of the final epoch, the seeds' format; one table per backbone, input size and epoch budget)", ""]
     noises = sorted(set(NOISE_COLUMNS) | {r["noise"] for r in runs})
     multi = []
-    # One table per budget (backbone, input size, planned epochs): runs of different length do not
-    # share a row, so a cell is only ever compared with cells trained the same way.
-    for arch, size, epochs in sorted({(r["arch"], str(r["size"]), r["budget"]) for r in runs}):
-        rs = [r for r in runs if (r["arch"], str(r["size"]), r["budget"]) == (arch, size, epochs)]
-        methods = [m for m in METHOD_ORDER if any(r["method"] == m for r in rs)]
-        methods += sorted({r["method"] for r in rs} - set(METHOD_ORDER))
-        L += [f"**{arch}, {size} px, {epochs} epoch{'s' if epochs != 1 else ''}**", "", "| method | " + " | ".join(noise_label(x) for x in noises) + " |",
-              "| --- |" + " --- |" * len(noises)]
-        for m in methods:
-            cells = []
-            for x in noises:
-                hit = [r for r in rs if r["method"] == m and r["noise"] == x]
-                if len(hit) > 1:
-                    multi.append(f"{arch}/{size} px/{epochs} ep./{m}/{noise_label(x)}: " + ", ".join(r["name"] for r in hit))
-                # A run stopped before its budget (a GPU call's deadline) says how far it got.
-                cells.append(" / ".join(pct(r["acc"]) + ("" if r["done"] == r["budget"] else f" ({r['done']} of {r['budget']} ep.)")
-                                        for r in hit) or "—")
-            L.append(f"| {m} | " + " | ".join(cells) + " |")
-        L.append("")
+    # One table per budget (backbone, input size, planned epochs, training subset): runs of different
+    # length do not share a row, so a cell is only ever compared with cells trained the same way.
+    for key in sorted({(r["arch"],) + budget_key(r) for r in runs}, key=sort_key):
+        rs = [r for r in runs if (r["arch"],) + budget_key(r) == key]
+        L += [f"**{key[0]}, {budget_label(key[1:])}**", ""]
+        L += noise_table(rs, noises, lambda r: r["method"], multi)
+    # The seeds' methods side by side: a budget whose runs span several backbones (each method on
+    # its seed's own network) and hold one of the seeds' methods beyond the CE / EAC baselines gets
+    # one table of them all, rows "method (backbone)".
+    def compared(k):
+        rs = [r for r in runs if budget_key(r) == k]
+        return len({r["arch"] for r in rs}) > 1 and any(is_seed_method(r) for r in rs)
+    mixed = [k for k in sorted({budget_key(r) for r in runs}, key=sort_key) if compared(k)]
+    if mixed:
+        L += ["### Table 3: the seeds' methods side by side (each on its own backbone; one table per input size and epoch budget)", ""]
+        for key in mixed:
+            L += [f"**{budget_label(key)}**", ""]
+            L += noise_table([r for r in runs if budget_key(r) == key], noises, lambda r: f"{r['method']} ({r['arch']})", [])
     if multi:
         L.append("Cells with several runs list them in run-name order: " + "; ".join(multi) + ".")
     else:

@@ -110,7 +110,19 @@ fn tables_come_from_the_runs_and_only_the_marked_section_changes() {
     let mut cfg = Config::from_yaml(&std::fs::read_to_string(kd.join("config.yaml")).unwrap(), &[]).unwrap();
     cfg.distill = Some(fer_train::distill::DistillConfig { teacher: None, targets: Some("teacher.safetensors".into()), weight: 1.0, temperature: 4.0 });
     std::fs::write(kd.join("config.yaml"), cfg.to_yaml()).unwrap();
-    let onnx_paths: Vec<PathBuf> = [&ce, &rb, &bench, &bad, &cut, &kd].iter().map(|d| d.join("model.onnx")).collect();
+    // A CPU-budget pair on every 10th training face: the CE baseline and DacFER on its own
+    // SE-ResNet-50, the seeds' methods side by side (Table 3), apart from the full-train runs.
+    let subset_run = |name: &str, method: &str, noise: f64, arch: fer_train::models::Arch| {
+        let d = write_run(&runs, &Run { name, method, noise, device: "cpu", acc: 0.3125, epochs: 2 });
+        let mut cfg = Config::from_yaml(&std::fs::read_to_string(d.join("config.yaml")).unwrap(), &[]).unwrap();
+        cfg.train.subset_every = Some(10);
+        cfg.model.arch = arch;
+        std::fs::write(d.join("config.yaml"), cfg.to_yaml()).unwrap();
+        d
+    };
+    let ce_sub = subset_run("sub_r18_ce", "{ name: ce }", 0.0, fer_train::models::Arch::Resnet18);
+    let dac_sub = subset_run("sub_se50_dacfer_n30", "{ name: dacfer }", 0.3, fer_train::models::Arch::SeResnet50);
+    let onnx_paths: Vec<PathBuf> = [&ce, &rb, &bench, &bad, &cut, &kd, &ce_sub, &dac_sub].iter().map(|d| d.join("model.onnx")).collect();
     let st = Command::new(&py).arg("-c").arg(TINY_ONNX).args(&onnx_paths).status().unwrap();
     assert!(st.success(), "building the tiny ONNX file");
 
@@ -146,6 +158,17 @@ fn tables_come_from_the_runs_and_only_the_marked_section_changes() {
     // The cut run: its epochs in Table 1, and in Table 2 its budget's table says how far it got.
     assert!(text.contains("| r18_ce_cut | ce | resnet18 | 8 | 20 % | 1 of 3 | 50.00 % |"), "{text}");
     assert!(text.contains(&format!("**resnet18, 8 px, 3 epochs**\n\n{header}\n| ce | — | — | 50.00 % (1 of 3 ep.) | — |\n")), "{text}");
+    // The subset runs: Table 1 says so, Table 2 keeps them out of the full-train 2-epoch table,
+    // and Table 3 puts the two backbones side by side (no Table 3 for the all-resnet18 budgets).
+    assert!(text.contains("| sub_r18_ce | ce | resnet18 | 8 | 0 % | 2, 1/10 of train | 31.25 % |"), "{text}");
+    assert!(text.contains(&format!("**resnet18, 8 px, 2 epochs, every 10th training face**\n\n{header}\n| ce | 31.25 % | — | — | — |\n")), "{text}");
+    assert!(text.contains(&format!("**se_resnet50, 8 px, 2 epochs, every 10th training face**\n\n{header}\n| dacfer | — | — | — | 31.25 % |\n")), "{text}");
+    let table3 = format!(
+        "### Table 3: the seeds' methods side by side (each on its own backbone; one table per input size and epoch budget)\n\n\
+         **8 px, 2 epochs, every 10th training face**\n\n{header}\n| ce (resnet18) | 31.25 % | — | — | — |\n| dacfer (se_resnet50) | — | — | — | 31.25 % |\n\n"
+    );
+    assert!(text.contains(&table3), "{text}");
+    assert_eq!(text.matches("**8 px,").count(), 1, "only the mixed budget gets a Table 3 entry: {text}");
     // The corrupt run is skipped and named; the bench fixture is excluded by default.
     assert!(!text.contains("r18_bad") && !text.contains("bench_r18") && !text.contains("| eac |"), "{text}");
     let bad_file = bad.join("summary.json");

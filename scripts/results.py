@@ -208,7 +208,10 @@ def load_run(runs_dir, name):
     return {
         "name": name,
         # Distilled from a teacher's logits (the config's `distill` section): its own row in Table 2.
-        "method": cfg_get(cfg, "method.name", "?") + (" + KD" if cfg_get(cfg, "distill") else ""),
+        # So is a consistency weight ramped up over the first epochs (method.consistency_warmup).
+        "method": cfg_get(cfg, "method.name", "?") + (f" + warm-up {cfg_get(cfg, 'method.consistency_warmup'):g} ep."
+                                                      if cfg_get(cfg, "method.consistency_warmup") else "")
+                  + (" + KD" if cfg_get(cfg, "distill") else ""),
         "arch": arch,
         "size": cfg_get(cfg, "model.input_size", "?"),
         "noise": round(float(cfg_get(cfg, "noise.rate", 0.0) or 0.0), 6),
@@ -242,7 +245,7 @@ def sort_key(key):
 
 def is_seed_method(r):
     """One of the seeds' methods beyond the CE and EAC baselines (IVSA is CE on its own network)."""
-    return r["method"] not in ("ce", "eac", "ce + KD", "eac + KD") or r["arch"].startswith("ivsa")
+    return r["method"].split(" + ")[0] not in ("ce", "eac") or r["arch"].startswith("ivsa")
 
 
 def budget_label(key):

@@ -224,6 +224,10 @@ impl Config {
         if self.model.in_channels < 1 {
             return bad("model.in_channels", "at least 1", self.model.in_channels);
         }
+        let warmup = self.method.consistency_warmup();
+        if !(warmup >= 0.0 && warmup.is_finite()) {
+            return Err(ConfigError::Invalid(format!("method.consistency_warmup must be 0 or more epochs, got {warmup}")));
+        }
         self.train.scheduler.check(self.train.epochs).map_err(ConfigError::Invalid)
     }
 
@@ -291,7 +295,7 @@ train:
     fn overrides_apply_and_unknown_keys_fail() {
         let c = Config::from_yaml(YAML, &["train.epochs=7".into(), "method.lambda=2.5".into()]).unwrap();
         assert_eq!(c.train.epochs, 7);
-        assert_eq!(c.method, MethodConfig::Eac { lambda: 2.5 });
+        assert_eq!(c.method, MethodConfig::Eac { lambda: 2.5, consistency_warmup: 0.0 });
         let e = Config::from_yaml(YAML, &["train.epochz=7".into()]).unwrap_err().to_string();
         assert!(e.contains("epochz"), "{e}");
         let e = Config::from_yaml(YAML, &["train.epochs".into()]).unwrap_err().to_string();
@@ -325,6 +329,7 @@ train:
             ("model.input_size=0", "model.input_size"),
             ("model.in_channels=-1", "model.in_channels"),
             ("train.scheduler={name: cosine, restarts: [99]}", "train.scheduler.restarts"),
+            ("method.consistency_warmup=-1", "method.consistency_warmup"),
         ] {
             let e = Config::from_yaml(YAML, &[set.into()]).unwrap_err().to_string();
             assert!(e.starts_with(key), "--set {set}: {e}");

@@ -306,7 +306,9 @@ impl Trainer {
             let x = if cfg.channels_last { crate::augment::channels_last(&x) } else { x };
             let y = labels.index_select(0, &idx);
             self.opt.zero_grad();
-            let mut out = crate::autocast::bf16(self.device, cfg.bf16, || training_loss(&self.cfg.method, &self.model, &x, &y));
+            // The consistency weight's warm-up (method.consistency_warmup) counts steps, not epochs.
+            let method = self.cfg.method.warmed_up(epoch as f64 + s as f64 / steps as f64);
+            let mut out = crate::autocast::bf16(self.device, cfg.bf16, || training_loss(&method, &self.model, &x, &y));
             if let (Some(t), Some(d)) = (&self.teacher, &self.cfg.distill) {
                 let kd = crate::distill::distill_loss(&out.logits, &t.index_select(0, &idx), d.temperature);
                 out.loss = out.loss + kd * d.weight;

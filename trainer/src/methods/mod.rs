@@ -34,11 +34,20 @@ pub enum MethodConfig {
         /// Weight of the consistency term (the seeds use 5).
         #[serde(default = "five", rename = "lambda")]
         lambda: f64,
+        /// Epochs over which the consistency weight ramps linearly from 0 to `lambda`, step by
+        /// step (0, the seeds' recipe: the full weight from the first step). The seeds start from
+        /// pretrained backbones; from scratch, the full weight on random CAMs can pin a network
+        /// to a constant answer (docs/RESULTS.md, the CPU method table).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        consistency_warmup: f64,
     },
     Dacfer {
         /// Weight of the L2-norm consistency term (seed 000: 1).
         #[serde(default = "one", rename = "lambda")]
         lambda: f64,
+        /// As EAC's.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        consistency_warmup: f64,
     },
     GrefelRb {
         #[serde(default = "one")]
@@ -63,6 +72,9 @@ pub enum MethodConfig {
         /// λ3, flip attention consistency.
         #[serde(default = "four_f")]
         lambda_consistency: f64,
+        /// As EAC's, for λ3.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        consistency_warmup: f64,
     },
 }
 
@@ -78,6 +90,9 @@ fn four() -> i64 {
 fn four_f() -> f64 {
     4.0
 }
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
 
 impl MethodConfig {
     pub fn name(&self) -> &'static str {
@@ -88,6 +103,30 @@ impl MethodConfig {
             MethodConfig::GrefelRb { .. } => "grefel_rb",
             MethodConfig::Dan { .. } => "dan",
         }
+    }
+
+    /// Epochs over which the flip-consistency weight ramps up (0 for methods without one).
+    pub fn consistency_warmup(&self) -> f64 {
+        match self {
+            MethodConfig::Eac { consistency_warmup, .. }
+            | MethodConfig::Dacfer { consistency_warmup, .. }
+            | MethodConfig::Dan { consistency_warmup, .. } => *consistency_warmup,
+            MethodConfig::Ce | MethodConfig::GrefelRb { .. } => 0.0,
+        }
+    }
+
+    /// The method as it trains `epochs` (fractional: steps done / steps per epoch) into the run:
+    /// the flip-consistency weight scaled by `min(1, epochs / consistency_warmup)`.
+    pub fn warmed_up(&self, epochs: f64) -> MethodConfig {
+        let w = self.consistency_warmup();
+        let f = if w > 0.0 { (epochs / w).clamp(0.0, 1.0) } else { 1.0 };
+        let mut m = self.clone();
+        match &mut m {
+            MethodConfig::Eac { lambda, .. } | MethodConfig::Dacfer { lambda, .. } => *lambda *= f,
+            MethodConfig::Dan { lambda_consistency, .. } => *lambda_consistency *= f,
+            MethodConfig::Ce | MethodConfig::GrefelRb { .. } => {}
+        }
+        m
     }
 
     /// Whether the method's recipe applies random erasing to training batches.
@@ -117,14 +156,14 @@ impl MethodConfig {
         let kv = |k: &str, v: f64| (format!("fer.{}_{k}", self.name()), v.to_string());
         match self {
             MethodConfig::Ce => vec![],
-            MethodConfig::Eac { lambda } | MethodConfig::Dacfer { lambda } => vec![kv("lambda", *lambda)],
+            MethodConfig::Eac { lambda, .. } | MethodConfig::Dacfer { lambda, .. } => vec![kv("lambda", *lambda)],
             MethodConfig::GrefelRb { lambda_cls, lambda_anchor, lambda_center, rb } => vec![
                 kv("lambda_cls", *lambda_cls),
                 kv("lambda_anchor", *lambda_anchor),
                 kv("lambda_center", *lambda_center),
                 (format!("fer.{}_rb", self.name()), serde_json::to_string(rb).expect("serialisable")),
             ],
-            MethodConfig::Dan { heads, lambda_affinity, lambda_partition, lambda_consistency } => vec![
+            MethodConfig::Dan { heads, lambda_affinity, lambda_partition, lambda_consistency, .. } => vec![
                 kv("heads", *heads as f64),
                 kv("lambda_affinity", *lambda_affinity),
                 kv("lambda_partition", *lambda_partition),
@@ -151,8 +190,8 @@ pub fn training_loss(method: &MethodConfig, model: &Classifier, x: &Tensor, y: &
             let ce = logits.cross_entropy_for_logits(y);
             StepLoss { loss: ce.shallow_clone(), logits, terms: vec![("ce", ce)] }
         }
-        MethodConfig::Eac { lambda } => eac_loss(model, x, y, *lambda),
-        MethodConfig::Dacfer { lambda } => flip_cam_loss(model, x, y, *lambda, l2_consistency_loss),
+        MethodConfig::Eac { lambda, .. } => eac_loss(model, x, y, *lambda),
+        MethodConfig::Dacfer { lambda, .. } => flip_cam_loss(model, x, y, *lambda, l2_consistency_loss),
         MethodConfig::GrefelRb { lambda_cls, lambda_anchor, lambda_center, .. } => {
             grefel_loss(model, x, y, [*lambda_cls, *lambda_anchor, *lambda_center])
         }
@@ -168,9 +207,34 @@ mod tests {
 
     #[test]
     fn cam_methods_refuse_a_head_without_cams() {
-        let e = MethodConfig::Dacfer { lambda: 1.0 }.head_spec(Arch::Ivsa).unwrap_err();
+        let e = MethodConfig::Dacfer { lambda: 1.0, consistency_warmup: 0.0 }.head_spec(Arch::Ivsa).unwrap_err();
         assert!(e.contains("method dacfer needs class activation maps") && e.contains("arch ivsa"), "{e}");
-        assert_eq!(MethodConfig::Dacfer { lambda: 1.0 }.head_spec(Arch::SeResnet50).unwrap(), HeadSpec::Linear);
+        assert_eq!(MethodConfig::Dacfer { lambda: 1.0, consistency_warmup: 0.0 }.head_spec(Arch::SeResnet50).unwrap(), HeadSpec::Linear);
         assert_eq!(MethodConfig::Ce.head_spec(Arch::Ivsa).unwrap(), HeadSpec::Fc3 { hidden: 1000 });
+    }
+
+    #[test]
+    fn consistency_warmup_ramps_the_consistency_weight_step_by_step() {
+        let eac = MethodConfig::Eac { lambda: 5.0, consistency_warmup: 2.0 };
+        let lambda = |m: MethodConfig| match m {
+            MethodConfig::Eac { lambda, .. } | MethodConfig::Dacfer { lambda, .. } => lambda,
+            MethodConfig::Dan { lambda_consistency, lambda_affinity, lambda_partition, .. } => {
+                // Only the consistency weight ramps; the DAN losses keep theirs.
+                assert_eq!((lambda_affinity, lambda_partition), (1.0, 1.0));
+                lambda_consistency
+            }
+            _ => unreachable!(),
+        };
+        assert_eq!(lambda(eac.warmed_up(0.0)), 0.0);
+        assert_eq!(lambda(eac.warmed_up(0.5)), 1.25);
+        assert_eq!(lambda(eac.warmed_up(1.5)), 3.75);
+        assert_eq!(lambda(eac.warmed_up(2.0)), 5.0);
+        assert_eq!(lambda(eac.warmed_up(7.0)), 5.0);
+        let dan = MethodConfig::Dan { heads: 4, lambda_affinity: 1.0, lambda_partition: 1.0, lambda_consistency: 4.0, consistency_warmup: 1.0 };
+        assert_eq!(lambda(dan.warmed_up(0.25)), 1.0);
+        // No warm-up (the seeds' recipe): the full weight from the first step.
+        let plain = MethodConfig::Dacfer { lambda: 1.0, consistency_warmup: 0.0 };
+        assert_eq!(lambda(plain.warmed_up(0.0)), 1.0);
+        assert_eq!(MethodConfig::Ce.warmed_up(0.0), MethodConfig::Ce);
     }
 }

@@ -31,6 +31,8 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 DEFAULT_EXCLUDE = ["bench_*", "speed_*"]
 METHOD_ORDER = ["ce", "eac", "dacfer", "dan", "grefel_rb"]
 NOISE_COLUMNS = [0.0, 0.1, 0.2, 0.3]
+# The flip-consistency weight of the seeds' recipes (EAC: 5; DacFER: 1).
+SEED_LAMBDA = {"eac": 5.0, "dacfer": 1.0}
 
 
 def warn(msg):
@@ -186,6 +188,21 @@ def archive(run_dir, archive_dir, fer_run=None):
     return dest
 
 
+def method_label(cfg):
+    """The method's row name: its name, then what departs from the seed's recipe, each a row of
+    its own (a consistency weight other than the seed's, its warm-up, distillation)."""
+    name = cfg_get(cfg, "method.name", "?")
+    label = name
+    lam = cfg_get(cfg, "method.lambda")
+    if name in SEED_LAMBDA and lam is not None and float(lam) != SEED_LAMBDA[name]:
+        label += f" (λ {float(lam):g})"
+    if cfg_get(cfg, "method.consistency_warmup"):
+        label += f" + warm-up {float(cfg_get(cfg, 'method.consistency_warmup')):g} ep."
+    if cfg_get(cfg, "distill"):
+        label += " + KD"
+    return label
+
+
 def load_run(runs_dir, name):
     """One table row as a dict, or raises RunError naming the bad file."""
     d = os.path.join(runs_dir, name)
@@ -208,10 +225,7 @@ def load_run(runs_dir, name):
     return {
         "name": name,
         # Distilled from a teacher's logits (the config's `distill` section): its own row in Table 2.
-        # So is a consistency weight ramped up over the first epochs (method.consistency_warmup).
-        "method": cfg_get(cfg, "method.name", "?") + (f" + warm-up {cfg_get(cfg, 'method.consistency_warmup'):g} ep."
-                                                      if cfg_get(cfg, "method.consistency_warmup") else "")
-                  + (" + KD" if cfg_get(cfg, "distill") else ""),
+        "method": method_label(cfg),
         "arch": arch,
         "size": cfg_get(cfg, "model.input_size", "?"),
         "noise": round(float(cfg_get(cfg, "noise.rate", 0.0) or 0.0), 6),
@@ -245,7 +259,7 @@ def sort_key(key):
 
 def is_seed_method(r):
     """One of the seeds' methods beyond the CE and EAC baselines (IVSA is CE on its own network)."""
-    return r["method"].split(" + ")[0] not in ("ce", "eac") or r["arch"].startswith("ivsa")
+    return r["method"].split(" ")[0] not in ("ce", "eac") or r["arch"].startswith("ivsa")
 
 
 def budget_label(key):

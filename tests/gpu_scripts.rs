@@ -4,6 +4,7 @@
 //! faster (one timing pair per architecture and size; a failed channels-last step means NCHW), and
 //! `bench/gpu_runs.sh` resumes a run the machine already holds instead of failing on it, and packs
 //! the session's logs into runs.tar.gz (a call returns at most 8 files: those slots are the models').
+//! `bench/cpu_methods.sh` (the CPU method table, hours of fits on this box) is tested the same way.
 
 use fer_tests::temp_dir;
 use std::path::{Path, PathBuf};
@@ -380,4 +381,41 @@ fn device_run_unpacks_a_first_calls_caches_for_the_next() {
     std::fs::remove_file(dir.join(".device-carry/fer-train.xz")).unwrap();
     let (ok, _, err) = call(&["fer-train", "doctor"]);
     assert!(!ok && err.contains("fer-train.xz is missing"), "{err}");
+}
+
+/// bench/cpu_methods.sh runs the CPU method table's fits one after another, the noisy column
+/// first, each with the table's budget; a finished run is skipped and one cut short resumes, so
+/// the hours-long script can be stopped and started again.
+#[test]
+fn cpu_methods_skips_finished_runs_and_resumes_cut_ones() {
+    let dir = checkout("cpu_methods", &["bench/cpu_methods.sh"]);
+    let bin = dir.join("bin");
+    write_exe(&bin.join("fer-train"), FAKE_FER_TRAIN);
+    let log = dir.join("fit.log");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    // A run stopped part-way: a checkpoint and no summary.
+    std::fs::create_dir_all(dir.join("runs/cpu_sub10_r18_eac_n30")).unwrap();
+    std::fs::write(dir.join("runs/cpu_sub10_r18_eac_n30/last.safetensors"), "weights").unwrap();
+    let call = |args: &[&str]| {
+        let o = Command::new("bash").current_dir(&dir).env("PATH", &path).env("FIT_LOG", &log).arg("bench/cpu_methods.sh").args(args).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    call(&["0.3"]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let fits: Vec<&str> = text.lines().collect();
+    let budget = "--set model.input_size=48 --set train.subset_every=10 --set train.epochs=10 --set train.crop_pad=4 \
+                  --set train.device=cpu --set train.threads=2 --set train.channels_last=true --set train.eval_batch_size=256";
+    assert_eq!(fits[0], format!("fit --config configs/fer2013_r18_ce.yaml --set name=cpu_sub10_r18_ce_n30 --set noise.rate=0.3 {budget}"));
+    assert_eq!(fits[1], format!("fit --config configs/fer2013_r18_eac.yaml --set name=cpu_sub10_r18_eac_n30 --set noise.rate=0.3 {budget} --resume"));
+    assert!(fits.iter().any(|f| f.contains("name=cpu_sub10_se50_dacfer_n30 ")), "{text}");
+    assert!(
+        fits.iter().any(|f| f.contains("name=cpu_sub10_r18_eac_wu3_n30 ") && f.ends_with("--set method.consistency_warmup=3")),
+        "{text}"
+    );
+    assert!(!text.contains("ivsa"), "IVSA only with IVSA_TOO=1: {text}");
+    // Again: every run has its summary now, so nothing is fitted twice.
+    let err = call(&["0.3"]);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), text);
+    assert!(err.contains("cpu_sub10_r18_ce_n30: done before, skipped"), "{err}");
 }

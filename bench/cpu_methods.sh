@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The seeds' methods side by side at a budget a 2-core CPU can afford (ResNet-18: 10-20
+# minutes a run, SE-ResNet-50 longer; ~3 hours in all), clean and
+# with 30 % label noise: the CE and EAC baselines, GReFEL's reliability balancing and DAN on
+# ResNet-18, DacFER on its SE-ResNet-50. Every run: 48 px, every 10th training face (2,871), 10
+# epochs, each recipe's own optimizer and schedule, validation on all of `val`.
+# It is a small budget: a first comparison, not the papers' recipes (the GPU table is
+# docs/gpu-runs.md's job). IVSA is left out: its VGG trains at ~13 img/s here, ~50 minutes a run
+# at this budget; IVSA_TOO=1 adds it (its ten-crop evaluation off: one view, as the exported graph).
+# Results: runs/cpu_sub10_*; archive them into docs/RESULTS.md's Tables 2 and 3 with
+#   .venv/bin/python scripts/results.py --archive runs/cpu_sub10_r18_ce ...
+# Usage: bash bench/cpu_methods.sh [noise rates, default "0.3 0"]
+# A run that already finished is skipped, one cut short resumes from its last epoch, so the
+# script can be stopped and started again.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/target/release:$PATH"
+: "${LD_LIBRARY_PATH:=$(ls -d "$PWD"/.venv/lib/python3*/site-packages/torch/lib)}"
+export LD_LIBRARY_PATH
+command -v fer-train >/dev/null || { echo "cpu_methods.sh: build it first: cargo build --release -p fer-train" >&2; exit 2; }
+mkdir -p runs
+
+common=(model.input_size=48 train.subset_every=10 train.epochs=10 train.crop_pad=4 train.device=cpu
+        train.threads=2 train.channels_last=true train.eval_batch_size=256)
+recipes=(
+  "r18_ce         configs/fer2013_r18_ce.yaml"
+  "r18_eac        configs/fer2013_r18_eac.yaml"
+  "r18_grefel_rb  configs/fer2013_r18_grefel_rb.yaml"
+  "r18_dan        configs/fer2013_r18_dan.yaml"
+  "se50_dacfer    configs/fer2013_se50_dacfer.yaml"
+  # EAC with its consistency weight ramped up over the first 3 epochs (method.consistency_warmup):
+  # from scratch at this budget, plain EAC settles on one answer for every face
+  "r18_eac_wu3    configs/fer2013_r18_eac.yaml method.consistency_warmup=3"
+  # and without the consistency term at all (λ = 0: CE on the erased faces), to tell the two apart
+  "r18_eac_l0     configs/fer2013_r18_eac.yaml method.lambda=0"
+  "r18_dan_wu3    configs/fer2013_r18_dan.yaml method.consistency_warmup=3"
+)
+[ "${IVSA_TOO:-0}" = 1 ] && recipes+=("ivsa_sab       configs/fer2013_ivsa_sab.yaml train.ten_crop_eval=false")
+status=0
+# The noisy column first: robustness to wrong labels is what these methods claim, so a stop
+# part-way leaves that column whole.
+for noise in ${1:-0.3 0}; do
+  suffix=$([ "$noise" = 0 ] && echo "" || echo "_n$(python3 -c "print(round($noise * 100))")")
+  for spec in "${recipes[@]}"; do
+    read -r short config extra <<<"$spec"
+    name="cpu_sub10_${short}${suffix}"
+    [ -s "runs/$name/summary.json" ] && { echo "[cpu_methods] $name: done before, skipped" >&2; continue; }
+    sets=(--set "name=$name" --set "noise.rate=$noise")
+    for kv in "${common[@]}" $extra; do sets+=(--set "$kv"); done
+    [ -s "runs/$name/last.safetensors" ] && sets+=(--resume)
+    echo "[cpu_methods] $(date +%T) $name: fer-train fit --config $config ${sets[*]}" >&2
+    if ! fer-train fit --config "$config" "${sets[@]}" >"runs/$name.log" 2>&1; then
+      echo "[cpu_methods] $name failed, see runs/$name.log:" >&2
+      tail -n 3 "runs/$name.log" >&2
+      status=1
+    fi
+  done
+done
+exit $status

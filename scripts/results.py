@@ -271,9 +271,10 @@ def budget_label(key):
 def noise_table(rs, noises, row_label, multi):
     """Markdown lines of one noise table: a row per `row_label(run)` (the seeds' method order), a
     column per noise rate; cells holding several runs are listed in `multi`."""
-    labels = []
-    for m in METHOD_ORDER + sorted({r["method"] for r in rs} - set(METHOD_ORDER)):
-        labels += sorted({row_label(r) for r in rs if r["method"] == m})
+    # The seeds' order, each method's variants (λ, warm-up, KD) right after it.
+    order = {row_label(r): (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), base)
+             for r in rs for base in [r["method"].split(" ")[0]]}
+    labels = sorted(order, key=lambda label: (order[label], label))
     L = ["| method | " + " | ".join(noise_label(x) for x in noises) + " |", "| --- |" + " --- |" * len(noises)]
     for label in labels:
         cells = []

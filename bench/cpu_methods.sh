@@ -2,8 +2,8 @@
 # The seeds' methods side by side at a budget a 2-core CPU can afford (ResNet-18: 3-7 minutes a
 # run, SE-ResNet-50 about 12; 1.5-2 hours in all), clean and with 30 % label noise: the CE and EAC
 # baselines, GReFEL's reliability balancing and DAN on ResNet-18, DacFER on its SE-ResNet-50, and
-# the EAC / DAN variants below (findings: docs/RESULTS.md). Every run: 48 px, every 10th training face (2,871), 10
-# epochs, each recipe's own optimizer and schedule, validation on all of `val`.
+# the EAC / DAN variants below (findings: docs/RESULTS.md). Every run: 48 px, every 10th training
+# face (2,871), 10 epochs, each recipe's own optimizer and schedule, validation on all of `val`.
 # It is a small budget: a first comparison, not the papers' recipes (the GPU table is
 # docs/gpu-runs.md's job). IVSA is left out: its VGG trains at ~13 img/s here, ~50 minutes a run
 # at this budget; IVSA_TOO=1 adds it (its ten-crop evaluation off: one view, as the exported graph).

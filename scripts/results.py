@@ -265,7 +265,7 @@ def is_seed_method(r):
 def budget_label(key):
     size, epochs, subset = key
     label = f"{size} px, {epochs} epoch{'s' if epochs != 1 else ''}"
-    return label + (f", every {subset}th training face" if subset != 1 else "")
+    return label + (f", 1/{subset} of train" if subset != 1 else "")
 
 
 def noise_table(rs, noises, row_label, multi):

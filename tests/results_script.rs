@@ -167,11 +167,11 @@ fn tables_come_from_the_runs_and_only_the_marked_section_changes() {
     // The subset runs: Table 1 says so, Table 2 keeps them out of the full-train 2-epoch table,
     // and Table 3 puts the two backbones side by side (no Table 3 for the all-resnet18 budgets).
     assert!(text.contains("| sub_r18_ce | ce | resnet18 | 8 | 0 % | 2, 1/10 of train | 31.25 % |"), "{text}");
-    assert!(text.contains(&format!("**resnet18, 8 px, 2 epochs, every 10th training face**\n\n{header}\n| ce | 31.25 % | — | — | — |\n")), "{text}");
-    assert!(text.contains(&format!("**se_resnet50, 8 px, 2 epochs, every 10th training face**\n\n{header}\n| dacfer | — | — | — | 31.25 % |\n")), "{text}");
+    assert!(text.contains(&format!("**resnet18, 8 px, 2 epochs, 1/10 of train**\n\n{header}\n| ce | 31.25 % | — | — | — |\n")), "{text}");
+    assert!(text.contains(&format!("**se_resnet50, 8 px, 2 epochs, 1/10 of train**\n\n{header}\n| dacfer | — | — | — | 31.25 % |\n")), "{text}");
     let table3 = format!(
         "### Table 3: the seeds' methods side by side (each on its own backbone; one table per input size and epoch budget)\n\n\
-         **8 px, 2 epochs, every 10th training face**\n\n{header}\n| ce (resnet18) | 31.25 % | — | — | — |\n| dacfer (se_resnet50) | — | — | — | 31.25 % |\n\n"
+         **8 px, 2 epochs, 1/10 of train**\n\n{header}\n| ce (resnet18) | 31.25 % | — | — | — |\n| dacfer (se_resnet50) | — | — | — | 31.25 % |\n\n"
     );
     assert!(text.contains(&table3), "{text}");
     assert_eq!(text.matches("**8 px,").count(), 1, "only the mixed budget gets a Table 3 entry: {text}");

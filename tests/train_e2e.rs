@@ -129,6 +129,25 @@ fn a_short_eac_run_learns() {
     assert!((deployed - s.final_val.accuracy).abs() <= 0.1, "deployed {deployed} vs trained {}", s.final_val.accuracy);
 }
 
+/// `method.consistency_warmup` reaches the training step: with a warm-up far longer than the run,
+/// EAC's consistency weight stays ~0, so the run trains as EAC with λ 0 does (same erasing, same
+/// draws) and not as the seed's λ 5 from the first step.
+#[test]
+fn consistency_warmup_scales_the_weight_the_step_uses() {
+    let _turn = serial();
+    let (root, out) = dataset("warmup");
+    let loss = |name: &str, method: &str| {
+        let mut t = Trainer::new(config(&root, &out, name, 1, method), false).unwrap();
+        t.fit().unwrap();
+        t.state.history[0].train_loss
+    };
+    let warming = loss("warming", "{ name: eac, lambda: 5.0, consistency_warmup: 1.0e9 }");
+    let zero = loss("zero", "{ name: eac, lambda: 0.0 }");
+    let full = loss("full", "{ name: eac, lambda: 5.0 }");
+    assert!((warming - zero).abs() < 1e-6, "warm-up run {warming} vs λ 0 run {zero}");
+    assert!((full - zero).abs() > 1e-3, "the full weight changes the loss: {full} vs {zero}");
+}
+
 #[test]
 fn resume_continues_exactly() {
     let _turn = serial();

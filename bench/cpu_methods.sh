@@ -9,7 +9,7 @@
 # at this budget; IVSA_TOO=1 adds it (its ten-crop evaluation off: one view, as the exported graph).
 # Results: runs/cpu_sub10_*; archive them into docs/RESULTS.md's Tables 2 and 3 with
 #   .venv/bin/python scripts/results.py --archive runs/cpu_sub10_r18_ce ...
-# Usage: bash bench/cpu_methods.sh [noise rates, default "0.3 0"]
+# Usage: [ABLATIONS=1] [ONLY="short names"] [TRAIN_SEED=n] bash bench/cpu_methods.sh [noise rates, default "0.3 0"]
 # A run that already finished is skipped, one cut short resumes from its last epoch, so the
 # script can be stopped and started again.
 set -uo pipefail
@@ -36,6 +36,30 @@ recipes=(
   "r18_dan_wu3    configs/fer2013_r18_dan.yaml method.consistency_warmup=3"
 )
 [ "${IVSA_TOO:-0}" = 1 ] && recipes+=("ivsa_sab       configs/fer2013_ivsa_sab.yaml train.ten_crop_eval=false")
+# The seeds' ablations that fit this budget (ABLATIONS=1; the seeds ran them with noisy labels, so
+# give noise 0.3 alone): GReFEL's reliability balancing with the anchors only, the MHSA only, or
+# neither (the MLP alone; no RB at all is the CE row), and DAN with 1 or 2 heads (with the warm-up:
+# without it DAN stays at the class prior here).
+[ "${ABLATIONS:-0}" = 1 ] && recipes+=(
+  "r18_grefel_rb_anchors  configs/fer2013_r18_grefel_rb.yaml method.rb.use_mhsa=false"
+  "r18_grefel_rb_mhsa     configs/fer2013_r18_grefel_rb.yaml method.rb.use_anchors=false"
+  "r18_grefel_rb_mlp      configs/fer2013_r18_grefel_rb.yaml method.rb.use_anchors=false method.rb.use_mhsa=false"
+  "r18_dan_wu3_h1         configs/fer2013_r18_dan.yaml method.consistency_warmup=3 method.heads=1"
+  "r18_dan_wu3_h2         configs/fer2013_r18_dan.yaml method.consistency_warmup=3 method.heads=2"
+)
+# ONLY="r18_ce r18_eac_wu3" runs just those recipes; TRAIN_SEED=1 trains them again from another
+# initialisation and batch order (the noisy labels stay the same: noise.seed is its own), named
+# *_s1, which results.py lists beside the seed-0 run in the same cell.
+if [ -n "${ONLY:-}" ]; then
+  kept=()
+  for spec in "${recipes[@]}"; do
+    read -r short _ <<<"$spec"
+    [[ " $ONLY " == *" $short "* ]] && kept+=("$spec")
+  done
+  [ ${#kept[@]} -gt 0 ] || { echo "cpu_methods.sh: ONLY=\"$ONLY\" names no recipe" >&2; exit 2; }
+  recipes=("${kept[@]}")
+fi
+train_seed=${TRAIN_SEED:-0}
 status=0
 # The noisy column first: robustness to wrong labels is what these methods claim, so a stop
 # part-way leaves that column whole.
@@ -43,9 +67,9 @@ for noise in ${1:-0.3 0}; do
   suffix=$([ "$noise" = 0 ] && echo "" || echo "_n$(python3 -c "print(round($noise * 100))")")
   for spec in "${recipes[@]}"; do
     read -r short config extra <<<"$spec"
-    name="cpu_sub10_${short}${suffix}"
+    name="cpu_sub10_${short}${suffix}$([ "$train_seed" = 0 ] || echo "_s$train_seed")"
     [ -s "runs/$name/summary.json" ] && { echo "[cpu_methods] $name: done before, skipped" >&2; continue; }
-    sets=(--set "name=$name" --set "noise.rate=$noise")
+    sets=(--set "name=$name" --set "noise.rate=$noise" --set "train.seed=$train_seed")
     for kv in "${common[@]}" $extra; do sets+=(--set "$kv"); done
     [ -s "runs/$name/last.safetensors" ] && sets+=(--resume)
     echo "[cpu_methods] $(date +%T) $name: fer-train fit --config $config ${sets[*]}" >&2

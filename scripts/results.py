@@ -33,6 +33,8 @@ METHOD_ORDER = ["ce", "eac", "dacfer", "dan", "grefel_rb"]
 NOISE_COLUMNS = [0.0, 0.1, 0.2, 0.3]
 # The flip-consistency weight of the seeds' recipes (EAC: 5; DacFER: 1).
 SEED_LAMBDA = {"eac": 5.0, "dacfer": 1.0}
+# DAN's number of attention heads in the seed's recipe.
+SEED_DAN_HEADS = 4
 
 
 def warn(msg):
@@ -190,12 +192,19 @@ def archive(run_dir, archive_dir, fer_run=None):
 
 def method_label(cfg):
     """The method's row name: its name, then what departs from the seed's recipe, each a row of
-    its own (a consistency weight other than the seed's, its warm-up, distillation)."""
+    its own (an ablation, a consistency weight other than the seed's, its warm-up, distillation)."""
     name = cfg_get(cfg, "method.name", "?")
     label = name
     lam = cfg_get(cfg, "method.lambda")
     if name in SEED_LAMBDA and lam is not None and float(lam) != SEED_LAMBDA[name]:
         label += f" (λ {float(lam):g})"
+    # The seeds' ablations: GReFEL's reliability balancing without a correction, DAN's heads.
+    if name == "grefel_rb":
+        anchors, mhsa = (cfg_get(cfg, f"method.rb.{k}", True) not in (False, "false") for k in ("use_anchors", "use_mhsa"))
+        label += {(True, True): "", (True, False): " (anchors only)", (False, True): " (MHSA only)", (False, False): " (MLP only)"}[(anchors, mhsa)]
+    heads = cfg_get(cfg, "method.heads")
+    if name == "dan" and heads is not None and int(heads) != SEED_DAN_HEADS:
+        label += f" ({int(heads)} head{'s' if int(heads) != 1 else ''})"
     if cfg_get(cfg, "method.consistency_warmup"):
         label += f" + warm-up {float(cfg_get(cfg, 'method.consistency_warmup')):g} ep."
     if cfg_get(cfg, "distill"):

@@ -396,8 +396,11 @@ fn cpu_methods_skips_finished_runs_and_resumes_cut_ones() {
     // A run stopped part-way: a checkpoint and no summary.
     std::fs::create_dir_all(dir.join("runs/cpu_sub10_r18_eac_n30")).unwrap();
     std::fs::write(dir.join("runs/cpu_sub10_r18_eac_n30/last.safetensors"), "weights").unwrap();
+    let run = |envs: &[(&str, &str)], args: &[&str]| {
+        Command::new("bash").current_dir(&dir).env("PATH", &path).env("FIT_LOG", &log).envs(envs.iter().copied()).arg("bench/cpu_methods.sh").args(args).output().unwrap()
+    };
     let call = |args: &[&str]| {
-        let o = Command::new("bash").current_dir(&dir).env("PATH", &path).env("FIT_LOG", &log).arg("bench/cpu_methods.sh").args(args).output().unwrap();
+        let o = run(&[], args);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stderr).to_string()
     };
@@ -406,16 +409,28 @@ fn cpu_methods_skips_finished_runs_and_resumes_cut_ones() {
     let fits: Vec<&str> = text.lines().collect();
     let budget = "--set model.input_size=48 --set train.subset_every=10 --set train.epochs=10 --set train.crop_pad=4 \
                   --set train.device=cpu --set train.threads=2 --set train.channels_last=true --set train.eval_batch_size=256";
-    assert_eq!(fits[0], format!("fit --config configs/fer2013_r18_ce.yaml --set name=cpu_sub10_r18_ce_n30 --set noise.rate=0.3 {budget}"));
-    assert_eq!(fits[1], format!("fit --config configs/fer2013_r18_eac.yaml --set name=cpu_sub10_r18_eac_n30 --set noise.rate=0.3 {budget} --resume"));
+    assert_eq!(fits[0], format!("fit --config configs/fer2013_r18_ce.yaml --set name=cpu_sub10_r18_ce_n30 --set noise.rate=0.3 --set train.seed=0 {budget}"));
+    assert_eq!(fits[1], format!("fit --config configs/fer2013_r18_eac.yaml --set name=cpu_sub10_r18_eac_n30 --set noise.rate=0.3 --set train.seed=0 {budget} --resume"));
     assert!(fits.iter().any(|f| f.contains("name=cpu_sub10_se50_dacfer_n30 ")), "{text}");
     assert!(
         fits.iter().any(|f| f.contains("name=cpu_sub10_r18_eac_wu3_n30 ") && f.ends_with("--set method.consistency_warmup=3")),
         "{text}"
     );
     assert!(!text.contains("ivsa"), "IVSA only with IVSA_TOO=1: {text}");
+    assert!(!text.contains("_h1"), "the ablations only with ABLATIONS=1: {text}");
     // Again: every run has its summary now, so nothing is fitted twice.
     let err = call(&["0.3"]);
     assert_eq!(std::fs::read_to_string(&log).unwrap(), text);
     assert!(err.contains("cpu_sub10_r18_ce_n30: done before, skipped"), "{err}");
+    // A second seed of two chosen recipes, one of them an ablation: just those two, named *_s1.
+    let o = run(&[("ABLATIONS", "1"), ("ONLY", "r18_ce r18_dan_wu3_h1"), ("TRAIN_SEED", "1")], &["0.3"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let all = std::fs::read_to_string(&log).unwrap();
+    let new: Vec<&str> = all[text.len()..].lines().collect();
+    assert_eq!(new.len(), 2, "{all}");
+    assert_eq!(new[0], format!("fit --config configs/fer2013_r18_ce.yaml --set name=cpu_sub10_r18_ce_n30_s1 --set noise.rate=0.3 --set train.seed=1 {budget}"));
+    assert!(new[1].contains("--set name=cpu_sub10_r18_dan_wu3_h1_n30_s1 ") && new[1].ends_with("--set method.consistency_warmup=3 --set method.heads=1"), "{all}");
+    // A name that is no recipe is refused, not read as "run nothing".
+    let o = run(&[("ONLY", "r18_typo")], &["0.3"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("names no recipe"));
 }

@@ -39,13 +39,15 @@ recipes=(
 # The seeds' ablations that fit this budget (ABLATIONS=1; the seeds ran them with noisy labels, so
 # give noise 0.3 alone): GReFEL's reliability balancing with the anchors only, the MHSA only, or
 # neither (the MLP alone; no RB at all is the CE row), and DAN with 1 or 2 heads (with the warm-up:
-# without it DAN stays at the class prior here).
+# without it DAN stays at the class prior here), and one augmentation.
 [ "${ABLATIONS:-0}" = 1 ] && recipes+=(
   "r18_grefel_rb_anchors  configs/fer2013_r18_grefel_rb.yaml method.rb.use_mhsa=false"
   "r18_grefel_rb_mhsa     configs/fer2013_r18_grefel_rb.yaml method.rb.use_anchors=false"
   "r18_grefel_rb_mlp      configs/fer2013_r18_grefel_rb.yaml method.rb.use_anchors=false method.rb.use_mhsa=false"
   "r18_dan_wu3_h1         configs/fer2013_r18_dan.yaml method.consistency_warmup=3 method.heads=1"
   "r18_dan_wu3_h2         configs/fer2013_r18_dan.yaml method.consistency_warmup=3 method.heads=2"
+  # and CE with IVSA's random rescale / shift / rotation (train.affine; the other recipes crop and flip)
+  "r18_ce_affine          configs/fer2013_r18_ce.yaml train.affine={}"
 )
 # ONLY="r18_ce r18_eac_wu3" runs just those recipes; TRAIN_SEED=1 trains them again from another
 # initialisation and batch order (the noisy labels stay the same: noise.seed is its own), named

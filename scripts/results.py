@@ -192,7 +192,8 @@ def archive(run_dir, archive_dir, fer_run=None):
 
 def method_label(cfg):
     """The method's row name: its name, then what departs from the seed's recipe, each a row of
-    its own (an ablation, a consistency weight other than the seed's, its warm-up, distillation)."""
+    its own (an ablation, a consistency weight other than the seed's, its warm-up, the random
+    affine augmentation, distillation)."""
     name = cfg_get(cfg, "method.name", "?")
     label = name
     lam = cfg_get(cfg, "method.lambda")
@@ -207,6 +208,8 @@ def method_label(cfg):
         label += f" ({int(heads)} head{'s' if int(heads) != 1 else ''})"
     if cfg_get(cfg, "method.consistency_warmup"):
         label += f" + warm-up {float(cfg_get(cfg, 'method.consistency_warmup')):g} ep."
+    if cfg_get(cfg, "train.affine") is not None:
+        label += " + affine"
     if cfg_get(cfg, "distill"):
         label += " + KD"
     return label

@@ -110,6 +110,11 @@ fn tables_come_from_the_runs_and_only_the_marked_section_changes() {
     let mut cfg = Config::from_yaml(&std::fs::read_to_string(kd.join("config.yaml")).unwrap(), &[]).unwrap();
     cfg.distill = Some(fer_train::distill::DistillConfig { teacher: None, targets: Some("teacher.safetensors".into()), weight: 1.0, temperature: 4.0 });
     std::fs::write(kd.join("config.yaml"), cfg.to_yaml()).unwrap();
+    // So is a run with the random affine augmentation.
+    let aff = write_run(&runs, &Run { name: "r18_ce_aff", method: "{ name: ce }", noise: 0.2, device: "cpu", acc: 0.42, epochs: 2 });
+    let mut cfg = Config::from_yaml(&std::fs::read_to_string(aff.join("config.yaml")).unwrap(), &[]).unwrap();
+    cfg.train.affine = Some(Default::default());
+    std::fs::write(aff.join("config.yaml"), cfg.to_yaml()).unwrap();
     // EAC with its consistency weight ramped up is a row of its own.
     let wu = write_run(&runs, &Run { name: "r18_eac_wu", method: "{ name: eac, consistency_warmup: 3 }", noise: 0.3, device: "cpu", acc: 0.45, epochs: 2 });
     // So is EAC with a consistency weight other than the seed's 5.
@@ -132,7 +137,7 @@ fn tables_come_from_the_runs_and_only_the_marked_section_changes() {
     };
     let ce_sub = subset_run("sub_r18_ce", "{ name: ce }", 0.0, fer_train::models::Arch::Resnet18);
     let dac_sub = subset_run("sub_se50_dacfer_n30", "{ name: dacfer }", 0.3, fer_train::models::Arch::SeResnet50);
-    let onnx_paths: Vec<PathBuf> = [&ce, &rb, &bench, &bad, &cut, &kd, &wu, &l0, &rb_anchors, &dan2, &ce_sub, &dac_sub].iter().map(|d| d.join("model.onnx")).collect();
+    let onnx_paths: Vec<PathBuf> = [&ce, &rb, &bench, &bad, &cut, &kd, &aff, &wu, &l0, &rb_anchors, &dan2, &ce_sub, &dac_sub].iter().map(|d| d.join("model.onnx")).collect();
     let st = Command::new(&py).arg("-c").arg(TINY_ONNX).args(&onnx_paths).status().unwrap();
     assert!(st.success(), "building the tiny ONNX file");
 
@@ -165,7 +170,7 @@ fn tables_come_from_the_runs_and_only_the_marked_section_changes() {
     );
     assert!(
         text.contains(&format!(
-            "**resnet18, 8 px, 2 epochs**\n\n{header}\n| ce | 61.25 % | — | — | — |\n| ce + KD | — | 40.00 % | — | — |\n| eac (λ 0) | — | — | — | 35.00 % |\n| eac + warm-up 3 ep. | — | — | — | 45.00 % |\n| dan (2 heads) | — | — | — | 25.00 % |\n"
+            "**resnet18, 8 px, 2 epochs**\n\n{header}\n| ce | 61.25 % | — | — | — |\n| ce + KD | — | 40.00 % | — | — |\n| ce + affine | — | — | 42.00 % | — |\n| eac (λ 0) | — | — | — | 35.00 % |\n| eac + warm-up 3 ep. | — | — | — | 45.00 % |\n| dan (2 heads) | — | — | — | 25.00 % |\n"
         )),
         "{text}"
     );

@@ -283,8 +283,8 @@ def budget_label(key):
 def noise_table(rs, noises, row_label, multi):
     """Markdown lines of one noise table: a row per `row_label(run)` (the seeds' method order), a
     column per noise rate; cells holding several runs are listed in `multi`."""
-    # The seeds' order, each method's variants (λ, warm-up, KD) right after it.
-    order = {row_label(r): (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), base)
+    # The seeds' order, each method's own recipe first, then its variants (ablations, λ, warm-up, KD).
+    order = {row_label(r): (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), base, r["method"] != base)
              for r in rs for base in [r["method"].split(" ")[0]]}
     labels = sorted(order, key=lambda label: (order[label], label))
     L = ["| method | " + " | ".join(noise_label(x) for x in noises) + " |", "| --- |" + " --- |" * len(noises)]

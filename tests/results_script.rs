@@ -137,7 +137,10 @@ fn tables_come_from_the_runs_and_only_the_marked_section_changes() {
     };
     let ce_sub = subset_run("sub_r18_ce", "{ name: ce }", 0.0, fer_train::models::Arch::Resnet18);
     let dac_sub = subset_run("sub_se50_dacfer_n30", "{ name: dacfer }", 0.3, fer_train::models::Arch::SeResnet50);
-    let onnx_paths: Vec<PathBuf> = [&ce, &rb, &bench, &bad, &cut, &kd, &aff, &wu, &l0, &rb_anchors, &dan2, &ce_sub, &dac_sub].iter().map(|d| d.join("model.onnx")).collect();
+    // A method's own recipe comes before its variants, though "dan (2 heads) (…)" sorts first as text.
+    let dan_sub = subset_run("sub_r18_dan_n30", "{ name: dan }", 0.3, fer_train::models::Arch::Resnet18);
+    let dan2_sub = subset_run("sub_r18_dan_h2_n30", "{ name: dan, heads: 2 }", 0.3, fer_train::models::Arch::Resnet18);
+    let onnx_paths: Vec<PathBuf> = [&ce, &rb, &bench, &bad, &cut, &kd, &aff, &wu, &l0, &rb_anchors, &dan2, &ce_sub, &dac_sub, &dan_sub, &dan2_sub].iter().map(|d| d.join("model.onnx")).collect();
     let st = Command::new(&py).arg("-c").arg(TINY_ONNX).args(&onnx_paths).status().unwrap();
     assert!(st.success(), "building the tiny ONNX file");
 
@@ -185,7 +188,8 @@ fn tables_come_from_the_runs_and_only_the_marked_section_changes() {
     assert!(text.contains(&format!("**se_resnet50, 8 px, 2 epochs, 1/10 of train**\n\n{header}\n| dacfer | — | — | — | 31.25 % |\n")), "{text}");
     let table3 = format!(
         "### Table 3: the seeds' methods side by side (each on its own backbone; one table per input size and epoch budget)\n\n\
-         **8 px, 2 epochs, 1/10 of train**\n\n{header}\n| ce (resnet18) | 31.25 % | — | — | — |\n| dacfer (se_resnet50) | — | — | — | 31.25 % |\n\n"
+         **8 px, 2 epochs, 1/10 of train**\n\n{header}\n| ce (resnet18) | 31.25 % | — | — | — |\n| dacfer (se_resnet50) | — | — | — | 31.25 % |\n\
+         | dan (resnet18) | — | — | — | 31.25 % |\n| dan (2 heads) (resnet18) | — | — | — | 31.25 % |\n\n"
     );
     assert!(text.contains(&table3), "{text}");
     assert_eq!(text.matches("**8 px,").count(), 1, "only the mixed budget gets a Table 3 entry: {text}");

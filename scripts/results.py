@@ -203,6 +203,11 @@ def method_label(cfg):
     if name == "grefel_rb":
         anchors, mhsa = (cfg_get(cfg, f"method.rb.{k}", True) not in (False, "false") for k in ("use_anchors", "use_mhsa"))
         label += {(True, True): "", (True, False): " (anchors only)", (False, True): " (MHSA only)", (False, False): " (MLP only)"}[(anchors, mhsa)]
+        # Loss weights other than the seed's 1, 1, 1.
+        for key, short in (("lambda_cls", "λ_cls"), ("lambda_anchor", "λ_a"), ("lambda_center", "λ_c")):
+            v = cfg_get(cfg, f"method.{key}")
+            if v is not None and float(v) != 1.0:
+                label += f" ({short} {float(v):g})"
     heads = cfg_get(cfg, "method.heads")
     if name == "dan" and heads is not None and int(heads) != SEED_DAN_HEADS:
         label += f" ({int(heads)} head{'s' if int(heads) != 1 else ''})"

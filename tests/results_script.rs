@@ -124,6 +124,10 @@ fn tables_come_from_the_runs_and_only_the_marked_section_changes() {
         &runs,
         &Run { name: "r18_rb_anchors_n30", method: "{ name: grefel_rb, rb: { use_mhsa: false } }", noise: 0.3, device: "cpu", acc: 0.5, epochs: 1 },
     );
+    let rb_lc = write_run(
+        &runs,
+        &Run { name: "r18_rb_lc_n30", method: "{ name: grefel_rb, lambda_center: 0.002 }", noise: 0.3, device: "cpu", acc: 0.52, epochs: 1 },
+    );
     let dan2 = write_run(&runs, &Run { name: "r18_dan_h2_n30", method: "{ name: dan, heads: 2 }", noise: 0.3, device: "cpu", acc: 0.25, epochs: 2 });
     // A CPU-budget pair on every 10th training face: the CE baseline and DacFER on its own
     // SE-ResNet-50, the seeds' methods side by side (Table 3), apart from the full-train runs.
@@ -140,7 +144,7 @@ fn tables_come_from_the_runs_and_only_the_marked_section_changes() {
     // A method's own recipe comes before its variants, though "dan (2 heads) (…)" sorts first as text.
     let dan_sub = subset_run("sub_r18_dan_n30", "{ name: dan }", 0.3, fer_train::models::Arch::Resnet18);
     let dan2_sub = subset_run("sub_r18_dan_h2_n30", "{ name: dan, heads: 2 }", 0.3, fer_train::models::Arch::Resnet18);
-    let onnx_paths: Vec<PathBuf> = [&ce, &rb, &bench, &bad, &cut, &kd, &aff, &wu, &l0, &rb_anchors, &dan2, &ce_sub, &dac_sub, &dan_sub, &dan2_sub].iter().map(|d| d.join("model.onnx")).collect();
+    let onnx_paths: Vec<PathBuf> = [&ce, &rb, &bench, &bad, &cut, &kd, &aff, &wu, &l0, &rb_anchors, &rb_lc, &dan2, &ce_sub, &dac_sub, &dan_sub, &dan2_sub].iter().map(|d| d.join("model.onnx")).collect();
     let st = Command::new(&py).arg("-c").arg(TINY_ONNX).args(&onnx_paths).status().unwrap();
     assert!(st.success(), "building the tiny ONNX file");
 
@@ -168,7 +172,7 @@ fn tables_come_from_the_runs_and_only_the_marked_section_changes() {
     assert!(text.contains("| method | 0 % | 10 % | 20 % | 30 % |"), "{text}");
     let header = "| method | 0 % | 10 % | 20 % | 30 % |\n| --- | --- | --- | --- | --- |";
     assert!(
-        text.contains(&format!("**resnet18, 8 px, 1 epoch**\n\n{header}\n| grefel_rb | — | — | — | 55.00 % |\n| grefel_rb (anchors only) | — | — | — | 50.00 % |\n")),
+        text.contains(&format!("**resnet18, 8 px, 1 epoch**\n\n{header}\n| grefel_rb | — | — | — | 55.00 % |\n| grefel_rb (anchors only) | — | — | — | 50.00 % |\n| grefel_rb (λ_c 0.002) | — | — | — | 52.00 % |\n")),
         "{text}"
     );
     assert!(

@@ -61,7 +61,13 @@ if [ -n "${ONLY:-}" ]; then
   [ ${#kept[@]} -gt 0 ] || { echo "cpu_methods.sh: ONLY=\"$ONLY\" names no recipe" >&2; exit 2; }
   recipes=("${kept[@]}")
 fi
-train_seed=${TRAIN_SEED:-0}
+# Without TRAIN_SEED each config keeps its own train.seed.
+seed_sets=() seed_suffix=""
+if [ -n "${TRAIN_SEED:-}" ]; then
+  [[ $TRAIN_SEED =~ ^[0-9]+$ ]] || { echo "cpu_methods.sh: TRAIN_SEED=\"$TRAIN_SEED\" is not a whole number" >&2; exit 2; }
+  seed_sets=(--set "train.seed=$TRAIN_SEED")
+  [ "$TRAIN_SEED" = 0 ] || seed_suffix="_s$TRAIN_SEED"
+fi
 status=0
 # The noisy column first: robustness to wrong labels is what these methods claim, so a stop
 # part-way leaves that column whole.
@@ -69,9 +75,9 @@ for noise in ${1:-0.3 0}; do
   suffix=$([ "$noise" = 0 ] && echo "" || echo "_n$(python3 -c "print(round($noise * 100))")")
   for spec in "${recipes[@]}"; do
     read -r short config extra <<<"$spec"
-    name="cpu_sub10_${short}${suffix}$([ "$train_seed" = 0 ] || echo "_s$train_seed")"
+    name="cpu_sub10_${short}${suffix}${seed_suffix}"
     [ -s "runs/$name/summary.json" ] && { echo "[cpu_methods] $name: done before, skipped" >&2; continue; }
-    sets=(--set "name=$name" --set "noise.rate=$noise" --set "train.seed=$train_seed")
+    sets=(--set "name=$name" --set "noise.rate=$noise" "${seed_sets[@]}")
     for kv in "${common[@]}" $extra; do sets+=(--set "$kv"); done
     [ -s "runs/$name/last.safetensors" ] && sets+=(--resume)
     echo "[cpu_methods] $(date +%T) $name: fer-train fit --config $config ${sets[*]}" >&2

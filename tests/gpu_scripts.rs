@@ -409,8 +409,8 @@ fn cpu_methods_skips_finished_runs_and_resumes_cut_ones() {
     let fits: Vec<&str> = text.lines().collect();
     let budget = "--set model.input_size=48 --set train.subset_every=10 --set train.epochs=10 --set train.crop_pad=4 \
                   --set train.device=cpu --set train.threads=2 --set train.channels_last=true --set train.eval_batch_size=256";
-    assert_eq!(fits[0], format!("fit --config configs/fer2013_r18_ce.yaml --set name=cpu_sub10_r18_ce_n30 --set noise.rate=0.3 --set train.seed=0 {budget}"));
-    assert_eq!(fits[1], format!("fit --config configs/fer2013_r18_eac.yaml --set name=cpu_sub10_r18_eac_n30 --set noise.rate=0.3 --set train.seed=0 {budget} --resume"));
+    assert_eq!(fits[0], format!("fit --config configs/fer2013_r18_ce.yaml --set name=cpu_sub10_r18_ce_n30 --set noise.rate=0.3 {budget}"));
+    assert_eq!(fits[1], format!("fit --config configs/fer2013_r18_eac.yaml --set name=cpu_sub10_r18_eac_n30 --set noise.rate=0.3 {budget} --resume"));
     assert!(fits.iter().any(|f| f.contains("name=cpu_sub10_se50_dacfer_n30 ")), "{text}");
     assert!(
         fits.iter().any(|f| f.contains("name=cpu_sub10_r18_eac_wu3_n30 ") && f.ends_with("--set method.consistency_warmup=3")),
@@ -433,4 +433,7 @@ fn cpu_methods_skips_finished_runs_and_resumes_cut_ones() {
     // A name that is no recipe is refused, not read as "run nothing".
     let o = run(&[("ONLY", "r18_typo")], &["0.3"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("names no recipe"));
+    let o = run(&[("TRAIN_SEED", "one")], &["0.3"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("is not a whole number"));
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), all, "refused calls fit nothing");
 }

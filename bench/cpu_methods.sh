@@ -9,7 +9,7 @@
 # at this budget; IVSA_TOO=1 adds it (its ten-crop evaluation off: one view, as the exported graph).
 # Results: runs/cpu_sub10_*; archive them into docs/RESULTS.md's Tables 2 and 3 with
 #   .venv/bin/python scripts/results.py --archive runs/cpu_sub10_r18_ce ...
-# Usage: [ABLATIONS=1] [ONLY="short names"] [TRAIN_SEED=n] bash bench/cpu_methods.sh [noise rates, default "0.3 0"]
+# Usage: [ABLATIONS=1] [IVSA_TOO=1] [ONLY="short names"] [TRAIN_SEED=n] bash bench/cpu_methods.sh [noise rates, default "0.3 0"]
 # A run that already finished is skipped, one cut short resumes from its last epoch, so the
 # script can be stopped and started again.
 set -uo pipefail
@@ -36,6 +36,12 @@ recipes=(
   "r18_dan_wu3    configs/fer2013_r18_dan.yaml method.consistency_warmup=3"
 )
 [ "${IVSA_TOO:-0}" = 1 ] && recipes+=("ivsa_sab       configs/fer2013_ivsa_sab.yaml train.ten_crop_eval=false")
+# IVSA's own ablation (the seed's Table III, on clean labels): its VGG with CBAM after every stage,
+# or with no attention. Both need IVSA_TOO=1 and ABLATIONS=1.
+[ "${IVSA_TOO:-0}" = 1 ] && [ "${ABLATIONS:-0}" = 1 ] && recipes+=(
+  "ivsa_cbam      configs/fer2013_ivsa_sab.yaml train.ten_crop_eval=false model.attention=cbam"
+  "ivsa_none      configs/fer2013_ivsa_sab.yaml train.ten_crop_eval=false model.attention=none"
+)
 # The seeds' ablations that fit this budget (ABLATIONS=1; the seeds ran them with noisy labels, so
 # give noise 0.3 alone): GReFEL's reliability balancing with the anchors only, the MHSA only, or
 # neither (the MLP alone; no RB at all is the CE row), and DAN with 1 or 2 heads (with the warm-up:

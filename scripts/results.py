@@ -33,8 +33,9 @@ METHOD_ORDER = ["ce", "eac", "dacfer", "dan", "grefel_rb"]
 NOISE_COLUMNS = [0.0, 0.1, 0.2, 0.3]
 # The flip-consistency weight of the seeds' recipes (EAC: 5; DacFER: 1).
 SEED_LAMBDA = {"eac": 5.0, "dacfer": 1.0}
-# DAN's number of attention heads in the seed's recipe.
+# DAN's number of attention heads and its flip-consistency weight λ3 in the seed's recipe.
 SEED_DAN_HEADS = 4
+SEED_DAN_LAMBDA_CONSISTENCY = 4.0
 
 
 def warn(msg):
@@ -211,6 +212,9 @@ def method_label(cfg):
     heads = cfg_get(cfg, "method.heads")
     if name == "dan" and heads is not None and int(heads) != SEED_DAN_HEADS:
         label += f" ({int(heads)} head{'s' if int(heads) != 1 else ''})"
+    lam3 = cfg_get(cfg, "method.lambda_consistency")
+    if name == "dan" and lam3 is not None and float(lam3) != SEED_DAN_LAMBDA_CONSISTENCY:
+        label += f" (λ3 {float(lam3):g})"
     if cfg_get(cfg, "method.consistency_warmup"):
         label += f" + warm-up {float(cfg_get(cfg, 'method.consistency_warmup')):g} ep."
     if cfg_get(cfg, "train.affine") is not None:

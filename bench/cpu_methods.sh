@@ -52,6 +52,10 @@ recipes=(
   "r18_grefel_rb_mlp      configs/fer2013_r18_grefel_rb.yaml method.rb.use_anchors=false method.rb.use_mhsa=false"
   "r18_dan_wu3_h1         configs/fer2013_r18_dan.yaml method.consistency_warmup=3 method.heads=1"
   "r18_dan_wu3_h2         configs/fer2013_r18_dan.yaml method.consistency_warmup=3 method.heads=2"
+  # DAN without the seed's flip consistency (λ3 0: plain DAN, the baseline seed 003 improves on),
+  # with 4 heads and with 1, to tell what the consistency term does from what one head does
+  "r18_dan_l0             configs/fer2013_r18_dan.yaml method.lambda_consistency=0"
+  "r18_dan_h1_l0          configs/fer2013_r18_dan.yaml method.lambda_consistency=0 method.heads=1"
   # and CE with IVSA's random rescale / shift / rotation (train.affine; the other recipes crop and flip)
   "r18_ce_affine          configs/fer2013_r18_ce.yaml train.affine={}"
 )

@@ -436,4 +436,14 @@ fn cpu_methods_skips_finished_runs_and_resumes_cut_ones() {
     let o = run(&[("TRAIN_SEED", "one")], &["0.3"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("is not a whole number"));
     assert_eq!(std::fs::read_to_string(&log).unwrap(), all, "refused calls fit nothing");
+    // IVSA's attention ablation needs both IVSA_TOO=1 and ABLATIONS=1, and keeps the one-view evaluation.
+    let o = run(&[("IVSA_TOO", "1"), ("ONLY", "ivsa_cbam")], &["0"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("names no recipe"));
+    let o = run(&[("IVSA_TOO", "1"), ("ABLATIONS", "1"), ("ONLY", "ivsa_cbam")], &["0"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ivsa = std::fs::read_to_string(&log).unwrap()[all.len()..].to_string();
+    assert_eq!(
+        ivsa.trim_end(),
+        format!("fit --config configs/fer2013_ivsa_sab.yaml --set name=cpu_sub10_ivsa_cbam --set noise.rate=0 {budget} --set train.ten_crop_eval=false --set model.attention=cbam")
+    );
 }

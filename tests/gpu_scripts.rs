@@ -446,4 +446,12 @@ fn cpu_methods_skips_finished_runs_and_resumes_cut_ones() {
         ivsa.trim_end(),
         format!("fit --config configs/fer2013_ivsa_sab.yaml --set name=cpu_sub10_ivsa_cbam --set noise.rate=0 {budget} --set train.ten_crop_eval=false --set model.attention=cbam")
     );
+    // A longer budget is its own run (*_e20), not a resume of the 10-epoch one.
+    let before = std::fs::read_to_string(&log).unwrap();
+    let o = run(&[("EPOCHS", "20"), ("ONLY", "r18_ce")], &["0"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e20 = std::fs::read_to_string(&log).unwrap()[before.len()..].to_string();
+    assert_eq!(e20.trim_end(), format!("fit --config configs/fer2013_r18_ce.yaml --set name=cpu_sub10_r18_ce_e20 --set noise.rate=0 {}", budget.replace("train.epochs=10", "train.epochs=20")));
+    let o = run(&[("EPOCHS", "0")], &["0"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("is not a positive whole number"));
 }

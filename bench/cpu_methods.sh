@@ -3,7 +3,8 @@
 # run, SE-ResNet-50 about 12; 1.5-2 hours in all), clean and with 30 % label noise: the CE and EAC
 # baselines, GReFEL's reliability balancing and DAN on ResNet-18, DacFER on its SE-ResNet-50, and
 # the EAC / DAN variants below (findings: docs/RESULTS.md). Every run: 48 px, every 10th training
-# face (2,871), 10 epochs, each recipe's own optimizer and schedule, validation on all of `val`.
+# face (2,871), 10 epochs (EPOCHS=n: more), each recipe's own optimizer and schedule, validation
+# on all of `val`.
 # It is a small budget: a first comparison, not the papers' recipes (the GPU table is
 # docs/gpu-runs.md's job). IVSA is left out by default (its VGG trains at ~60 img/s here, ~10
 # minutes a run, and learns slowly from scratch: at 10 epochs it is still climbing); IVSA_TOO=1

@@ -31,11 +31,18 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 DEFAULT_EXCLUDE = ["bench_*", "speed_*"]
 METHOD_ORDER = ["ce", "eac", "dacfer", "dan", "grefel_rb"]
 NOISE_COLUMNS = [0.0, 0.1, 0.2, 0.3]
-# The flip-consistency weight of the seeds' recipes (EAC: 5; DacFER: 1).
-SEED_LAMBDA = {"eac": 5.0, "dacfer": 1.0}
-# DAN's number of attention heads and its flip-consistency weight λ3 in the seed's recipe.
+# Each method's loss weights in its seed's recipe, as (config key under `method`, seed value, the
+# label a run with another value gets): the flip-consistency weights (EAC 5, DacFER 1, DAN's λ3 4)
+# and DAN's and GReFEL's other loss weights. The trainer's defaults are the same
+# (trainer/src/methods/mod.rs).
+SEED_WEIGHTS = {
+    "eac": [("lambda", 5.0, "λ")],
+    "dacfer": [("lambda", 1.0, "λ")],
+    "dan": [("lambda_affinity", 1.0, "λ1"), ("lambda_partition", 1.0, "λ2"), ("lambda_consistency", 4.0, "λ3")],
+    "grefel_rb": [("lambda_cls", 1.0, "λ_cls"), ("lambda_anchor", 1.0, "λ_a"), ("lambda_center", 1.0, "λ_c")],
+}
+# DAN's number of attention heads in the seed's recipe.
 SEED_DAN_HEADS = 4
-SEED_DAN_LAMBDA_CONSISTENCY = 4.0
 
 
 def warn(msg):
@@ -197,24 +204,17 @@ def method_label(cfg):
     affine augmentation, distillation)."""
     name = cfg_get(cfg, "method.name", "?")
     label = name
-    lam = cfg_get(cfg, "method.lambda")
-    if name in SEED_LAMBDA and lam is not None and float(lam) != SEED_LAMBDA[name]:
-        label += f" (λ {float(lam):g})"
     # The seeds' ablations: GReFEL's reliability balancing without a correction, DAN's heads.
     if name == "grefel_rb":
         anchors, mhsa = (cfg_get(cfg, f"method.rb.{k}", True) not in (False, "false") for k in ("use_anchors", "use_mhsa"))
         label += {(True, True): "", (True, False): " (anchors only)", (False, True): " (MHSA only)", (False, False): " (MLP only)"}[(anchors, mhsa)]
-        # Loss weights other than the seed's 1, 1, 1.
-        for key, short in (("lambda_cls", "λ_cls"), ("lambda_anchor", "λ_a"), ("lambda_center", "λ_c")):
-            v = cfg_get(cfg, f"method.{key}")
-            if v is not None and float(v) != 1.0:
-                label += f" ({short} {float(v):g})"
     heads = cfg_get(cfg, "method.heads")
     if name == "dan" and heads is not None and int(heads) != SEED_DAN_HEADS:
         label += f" ({int(heads)} head{'s' if int(heads) != 1 else ''})"
-    lam3 = cfg_get(cfg, "method.lambda_consistency")
-    if name == "dan" and lam3 is not None and float(lam3) != SEED_DAN_LAMBDA_CONSISTENCY:
-        label += f" (λ3 {float(lam3):g})"
+    for key, seed_value, short in SEED_WEIGHTS.get(name, []):
+        v = cfg_get(cfg, f"method.{key}")
+        if v is not None and float(v) != seed_value:
+            label += f" ({short} {float(v):g})"
     if cfg_get(cfg, "method.consistency_warmup"):
         label += f" + warm-up {float(cfg_get(cfg, 'method.consistency_warmup')):g} ep."
     if cfg_get(cfg, "train.affine") is not None:

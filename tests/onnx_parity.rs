@@ -314,6 +314,7 @@ fn parity_on_real_faces() {
         mean: vec![0.5; 3],
         std: vec![0.5; 3],
         channels: 3,
+        eval_view: fer_train::augment::EvalView::Resize,
     };
     let x8 = aug.eval(&ds.images.narrow(0, 0, 8));
     for (arch, name) in [(Arch::Mbv2, "mbv2_faces"), (Arch::Resnet18, "resnet18_faces")] {
@@ -324,5 +325,54 @@ fn parity_on_real_faces() {
         realistic_logits(&vs, &model, &x8);
         check_parity(&model, name, &x8.narrow(0, 0, 1), false);
         check_parity(&model, name, &x8, false);
+    }
+}
+
+/// The runtime's preprocessing of an image file is the trainer's eval view of the same pixels, for
+/// both views (`fer.eval_view` resize / centre_crop, at the native size and upsampled) and for the
+/// ten-crop views (`fer-run --tta ten-crop` against `train.ten_crop_eval`). The trainer resizes in
+/// float (torch's bilinear), the runtime in 8 bits (the image crate's Triangle filter, the same
+/// interpolation when upsampling): they differ by the rounding, at most half a grey level.
+#[test]
+fn runtime_views_match_the_trainers() {
+    use fer_runtime::{ColorMode, EvalView as RtView, Preprocessor, Tta};
+    use fer_train::augment::{Augment, EvalView};
+    let (w, h) = (48u32, 48u32);
+    let faces: Vec<image::GrayImage> = (0..3u32)
+        .map(|k| image::GrayImage::from_fn(w, h, |x, y| image::Luma([((x * 37 + y * 101 + k * 59) * (x + k + 1) % 256) as u8])))
+        .collect();
+    let raw: Vec<u8> = faces.iter().flat_map(|f| f.as_raw().clone()).collect();
+    let x_u8 = Tensor::from_slice(&raw).view([3, 1, h as i64, w as i64]);
+    // Half a grey level in normalised units (std 0.5), plus float slack.
+    let tol = 0.5 / 255.0 / 0.5 + 1e-5;
+    for (size, pad, view) in [(48, 4, EvalView::CentreCrop), (48, 4, EvalView::Resize), (56, 8, EvalView::CentreCrop), (56, 8, EvalView::Resize)] {
+        let aug = Augment { size, pad, eval_view: view, ..Augment::peer(size) };
+        let pre = Preprocessor {
+            size: (size as usize, size as usize),
+            color: ColorMode::Gray,
+            channels: 3,
+            mean: vec![0.5; 3],
+            std: vec![0.5; 3],
+            crop_pad: pad as usize,
+            view: if view == EvalView::CentreCrop { RtView::CentreCrop } else { RtView::Resize },
+        };
+        let what = format!("size {size}, pad {pad}, {}", view.name());
+        let imgs: Vec<image::DynamicImage> = faces.iter().cloned().map(image::DynamicImage::ImageLuma8).collect();
+        let trainer = to_array(&aug.eval(&x_u8));
+        let runtime = pre.batch(&imgs);
+        let diff = (&trainer - &runtime).iter().fold(0f32, |m, d| m.max(d.abs()));
+        assert!(diff <= tol, "{what}: eval views differ by {diff}");
+        // Ten-crop: the trainer's corners, centre, then mirrors; the runtime's centre first.
+        let tv: Vec<Array4<f32>> = aug.ten_crop(&x_u8).iter().map(to_array).collect();
+        let rv = pre.views_batch(&imgs, Tta::TenCrop);
+        let order = [4, 0, 1, 2, 3, 9, 5, 6, 7, 8];
+        for (i, _) in imgs.iter().enumerate() {
+            for (k, &t) in order.iter().enumerate() {
+                let a = tv[t].index_axis(ndarray::Axis(0), i);
+                let b = rv.index_axis(ndarray::Axis(0), i * 10 + k);
+                let diff = (&a - &b).iter().fold(0f32, |m, d| m.max(d.abs()));
+                assert!(diff <= tol, "{what}: image {i}, ten-crop view {k} (trainer's {t}) differs by {diff}");
+            }
+        }
     }
 }

@@ -330,6 +330,8 @@ fn model_card_comes_from_the_run_and_the_reports() {
     std::fs::write(&bench, r#"{"backend": "ort", "batch": 1, "p50_ms": 0.5, "p95_ms": 0.714, "throughput": 1987.6}"#).unwrap();
     let eval = dir.join("eval_tract.json");
     std::fs::write(&eval, r#"{"backend": "tract", "accuracy": 0.65, "images": 3589}"#).unwrap();
+    let eval_tta = dir.join("eval_tta.json");
+    std::fs::write(&eval_tta, r#"{"backend": "ort", "tta": "ten-crop", "accuracy": 0.6812, "images": 3589}"#).unwrap();
     let card = |extra: &[&str]| -> String {
         let path = dir.join("card.md");
         let out = Command::new(&py)
@@ -339,6 +341,8 @@ fn model_card_comes_from_the_run_and_the_reports() {
             .arg(&bench)
             .arg("--fer-run-eval")
             .arg(&eval)
+            .arg("--fer-run-eval")
+            .arg(&eval_tta)
             .args(extra)
             .output()
             .unwrap();
@@ -351,17 +355,23 @@ fn model_card_comes_from_the_run_and_the_reports() {
     assert!(plain.starts_with("# model.onnx\n\n| | |"), "no --note, no quote: {plain}");
     assert!(plain.contains("| method | eac (λ = 5) |") && plain.contains("| backbone | resnet18 |"), "{plain}");
     assert!(plain.contains("| recipe | `configs/fer2013_r18_eac.yaml`, 3 epochs |"), "recipe from fer.recipe: {plain}");
-    assert!(plain.contains("| input | `input` float32 [N, 3, 8, 8], rgb, (x/255 − 0.5) / 0.5 |"), "{plain}");
+    assert!(plain.contains("| input | `input` float32 [N, 3, 8, 8], rgb, (x/255 − 0.5) / 0.5, whole face resized |"), "{plain}");
     assert!(plain.contains("| accuracy (final epoch, `fer-train`) | 65.00 % |"), "{plain}");
     assert!(plain.contains("| best epoch accuracy | 62.50 % (epoch 1) |"), "{plain}");
-    assert!(plain.contains("| accuracy of this file in `fer-run eval` (tract) | 65.00 % on 3589 images |"), "{plain}");
-    assert!(plain.contains("| ort | 1 | 0.50 | 0.71 | 1988 |\n\n## License and use"), "no --bench-note, nothing under the table: {plain}");
+    assert!(
+        plain.contains(
+            "| accuracy of this file in `fer-run eval` (tract) | 65.00 % on 3589 images |\n\
+             | accuracy of this file in `fer-run eval` (ort, `--tta ten-crop`) | 68.12 % on 3589 images |"
+        ),
+        "one row per eval report, in order: {plain}"
+    );
+    assert!(plain.contains("| ort | inference | 1 | 0.50 | 0.71 | 1988 |\n\n## License and use"), "no --bench-note, nothing under the table: {plain}");
     assert_eq!(plain.matches("| 1.00e-03 | 1.0000 | 50.00 % | 65.00 % |").count(), 3, "one row per epoch: {plain}");
 
     let noted = card(&["--recipe", "configs/cpu_r18.yaml", "--note", "Trained on a CPU.", "--bench-note", "500 calls, 3 rounds."]);
     assert!(noted.starts_with("# model.onnx\n\n> Trained on a CPU.\n\n| | |"), "{noted}");
     assert!(noted.contains("| recipe | `configs/cpu_r18.yaml`, 3 epochs |") && !noted.contains("fer2013_r18_eac.yaml"), "{noted}");
-    assert!(noted.contains("| ort | 1 | 0.50 | 0.71 | 1988 |\n\n500 calls, 3 rounds.\n\n## License and use"), "{noted}");
+    assert!(noted.contains("| ort | inference | 1 | 0.50 | 0.71 | 1988 |\n\n500 calls, 3 rounds.\n\n## License and use"), "{noted}");
 }
 
 /// `scripts/device_return.py`: a GPU call returns at most 8 files of 16 MiB, 64 MiB in all (here
@@ -464,4 +474,48 @@ fn an_int8_weight_file_counts_as_its_float32_original() {
     };
     assert_eq!(stats(&f32_path), "1907 8704");
     assert_eq!(stats(&int8_path), "1907 8704");
+}
+
+/// `scripts/set_metadata.py` sets and removes `fer.*` keys and leaves everything else as it was;
+/// a pair that is not `fer.<key>=<value>` and a file that is not ONNX are refused by name, the
+/// file untouched.
+#[test]
+fn set_metadata_changes_only_the_named_keys() {
+    let Some(py) = python_or_skip() else { return };
+    let dir = temp_dir("set_metadata_script");
+    let onnx = dir.join("m.onnx");
+    let st = Command::new(&py).arg("-c").arg(TINY_ONNX).arg(&onnx).status().unwrap();
+    assert!(st.success(), "building the tiny ONNX file");
+    let script = repo().join("scripts/set_metadata.py");
+    let run = |args: &[&str]| Command::new(&py).arg(&script).args(args).output().unwrap();
+    let props = |p: &Path| -> String {
+        let code = "import sys, json, onnx; m = onnx.load(sys.argv[1]); \
+                    print(json.dumps({p.key: p.value for p in m.metadata_props}, sort_keys=True)); \
+                    print(len(m.graph.node), [i.name for i in m.graph.initializer])";
+        let out = Command::new(&py).arg("-c").arg(code).arg(p).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let before = props(&onnx);
+    let o = run(&[onnx.to_str().unwrap(), "fer.crop_pad=4", "fer.eval_view=centre_crop", "fer.recipe="]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let after = props(&onnx);
+    assert!(after.contains(r#""fer.crop_pad": "4""#) && after.contains(r#""fer.eval_view": "centre_crop""#), "{after}");
+    assert!(!after.contains("fer.recipe") && before.contains("fer.recipe"), "fer.recipe= removes the key: {after}");
+    assert!(after.contains(r#""fer.labels": "angry,happy""#), "other keys stay: {after}");
+    assert_eq!(after.lines().nth(1), before.lines().nth(1), "the graph is untouched");
+
+    let bytes = std::fs::read(&onnx).unwrap();
+    for bad in ["crop_pad=4", "fer.=1", "fer.crop_pad"] {
+        let o = run(&[onnx.to_str().unwrap(), bad]);
+        assert!(!o.status.success(), "{bad} accepted");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("expected fer.<key>=<value>"), "{bad}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(std::fs::read(&onnx).unwrap(), bytes, "refused pairs leave the file as it was");
+    let text = dir.join("not.onnx");
+    std::fs::write(&text, "not a model").unwrap();
+    let o = run(&[text.to_str().unwrap(), "fer.crop_pad=4"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not.onnx: cannot read it as ONNX"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&text).unwrap(), "not a model");
 }

@@ -91,6 +91,8 @@ fn a_short_eac_run_learns() {
     let (root, out) = dataset("learns");
     let mut cfg = config(&root, &out, "eac", 4, "{ name: eac, lambda: 5.0 }");
     cfg.train.export = true;
+    // Validated, exported and deployed with the centre-crop view (the other tests use resize).
+    cfg.train.eval_view = fer_train::augment::EvalView::CentreCrop;
     let mut t = Trainer::new(cfg, false).unwrap();
     let s = t.fit().unwrap();
     let h = &t.state.history;
@@ -115,6 +117,7 @@ fn a_short_eac_run_learns() {
     let m = fer_runtime::Model::load(&onnx, fer_runtime::Backend::Tract).unwrap();
     assert_eq!(m.labels(), CLASSES);
     assert_eq!(m.metadata().input_size, (32, 32));
+    assert_eq!((m.metadata().eval_view, m.metadata().crop_pad), (fer_runtime::EvalView::CentreCrop, Some(4)));
     let (mut right, mut total) = (0, 0);
     for (k, class) in CLASSES.iter().enumerate() {
         for f in std::fs::read_dir(root.join("val").join(class)).unwrap() {

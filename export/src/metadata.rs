@@ -15,6 +15,8 @@ pub mod keys {
     pub const DATA: &str = "fer.data";
     pub const VAL_ACCURACY: &str = "fer.val_accuracy";
     pub const PRODUCER: &str = "fer.producer";
+    pub const CROP_PAD: &str = "fer.crop_pad"; // pixels the trainer added before its random crops
+    pub const EVAL_VIEW: &str = "fer.eval_view"; // "resize" | "centre_crop"
 }
 
 /// How the image must be turned into the model's input: gray images are replicated to the model's

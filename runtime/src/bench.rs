@@ -3,7 +3,7 @@
 
 use crate::error::{FerError, Result};
 use crate::model::Model;
-use crate::preprocess::{load_image, ImageLimits};
+use crate::preprocess::{load_image, ImageLimits, Tta};
 use ndarray::Array4;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 /// Summary of timed calls.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
-    /// What was timed: `inference` or `decode+preprocess+inference`.
+    /// What was timed: `inference` or `decode+preprocess+inference` (with `, tta <mode>` when the
+    /// model averages several views of each face).
     pub what: String,
     pub backend: String,
     pub batch: usize,
@@ -137,8 +138,12 @@ pub fn bench_images(
             .collect::<Result<Vec<_>>>()?;
         model.predict_batch(&imgs).map(|_| ())
     })?;
+    let what = match model.tta() {
+        Tta::None => "decode+preprocess+inference".to_string(),
+        tta => format!("decode+preprocess+inference, tta {tta}"),
+    };
     Ok(BenchReport::from_samples(
-        "decode+preprocess+inference",
+        &what,
         model.backend_name(),
         batch,
         &samples,

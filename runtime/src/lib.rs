@@ -45,7 +45,7 @@ pub use backend::{ort_available, prefer_tile_use_kernels, prepare_tract_graph, B
 pub use error::{FerError, Result};
 pub use face::{BBox, Detect, Face, FaceFinder, Faces, HaarCascade, HaarParams};
 pub use inputs::collect_inputs;
-pub use metadata::{ColorMode, Metadata, ModelInfo};
+pub use metadata::{ColorMode, EvalView, Metadata, ModelInfo};
 pub use model::{Model, Prediction};
 pub use postprocess::entropy_confidence;
-pub use preprocess::{load_image, ImageLimits, Preprocessor};
+pub use preprocess::{load_image, ImageLimits, Preprocessor, Tta};

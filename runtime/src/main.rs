@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fer_runtime::{
     bench, cam, collect_inputs, load_image, output, Backend, Detect, Device, FaceFinder, Faces,
-    FerError, ImageLimits, Model, ModelInfo, Prediction,
+    FerError, ImageLimits, Model, ModelInfo, Prediction, Tta,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
@@ -114,6 +114,18 @@ struct ModelArgs {
     /// Execution provider for ONNX Runtime.
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
+    /// Test-time augmentation: average each face's class probabilities over its mirror image
+    /// (flip, 2x the inference) or over IVSA's ten crops (ten-crop, 10x; needs the model's
+    /// fer.crop_pad). More accurate, slower; `fer-run eval --tta ...` says by how much.
+    #[arg(long, value_enum, default_value = "none")]
+    tta: TtaArg,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TtaArg {
+    None,
+    Flip,
+    TenCrop,
 }
 
 #[derive(Args, Clone)]
@@ -244,7 +256,13 @@ fn one_line(e: &dyn std::error::Error) -> anyhow::Error {
 }
 
 fn load_model(a: &ModelArgs) -> Result<Model> {
+    let tta = match a.tta {
+        TtaArg::None => Tta::None,
+        TtaArg::Flip => Tta::Flip,
+        TtaArg::TenCrop => Tta::TenCrop,
+    };
     let model = Model::load(a.path(), backend(a)?)
+        .and_then(|m| m.with_tta(tta))
         .map_err(|e| one_line(&e).context("cannot use the model"))?;
     tracing::info!("{} on {}", a.path().display(), model.backend_name());
     Ok(model)
@@ -532,6 +550,9 @@ fn report_error(
 }
 
 fn run_bench(a: BenchArgs) -> Result<()> {
+    if a.images.is_none() && a.model.tta != TtaArg::None {
+        bail!("--tta applies to images: time it with --images <DIR|GLOB>");
+    }
     let model = load_model(&a.model)?;
     let batch = a.batch as usize;
     let report = match &a.images {
@@ -606,6 +627,11 @@ fn run_info(a: InfoArgs) -> Result<()> {
         m.input_size.0, m.input_size.1, info.channels, m.color
     );
     println!("mean / std   {:?} / {:?}", m.mean, m.std);
+    println!(
+        "eval view    {}{}",
+        m.eval_view,
+        m.crop_pad.map_or(String::new(), |p| format!(" (crop pad {p} px)"))
+    );
     for (k, v) in [
         ("method", &m.method),
         ("backbone", &m.backbone),
@@ -693,15 +719,19 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({"model": model.path(), "backend": model.backend_name(), "images": total,
-                "accuracy": accuracy, "mean_class_accuracy": mean_class, "labels": labels, "confusion": confusion})
+                "tta": model.tta().to_string(), "accuracy": accuracy, "mean_class_accuracy": mean_class, "labels": labels, "confusion": confusion})
         );
     } else {
         println!(
-            "{}: {total} images, accuracy {:.2}%, mean class accuracy {:.2}% ({})",
+            "{}: {total} images, accuracy {:.2}%, mean class accuracy {:.2}% ({}{})",
             a.dir.display(),
             100.0 * accuracy,
             100.0 * mean_class,
-            model.backend_name()
+            model.backend_name(),
+            match model.tta() {
+                Tta::None => String::new(),
+                t => format!(", tta {t}"),
+            }
         );
     }
     Ok(())

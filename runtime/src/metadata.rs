@@ -23,6 +23,8 @@ pub mod keys {
     pub const BACKBONE: &str = "fer.backbone";
     pub const DATA: &str = "fer.data";
     pub const VAL_ACCURACY: &str = "fer.val_accuracy";
+    pub const CROP_PAD: &str = "fer.crop_pad";
+    pub const EVAL_VIEW: &str = "fer.eval_view";
 }
 
 /// The contract's output names.
@@ -47,6 +49,28 @@ impl fmt::Display for ColorMode {
         f.write_str(match self {
             ColorMode::Gray => "gray",
             ColorMode::Rgb => "rgb",
+        })
+    }
+}
+
+/// How a face becomes the model's view of it at inference (`fer.eval_view`), the view the trainer
+/// validated the model on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalView {
+    /// The whole face resized to the input size (the default, and every file without the key).
+    #[default]
+    Resize,
+    /// The face resized to the input size plus `fer.crop_pad`, then its centre crop of the input
+    /// size: the training view (random crops of that resize) without its randomness.
+    CentreCrop,
+}
+
+impl fmt::Display for EvalView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EvalView::Resize => "resize",
+            EvalView::CentreCrop => "centre_crop",
         })
     }
 }
@@ -111,6 +135,10 @@ pub struct Metadata {
     pub backbone: Option<String>,
     pub data: Option<String>,
     pub val_accuracy: Option<f64>,
+    /// Pixels the trainer added to each side of the input before its random crops
+    /// (`fer.crop_pad`); `None` when the file does not say (files exported before the key).
+    pub crop_pad: Option<usize>,
+    pub eval_view: EvalView,
     /// Every metadata_props entry as written, `fer.*` or not.
     pub props: BTreeMap<String, String>,
 }
@@ -545,6 +573,33 @@ fn parse_metadata(
         ),
         None => None,
     };
+    let crop_pad = match get(keys::CROP_PAD) {
+        Some(v) => Some(
+            v.parse::<usize>()
+                .map_err(|_| bad(keys::CROP_PAD, v, "expected a whole number of pixels"))?,
+        ),
+        None => None,
+    };
+    let eval_view = match get(keys::EVAL_VIEW) {
+        None | Some("resize") => EvalView::Resize,
+        Some("centre_crop") | Some("center_crop") => match crop_pad {
+            Some(p) if p > 0 => EvalView::CentreCrop,
+            _ => {
+                return Err(bad(
+                    keys::EVAL_VIEW,
+                    "centre_crop",
+                    format!("needs a positive `{}`", keys::CROP_PAD),
+                ))
+            }
+        },
+        Some(v) => {
+            return Err(bad(
+                keys::EVAL_VIEW,
+                v,
+                "expected \"resize\" or \"centre_crop\"",
+            ))
+        }
+    };
     let text = |k: &str| get(k).map(str::to_string);
     Ok(Metadata {
         labels,
@@ -556,6 +611,8 @@ fn parse_metadata(
         backbone: text(keys::BACKBONE),
         data: text(keys::DATA),
         val_accuracy,
+        crop_pad,
+        eval_view,
         props,
     })
 }
@@ -620,5 +677,27 @@ mod tests {
         assert!(matches!(e, Err(FerError::Metadata { key, .. }) if key == keys::STD));
         let e = parse_metadata(props(&[(keys::COLOR, "bgr")]), &shape, 3, Some(1), &mut n);
         assert!(matches!(e, Err(FerError::Metadata { key, .. }) if key == keys::COLOR));
+        let e = parse_metadata(props(&[(keys::CROP_PAD, "-4")]), &shape, 3, Some(1), &mut n);
+        assert!(matches!(e, Err(FerError::Metadata { key, .. }) if key == keys::CROP_PAD));
+        // A centre crop of what? Without the pad the view is undefined.
+        let e = parse_metadata(props(&[(keys::EVAL_VIEW, "centre_crop")]), &shape, 3, Some(1), &mut n);
+        assert!(matches!(e, Err(FerError::Metadata { key, .. }) if key == keys::EVAL_VIEW));
+        let e = parse_metadata(
+            props(&[(keys::EVAL_VIEW, "ten_crop"), (keys::CROP_PAD, "4")]),
+            &shape,
+            3,
+            Some(1),
+            &mut n,
+        );
+        assert!(matches!(e, Err(FerError::Metadata { key, .. }) if key == keys::EVAL_VIEW));
+        let m = parse_metadata(
+            props(&[(keys::EVAL_VIEW, "centre_crop"), (keys::CROP_PAD, "4")]),
+            &shape,
+            3,
+            Some(1),
+            &mut n,
+        )
+        .unwrap();
+        assert_eq!((m.eval_view, m.crop_pad), (EvalView::CentreCrop, Some(4)));
     }
 }

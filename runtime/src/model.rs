@@ -6,9 +6,9 @@ use crate::error::{FerError, Result};
 use crate::face::BBox;
 use crate::metadata::{Metadata, ModelInfo};
 use crate::postprocess::entropy_confidence;
-use crate::preprocess::Preprocessor;
+use crate::preprocess::{Preprocessor, Tta};
 use image::DynamicImage;
-use ndarray::{Array2, Array3, ArrayView4, Axis};
+use ndarray::{s, Array2, Array3, ArrayView4, Axis};
 use std::path::{Path, PathBuf};
 
 /// A loaded model.
@@ -29,6 +29,7 @@ pub struct Model {
     path: PathBuf,
     info: ModelInfo,
     pre: Preprocessor,
+    tta: Tta,
     engine: Box<dyn Engine>,
 }
 
@@ -99,8 +100,32 @@ impl Model {
             path: path.to_path_buf(),
             info,
             pre,
+            tta: Tta::None,
             engine,
         })
+    }
+
+    /// The same model with test-time augmentation on image inputs ([`Model::predict_batch`]):
+    /// each face is run in `tta.views()` views and their outputs averaged. Ten-crop needs the
+    /// file's `fer.crop_pad`.
+    pub fn with_tta(mut self, tta: Tta) -> Result<Model> {
+        if tta == Tta::TenCrop && self.pre.crop_pad == 0 {
+            return Err(FerError::Invalid {
+                what: "tta",
+                value: tta.to_string(),
+                reason: format!(
+                    "{} has no positive `fer.crop_pad` metadata to cut the crops from",
+                    self.path.display()
+                ),
+            });
+        }
+        self.tta = tta;
+        Ok(self)
+    }
+
+    /// The test-time augmentation [`Model::predict_batch`] applies.
+    pub fn tta(&self) -> Tta {
+        self.tta
     }
 
     /// The file this model was loaded from.
@@ -157,14 +182,15 @@ impl Model {
         Ok(v.remove(0))
     }
 
-    /// Classifies several images in one run of the model.
+    /// Classifies several images in one run of the model (with [`Model::with_tta`], one run of
+    /// all their views).
     pub fn predict_batch(&self, imgs: &[DynamicImage]) -> Result<Vec<Prediction>> {
         if imgs.is_empty() {
             return Err(FerError::EmptyBatch);
         }
-        let x = self.pre.batch(imgs);
+        let x = self.pre.views_batch(imgs, self.tta);
         let out = self.predict_tensor(x.view())?;
-        Ok(self.predictions(&out))
+        Ok(self.predictions(&average_views(out, self.tta.views())))
     }
 
     /// Turns raw outputs into one [`Prediction`] per batch row (no face boxes).
@@ -197,6 +223,33 @@ impl Model {
     }
 }
 
+/// Outputs of `n · views` rows (each image's views together) as `n` rows: logits, probabilities
+/// and confidence averaged over the views (the trainer's ten-crop averages probabilities too);
+/// the CAM is the first view's, since the others' maps are of other crops or mirrored.
+fn average_views(out: Outputs, views: usize) -> Outputs {
+    if views == 1 {
+        return out;
+    }
+    let mean = |a: &Array2<f32>| {
+        let (rows, k) = a.dim();
+        a.to_shape((rows / views, views, k))
+            .expect("rows are whole groups of views")
+            .mean_axis(Axis(1))
+            .expect("views > 0")
+    };
+    Outputs {
+        logits: mean(&out.logits),
+        probs: mean(&out.probs),
+        cam: out.cam.map(|c| c.slice(s![..;views, .., .., ..]).to_owned()),
+        confidence: out.confidence.map(|c| {
+            c.to_shape((c.len() / views, views))
+                .expect("rows are whole groups of views")
+                .mean_axis(Axis(1))
+                .expect("views > 0")
+        }),
+    }
+}
+
 fn argmax(p: &[f32]) -> usize {
     // NaN counts as -inf so it never wins; ties go to the first class.
     p.iter()
@@ -215,5 +268,21 @@ mod tests {
     fn argmax_prefers_the_first_of_ties_and_skips_nan() {
         assert_eq!(super::argmax(&[0.2, 0.5, 0.5]), 1);
         assert_eq!(super::argmax(&[f32::NAN, 0.1]), 1);
+    }
+
+    #[test]
+    fn views_are_averaged_per_image_and_the_cam_is_the_first_views() {
+        use ndarray::{array, Array1, Array4};
+        let out = super::Outputs {
+            logits: array![[1.0, 3.0], [3.0, 5.0], [0.0, 0.0], [2.0, 2.0]],
+            probs: array![[0.2, 0.8], [0.4, 0.6], [0.5, 0.5], [0.9, 0.1]],
+            cam: Some(Array4::from_shape_fn((4, 2, 1, 1), |(i, k, _, _)| (10 * i + k) as f32)),
+            confidence: Some(Array1::from(vec![0.1, 0.3, 0.5, 0.7])),
+        };
+        let a = super::average_views(out, 2);
+        assert_eq!(a.logits, array![[2.0, 4.0], [1.0, 1.0]]);
+        assert!((&a.probs - &array![[0.3, 0.7], [0.7, 0.3]]).iter().all(|d| d.abs() < 1e-6));
+        assert_eq!(a.cam.unwrap().iter().copied().collect::<Vec<_>>(), vec![0.0, 1.0, 20.0, 21.0]);
+        assert!((&a.confidence.unwrap() - &Array1::from(vec![0.2, 0.6])).iter().all(|d| d.abs() < 1e-6));
     }
 }

@@ -1,12 +1,14 @@
 //! Image loading and the model-input transform the metadata prescribes: colour conversion (gray or
-//! RGB), bilinear resize to the input size, scaling to [0, 1], per-channel `(x - mean) / std`, and
-//! replication of a gray image to 3 channels when the model takes 3.
+//! RGB), bilinear resize to the input size (or to the input size plus `fer.crop_pad` and its
+//! centre crop, `fer.eval_view`), scaling to [0, 1], per-channel `(x - mean) / std`, and
+//! replication of a gray image to 3 channels when the model takes 3; and the test-time
+//! augmentation views ([`Tta`]).
 //!
 //! Gray uses the ITU-R BT.601 weights (0.299 R + 0.587 G + 0.114 B), as OpenCV's `BGR2GRAY` and
 //! PIL's `convert("L")` do, so a gray-trained model sees what those pipelines produced.
 
 use crate::error::{FerError, Result};
-use crate::metadata::{ColorMode, ModelInfo};
+use crate::metadata::{ColorMode, EvalView, ModelInfo};
 use image::{DynamicImage, GrayImage, ImageReader};
 use ndarray::{Array3, Array4, Axis};
 use rayon::prelude::*;
@@ -116,6 +118,58 @@ pub fn to_gray(img: &DynamicImage) -> GrayImage {
     GrayImage::from_raw(w, h, data).expect("buffer length matches dimensions")
 }
 
+/// Test-time augmentation: several views of each face, their class probabilities averaged
+/// (`fer-run --tta`). The first view is always the model's own eval view (the centre crop for
+/// ten-crop), and a face's `cam` comes from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tta {
+    /// One view: the one the model's metadata prescribes.
+    #[default]
+    None,
+    /// That view and its mirror image (2x the inference).
+    Flip,
+    /// IVSA's ten-crop (`fer-train`'s `train.ten_crop_eval`): the face resized to the input size
+    /// plus `fer.crop_pad`, its centre and four corner crops, and their mirrors (10x).
+    TenCrop,
+}
+
+impl Tta {
+    /// Views per face.
+    pub fn views(self) -> usize {
+        match self {
+            Tta::None => 1,
+            Tta::Flip => 2,
+            Tta::TenCrop => 10,
+        }
+    }
+}
+
+impl std::str::FromStr for Tta {
+    type Err = FerError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "none" => Ok(Tta::None),
+            "flip" => Ok(Tta::Flip),
+            "ten-crop" | "tencrop" | "10-crop" => Ok(Tta::TenCrop),
+            _ => Err(FerError::Invalid {
+                what: "tta",
+                value: s.into(),
+                reason: "expected none, flip or ten-crop".into(),
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for Tta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Tta::None => "none",
+            Tta::Flip => "flip",
+            Tta::TenCrop => "ten-crop",
+        })
+    }
+}
+
 /// The transform from an image to one model input `[C, H, W]`.
 #[derive(Debug, Clone)]
 pub struct Preprocessor {
@@ -126,6 +180,17 @@ pub struct Preprocessor {
     pub channels: usize,
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
+    /// The training's crop margin (`fer.crop_pad`, 0 when the file does not say): the centre-crop
+    /// and ten-crop views cut the input size out of a resize this much larger.
+    pub crop_pad: usize,
+    pub view: EvalView,
+}
+
+/// A face resized once, from which views are cut: 8-bit pixels, `src_channels` interleaved.
+struct Resized {
+    raw: Vec<u8>,
+    width: usize,
+    src_channels: usize,
 }
 
 impl Preprocessor {
@@ -138,41 +203,75 @@ impl Preprocessor {
             channels: info.channels,
             mean: m.mean.clone(),
             std: m.std.clone(),
+            crop_pad: m.crop_pad.unwrap_or(0),
+            view: m.eval_view,
         }
     }
 
     /// One image as a `[C, H, W]` tensor.
     ///
     /// ```
-    /// use fer_runtime::{ColorMode, Preprocessor};
+    /// use fer_runtime::{ColorMode, EvalView, Preprocessor};
     /// let pre = Preprocessor { size: (2, 2), color: ColorMode::Gray, channels: 3,
-    ///                          mean: vec![0.5; 3], std: vec![0.5; 3] };
+    ///                          mean: vec![0.5; 3], std: vec![0.5; 3], crop_pad: 0, view: EvalView::Resize };
     /// let white = image::DynamicImage::new_rgb8(4, 4).brighten(255);
     /// let x = pre.tensor(&white);
     /// assert_eq!(x.shape(), &[3, 2, 2]); // gray replicated to the model's 3 channels
     /// assert!(x.iter().all(|v| (v - 1.0).abs() < 1e-6)); // (1 - 0.5) / 0.5
     /// ```
     pub fn tensor(&self, img: &DynamicImage) -> Array3<f32> {
+        self.views(img, Tta::None).remove(0)
+    }
+
+    /// The `tta.views()` views of one image, the eval view first.
+    pub fn views(&self, img: &DynamicImage, tta: Tta) -> Vec<Array3<f32>> {
         let (h, w) = self.size;
+        let p = self.crop_pad;
+        let padded = tta == Tta::TenCrop || self.view == EvalView::CentreCrop;
+        let r = if padded {
+            self.resized(img, h + p, w + p)
+        } else {
+            self.resized(img, h, w)
+        };
+        let main = if padded { (p / 2, p / 2) } else { (0, 0) };
+        let mut offsets = vec![main];
+        if tta == Tta::TenCrop {
+            offsets.extend([(0, 0), (0, p), (p, 0), (p, p)]);
+        }
+        let mut out: Vec<Array3<f32>> = offsets.iter().map(|&(t, l)| self.cut(&r, t, l, false)).collect();
+        if tta != Tta::None {
+            out.extend(offsets.iter().map(|&(t, l)| self.cut(&r, t, l, true)));
+        }
+        out
+    }
+
+    fn resized(&self, img: &DynamicImage, h: usize, w: usize) -> Resized {
+        let (raw, src_channels) = match self.color {
+            ColorMode::Gray => (crate::resize::gray(&to_gray(img), w as u32, h as u32).into_raw(), 1),
+            ColorMode::Rgb => (crate::resize::rgb(&img.to_rgb8(), w as u32, h as u32).into_raw(), 3),
+        };
+        Resized {
+            raw,
+            width: w,
+            src_channels,
+        }
+    }
+
+    /// The input-size window at (`top`, `left`) of `r`, mirrored if `flip`, scaled to [0, 1],
+    /// normalised per channel; gray is replicated to every model channel.
+    fn cut(&self, r: &Resized, top: usize, left: usize, flip: bool) -> Array3<f32> {
+        let (h, w) = self.size;
+        let sc = r.src_channels;
         let mut x = Array3::<f32>::zeros((self.channels, h, w));
-        match self.color {
-            ColorMode::Gray => {
-                let g = crate::resize::gray(&to_gray(img), w as u32, h as u32);
-                for (c, mut plane) in x.axis_iter_mut(Axis(0)).enumerate() {
-                    let (m, s) = (self.mean[c], self.std[c]);
-                    for (v, p) in plane.iter_mut().zip(g.as_raw()) {
-                        *v = (*p as f32 / 255.0 - m) / s;
-                    }
-                }
-            }
-            ColorMode::Rgb => {
-                let rgb = crate::resize::rgb(&img.to_rgb8(), w as u32, h as u32);
-                let raw = rgb.as_raw();
-                for (c, mut plane) in x.axis_iter_mut(Axis(0)).enumerate() {
-                    let (m, s) = (self.mean[c], self.std[c]);
-                    for (i, v) in plane.iter_mut().enumerate() {
-                        *v = (raw[3 * i + c] as f32 / 255.0 - m) / s;
-                    }
+        for (c, mut plane) in x.axis_iter_mut(Axis(0)).enumerate() {
+            let (m, s) = (self.mean[c], self.std[c]);
+            let src_c = if sc == 1 { 0 } else { c };
+            for (y, mut row) in plane.axis_iter_mut(Axis(0)).enumerate() {
+                let start = ((top + y) * r.width + left) * sc;
+                let src = &r.raw[start..start + w * sc];
+                for (i, v) in row.iter_mut().enumerate() {
+                    let col = if flip { w - 1 - i } else { i };
+                    *v = (src[col * sc + src_c] as f32 / 255.0 - m) / s;
                 }
             }
         }
@@ -181,10 +280,17 @@ impl Preprocessor {
 
     /// Several images as one `[N, C, H, W]` batch (converted in parallel).
     pub fn batch(&self, imgs: &[DynamicImage]) -> Array4<f32> {
+        self.views_batch(imgs, Tta::None)
+    }
+
+    /// Every image's `tta.views()` views as one `[N * V, C, H, W]` batch, each image's views
+    /// together, in [`Preprocessor::views`] order.
+    pub fn views_batch(&self, imgs: &[DynamicImage], tta: Tta) -> Array4<f32> {
         let (h, w) = self.size;
-        let mut x = Array4::<f32>::zeros((imgs.len(), self.channels, h, w));
-        let tensors: Vec<Array3<f32>> = imgs.par_iter().map(|img| self.tensor(img)).collect();
-        for (mut slot, t) in x.axis_iter_mut(Axis(0)).zip(&tensors) {
+        let v = tta.views();
+        let mut x = Array4::<f32>::zeros((imgs.len() * v, self.channels, h, w));
+        let views: Vec<Vec<Array3<f32>>> = imgs.par_iter().map(|img| self.views(img, tta)).collect();
+        for (mut slot, t) in x.axis_iter_mut(Axis(0)).zip(views.iter().flatten()) {
             slot.assign(t);
         }
         x
@@ -204,6 +310,8 @@ mod tests {
             channels: 3,
             mean: vec![0.0, 0.5, 1.0],
             std: vec![1.0, 0.5, 2.0],
+            crop_pad: 0,
+            view: EvalView::Resize,
         };
         let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(7, 7, image::Rgb([255, 0, 51])));
         let x = pre.tensor(&img);
@@ -223,5 +331,60 @@ mod tests {
         let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(1, 1, image::Rgb([100, 150, 200])));
         let want = (0.299f32 * 100.0 + 0.587 * 150.0 + 0.114 * 200.0).round() as u8;
         assert_eq!(to_gray(&img).get_pixel(0, 0).0[0], want);
+    }
+
+    fn gradient(w: u32, h: u32) -> DynamicImage {
+        DynamicImage::ImageLuma8(GrayImage::from_fn(w, h, |x, y| image::Luma([(x * 13 + y * 7) as u8])))
+    }
+
+    fn gray_pre(size: usize, crop_pad: usize, view: EvalView) -> Preprocessor {
+        Preprocessor {
+            size: (size, size),
+            color: ColorMode::Gray,
+            channels: 1,
+            mean: vec![0.0],
+            std: vec![1.0],
+            crop_pad,
+            view,
+        }
+    }
+
+    #[test]
+    fn centre_crop_view_is_the_middle_of_the_larger_resize() {
+        let img = gradient(17, 17);
+        let crop = gray_pre(8, 4, EvalView::CentreCrop).tensor(&img);
+        let big = gray_pre(12, 0, EvalView::Resize).tensor(&img);
+        assert_eq!(crop, big.slice(ndarray::s![.., 2..10, 2..10]));
+        // and not the plain resize
+        assert_ne!(crop, gray_pre(8, 4, EvalView::Resize).tensor(&img));
+    }
+
+    #[test]
+    fn tta_views_are_the_eval_view_its_crops_and_their_mirrors() {
+        let img = gradient(17, 15);
+        let pre = gray_pre(8, 4, EvalView::Resize);
+        let flip = pre.views(&img, Tta::Flip);
+        assert_eq!(flip.len(), 2);
+        assert_eq!(flip[0], pre.tensor(&img));
+        assert_eq!(flip[1], flip[0].slice(ndarray::s![.., .., ..;-1]));
+        let ten = pre.views(&img, Tta::TenCrop);
+        assert_eq!(ten.len(), 10);
+        let big = gray_pre(12, 0, EvalView::Resize).tensor(&img);
+        for (k, (t, l)) in [(2, 2), (0, 0), (0, 4), (4, 0), (4, 4)].into_iter().enumerate() {
+            let want = big.slice(ndarray::s![.., t..t + 8, l..l + 8]);
+            assert_eq!(ten[k], want, "crop {k}");
+            assert_eq!(ten[k + 5], want.slice(ndarray::s![.., .., ..;-1]), "mirror of crop {k}");
+        }
+        let batch = pre.views_batch(&[img.clone(), gradient(9, 9)], Tta::Flip);
+        assert_eq!(batch.shape(), &[4, 1, 8, 8]);
+        assert_eq!(batch.index_axis(Axis(0), 1), flip[1]);
+    }
+
+    #[test]
+    fn tta_names_parse() {
+        assert_eq!("ten-crop".parse::<Tta>().unwrap(), Tta::TenCrop);
+        assert_eq!("TEN_CROP".parse::<Tta>().unwrap(), Tta::TenCrop);
+        assert_eq!("flip".parse::<Tta>().unwrap(), Tta::Flip);
+        assert!("five-crop".parse::<Tta>().is_err());
     }
 }

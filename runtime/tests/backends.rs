@@ -468,3 +468,68 @@ fn cuda_request_without_a_cuda_provider_falls_back_to_cpu() {
         assert_close(a.probs.view(), b.probs.view(), 1e-5, "fallback probs");
     }
 }
+
+/// `Model::with_tta`: flip averages the face's and its mirror's outputs (and keeps the plain
+/// view's CAM); ten-crop averages the ten views `Preprocessor::views` cuts, and is refused, by the
+/// key it needs, on a file without `fer.crop_pad`.
+#[test]
+fn tta_averages_the_views_and_ten_crop_needs_the_crop_pad() {
+    use fer_runtime::Tta;
+    let dir = tmpdir("tta");
+    let spec = ConvSpec {
+        channels: 1,
+        color: ColorMode::Gray,
+        size: (16, 16),
+        cam: true,
+        confidence: true,
+        seed: 5,
+    };
+    let mut proto = conv_model(&spec);
+    let plain = save(&proto, &dir.join("plain.onnx"));
+    proto.metadata_props.push(fer_export::pb::StringStringEntryProto {
+        key: "fer.crop_pad".into(),
+        value: "4".into(),
+    });
+    let padded = save(&proto, &dir.join("padded.onnx"));
+    for backend in backends() {
+        let e = Model::load(&plain, backend)
+            .unwrap()
+            .with_tta(Tta::TenCrop)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fer.crop_pad"), "{e}");
+
+        // At the input size the resize is the identity, so the mirror view is exactly the
+        // mirrored image.
+        let img = DynamicImage::ImageRgb8(pattern(16, 16, 3));
+        let m = Model::load(&plain, backend).unwrap();
+        let a = m.predict_image(&img).unwrap();
+        let b = m.predict_image(&img.fliph()).unwrap();
+        let f = Model::load(&plain, backend)
+            .unwrap()
+            .with_tta(Tta::Flip)
+            .unwrap()
+            .predict_image(&img)
+            .unwrap();
+        for (i, (name, p)) in f.probs.iter().enumerate() {
+            let want = (a.probs[i].1 + b.probs[i].1) / 2.0;
+            assert!((p - want).abs() < 1e-6, "{backend:?} flip: P({name}) {p} vs {want}");
+        }
+        assert!((f.confidence - (a.confidence + b.confidence) / 2.0).abs() < 1e-6);
+        assert_ne!(a.probs, b.probs, "the pattern is not symmetric: the test needs two views that differ");
+        let x = m.preprocess(&img).insert_axis(ndarray::Axis(0));
+        let plain_cam = m.predict_tensor(x.view()).unwrap().cam.unwrap();
+        let plain_cam = plain_cam.slice(ndarray::s![0, f.class_index, .., ..]);
+        assert_eq!(f.cam.as_ref().unwrap().view(), plain_cam, "the CAM is the plain view's");
+
+        let ten = Model::load(&padded, backend).unwrap().with_tta(Tta::TenCrop).unwrap();
+        let big = DynamicImage::ImageRgb8(pattern(24, 24, 4));
+        let views = ten.preprocessor().views(&big, Tta::TenCrop);
+        let x = ndarray::stack(ndarray::Axis(0), &views.iter().map(|v| v.view()).collect::<Vec<_>>()).unwrap();
+        let want = ten.predict_tensor(x.view()).unwrap().probs.mean_axis(ndarray::Axis(0)).unwrap();
+        let got = ten.predict_image(&big).unwrap();
+        for (i, (name, p)) in got.probs.iter().enumerate() {
+            assert!((p - want[i]).abs() < 1e-6, "{backend:?} ten-crop: P({name}) {p} vs {}", want[i]);
+        }
+    }
+}

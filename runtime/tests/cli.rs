@@ -537,3 +537,30 @@ fn eval_reports_accuracy_on_a_labelled_folder() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("broken.png") && !err.contains("accuracy"), "{err}");
 }
+
+/// `--tta`: eval says which it used and still counts every image; ten-crop on a file without
+/// `fer.crop_pad` is refused with the key's name; bench refuses it without `--images` (its random
+/// tensor has no faces to mirror or crop).
+#[test]
+fn tta_is_reported_and_refused_where_it_cannot_apply() {
+    let f = fixture("cli_tta");
+    let data = f.dir.join("data");
+    std::fs::create_dir_all(data.join(LABELS[0])).unwrap();
+    pattern(30, 30, 7).save(data.join(LABELS[0]).join("a.png")).unwrap();
+    let out = fer_run(&["eval", "--model", &f.model, "--backend", "tract", "--tta", "flip", "--json", &s(&data)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["tta"].as_str(), v["images"].as_u64()), (Some("flip"), Some(1)), "{v}");
+
+    let out = fer_run(&["eval", "--model", &f.model, "--backend", "tract", "--tta", "ten-crop", &s(&data)]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fer.crop_pad"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let out = fer_run(&["bench", "--model", &f.model, "--backend", "tract", "--tta", "flip", "--iters", "2"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--images"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = fer_run(&["bench", "--model", &f.model, "--backend", "tract", "--tta", "flip", "--iters", "2", "--json", "--images", &s(&f.images)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["what"], "decode+preprocess+inference, tta flip", "{v}");
+}

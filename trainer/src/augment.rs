@@ -6,7 +6,9 @@
 //!   `F.interpolate`), random `size` crop, horizontal flip with p = 0.5, normalize, expand gray
 //!   to the model's channels;
 //!   (with `affine`: a random rescale, shift and rotation of each face first, at `size + pad`);
-//! - eval: `/255`, bilinear resize to `size`, normalize, expand;
+//! - eval: `/255`, bilinear resize to `size`, normalize, expand; or, with
+//!   [`EvalView::CentreCrop`], resize to `size + pad` and take the centre `size` crop (the
+//!   training view without its randomness);
 //! - erase: RandomErasing (Zhong et al., AAAI 2020) with torchvision's semantics (up to 10
 //!   tries for a box that fits, p = 0.5, value 0), vectorized over the batch, applied after
 //!   normalization as the peer does inside EAC.
@@ -99,6 +101,29 @@ pub fn warp(x: &Tensor, scale: &Tensor, radians: &Tensor, dx: &Tensor, dy: &Tens
     x.grid_sampler(&grid, 0, 0, false)
 }
 
+/// What validation and the exported model see of a face (`train.eval_view`; written into the
+/// ONNX file as `fer.eval_view`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalView {
+    /// The whole face resized to the input size (the peer's and the seeds' validation).
+    #[default]
+    Resize,
+    /// The centre crop of the face resized to `input_size + crop_pad`. Where training never sees
+    /// a face's raw pixels (48 px faces at 48 px are always upsampled to 52 before their random
+    /// crop), this is the view the network knows: +3.6 points on the 48 px edge model.
+    CentreCrop,
+}
+
+impl EvalView {
+    pub fn name(self) -> &'static str {
+        match self {
+            EvalView::Resize => "resize",
+            EvalView::CentreCrop => "centre_crop",
+        }
+    }
+}
+
 /// Tries per sample to find a box that fits (torchvision: 10).
 const ERASE_TRIES: i64 = 10;
 
@@ -123,6 +148,9 @@ pub struct Augment {
     pub std: Vec<f64>,
     /// Model input channels: gray input is expanded to 3; rgb input reduced to 1 by luma.
     pub channels: i64,
+    /// What [`Augment::eval`] returns.
+    #[serde(default)]
+    pub eval_view: EvalView,
 }
 
 impl Augment {
@@ -137,6 +165,7 @@ impl Augment {
             mean: vec![0.5],
             std: vec![0.5],
             channels: 3,
+            eval_view: EvalView::Resize,
         }
     }
 
@@ -226,7 +255,12 @@ impl Augment {
 
     /// Evaluation view: uint8 `[B, C, H, W]` -> float `[B, channels, size, size]`.
     pub fn eval(&self, x_u8: &Tensor) -> Tensor {
-        self.finish(Self::scaled(x_u8, self.size))
+        let (s, p) = (self.size, self.pad.max(0));
+        match self.eval_view {
+            EvalView::Resize => self.finish(Self::scaled(x_u8, s)),
+            // Offsets as the centre view of `ten_crop`.
+            EvalView::CentreCrop => self.finish(Self::scaled(x_u8, s + p)).narrow(2, p / 2, s).narrow(3, p / 2, s),
+        }
     }
 
     /// Ten-crop views (IVSA's evaluation, seed 004): the batch resized to `size + pad` as in
@@ -464,7 +498,7 @@ mod tests {
 
     #[test]
     fn ten_crop_views_are_the_corners_centre_and_flips() {
-        let aug = Augment { size: 4, pad: 2, flip: false, erase: None, affine: None, mean: vec![0.0], std: vec![1.0], channels: 1 };
+        let aug = Augment { size: 4, pad: 2, flip: false, erase: None, affine: None, mean: vec![0.0], std: vec![1.0], channels: 1, eval_view: EvalView::Resize };
         // A 6x6 image at size + pad = 6: no resampling, so the crops are exact sub-windows.
         let img = Tensor::arange(36, (Kind::Uint8, tch::Device::Cpu)).view([1, 1, 6, 6]);
         let views = aug.ten_crop(&img);
@@ -478,6 +512,11 @@ mod tests {
         for k in 0..5 {
             assert!(views[k + 5].allclose(&views[k].flip([3]), 1e-6, 1e-6, false), "flip of view {k}");
         }
+        // The centre-crop eval view is the centre view; the resize view is the whole image at 4x4.
+        let centre = Augment { eval_view: EvalView::CentreCrop, ..aug.clone() };
+        assert!(centre.eval(&img).equal(&views[4]));
+        assert!(aug.eval(&img).allclose(&aug.finish(Augment::scaled(&img, 4)), 1e-6, 1e-6, false));
+        assert!(!aug.eval(&img).allclose(&views[4], 1e-3, 1e-3, false));
     }
 
     #[test]

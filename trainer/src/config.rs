@@ -152,6 +152,12 @@ pub struct TrainConfig {
     /// `input_size + crop_pad` image and their flips. The exported model sees a single view.
     #[serde(default)]
     pub ten_crop_eval: bool,
+    /// What validation and the exported model see of a face: `resize` (the whole face resized to
+    /// `model.input_size`, the peer's validation) or `centre_crop` (the centre crop of the
+    /// `input_size + crop_pad` resize that training crops at random; for recipes whose training
+    /// never sees raw pixels, such as 48 px faces at 48 px). Exported as `fer.eval_view`.
+    #[serde(default)]
+    pub eval_view: crate::augment::EvalView,
     /// Export `model.onnx` (with CAM) at the end of `fit`.
     #[serde(default = "yes")]
     pub export: bool,
@@ -223,6 +229,9 @@ impl Config {
         }
         if self.model.in_channels < 1 {
             return bad("model.in_channels", "at least 1", self.model.in_channels);
+        }
+        if self.train.eval_view == crate::augment::EvalView::CentreCrop && self.train.crop_pad < 1 {
+            return bad("train.crop_pad", "at least 1 for train.eval_view centre_crop", self.train.crop_pad);
         }
         let warmup = self.method.consistency_warmup();
         if !(warmup >= 0.0 && warmup.is_finite()) {
@@ -330,8 +339,10 @@ train:
             ("model.in_channels=-1", "model.in_channels"),
             ("train.scheduler={name: cosine, restarts: [99]}", "train.scheduler.restarts"),
             ("method.consistency_warmup=-1", "method.consistency_warmup"),
+            ("train.eval_view=centre_crop\0train.crop_pad=0", "train.crop_pad"),
         ] {
-            let e = Config::from_yaml(YAML, &[set.into()]).unwrap_err().to_string();
+            let sets: Vec<String> = set.split('\0').map(String::from).collect();
+            let e = Config::from_yaml(YAML, &sets).unwrap_err().to_string();
             assert!(e.starts_with(key), "--set {set}: {e}");
         }
         Config::from_yaml(YAML, &["train.batch_size=2".into(), "model.input_size=1".into()]).unwrap();

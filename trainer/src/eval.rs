@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::data;
 use crate::metrics::Metrics;
 use crate::models::Classifier;
-use crate::train::{broadcast, predict, select_device, RunState};
+use crate::train::{predict, select_device, RunState};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use tch::nn;
@@ -59,20 +59,10 @@ impl LoadedRun {
         Ok((Metrics::from_predictions(&ds.labels, &preds, ds.num_classes()), ds.classes.clone()))
     }
 
-    /// The preprocessing the run's model was validated with (resize, normalize, channels).
+    /// The preprocessing the run's model was validated with (its eval view, normalization,
+    /// channels), as `fit` builds it.
     pub fn eval_augment(&self) -> Augment {
-        let c = self.cfg.model.in_channels;
-        Augment {
-            size: self.cfg.model.input_size,
-            // Unused by the single-view eval; the ten-crop views are cut from `size + pad`, as in training.
-            pad: self.cfg.train.crop_pad,
-            flip: false,
-            erase: None,
-            affine: None,
-            mean: broadcast(&self.cfg.model.mean, c),
-            std: broadcast(&self.cfg.model.std, c),
-            channels: c,
-        }
+        crate::train::augment_for(&self.cfg)
     }
 
     /// The last validation accuracy recorded in the run's state.json, if any.

@@ -19,6 +19,10 @@ pub fn metadata(cfg: &Config, classes: &[String], val_accuracy: Option<f64>) -> 
         ("fer.recipe".to_string(), cfg.name.clone()),
         ("fer.noise_rate".to_string(), cfg.noise.rate.to_string()),
         ("fer.epochs".to_string(), cfg.train.epochs.to_string()),
+        // The eval view the run validated with, and the crop margin the runtime's centre-crop
+        // and ten-crop views need (fer-run --tta ten-crop).
+        (fer_export::keys::CROP_PAD.to_string(), cfg.train.crop_pad.max(0).to_string()),
+        (fer_export::keys::EVAL_VIEW.to_string(), cfg.train.eval_view.name().to_string()),
     ];
     extra.extend(cfg.method.metadata());
     if let Some(d) = &cfg.distill {

@@ -193,17 +193,7 @@ impl Trainer {
             }
         }
         let mut opt = FlatOptimizer::with_layout(&vs, cfg.train.optimizer.clone(), cfg.train.channels_last);
-        let channels = cfg.model.in_channels;
-        let aug = Augment {
-            size: cfg.model.input_size,
-            pad: cfg.train.crop_pad,
-            flip: cfg.train.flip,
-            erase: cfg.method.erases().then(Erase::default),
-            affine: cfg.train.affine.clone(),
-            mean: broadcast(&cfg.model.mean, channels),
-            std: broadcast(&cfg.model.std, channels),
-            channels,
-        };
+        let aug = augment_for(&cfg);
         let mut state = RunState { noisy_labels: noisy, ..Default::default() };
         if resume {
             let ckpt = run_dir.join("last.safetensors");
@@ -437,6 +427,23 @@ pub fn write_summary(run_dir: &Path, name: &str, state: &RunState, classes: &[St
     };
     checkpoint::write_atomic(&run_dir.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     Ok(summary)
+}
+
+/// The run's augmentation recipe (training views, erasing for the methods that erase, and the
+/// eval view) from its config.
+pub fn augment_for(cfg: &Config) -> Augment {
+    let channels = cfg.model.in_channels;
+    Augment {
+        size: cfg.model.input_size,
+        pad: cfg.train.crop_pad,
+        flip: cfg.train.flip,
+        erase: cfg.method.erases().then(Erase::default),
+        affine: cfg.train.affine.clone(),
+        mean: broadcast(&cfg.model.mean, channels),
+        std: broadcast(&cfg.model.std, channels),
+        channels,
+        eval_view: cfg.train.eval_view,
+    }
 }
 
 /// Predicted class per image, in eval mode; with `ten_crop`, the argmax of the class

@@ -444,7 +444,7 @@ fn cpu_methods_skips_finished_runs_and_resumes_cut_ones() {
     let ivsa = std::fs::read_to_string(&log).unwrap()[all.len()..].to_string();
     assert_eq!(
         ivsa.trim_end(),
-        format!("fit --config configs/fer2013_ivsa_sab.yaml --set name=cpu_sub10_ivsa_cbam --set noise.rate=0 {budget} --set train.ten_crop_eval=false --set model.attention=cbam")
+        format!("fit --config configs/fer2013_ivsa_sab.yaml --set name=cpu_sub10_ivsa_cbam --set noise.rate=0 {budget} --set train.ten_crop_eval=false --set train.eval_view=resize --set model.attention=cbam")
     );
     // A longer budget is its own run (*_e20), not a resume of the 10-epoch one.
     let before = std::fs::read_to_string(&log).unwrap();

@@ -139,7 +139,7 @@ struct PredictArgs {
     #[arg(long)]
     json: bool,
     /// Write, per face, a PNG of the face with the predicted class's activation map over it
-    /// (models with a `cam` output).
+    /// (models with a `cam` output; for a centre-crop model, the middle of the face it saw).
     #[arg(long, value_name = "DIR")]
     cam: Option<PathBuf>,
     /// Face detector: auto, none, or haar:<cascade.xml>.
@@ -437,7 +437,10 @@ fn run_predict(a: PredictArgs) -> Result<()> {
                 let mut cam_file = None;
                 if let (Some(dir), Some(map)) = (&a.cam, &pred.cam) {
                     let p = cam_path(dir, &item.name, i, faces.faces.len(), &mut used_cam_names);
-                    match cam::save_overlay(&p, &face.image, map.view()) {
+                    // The CAM covers what the model saw: with a centre-crop view, the face's middle.
+                    let (x, y, w, h) = model.preprocessor().seen_region(face.image.width(), face.image.height());
+                    let seen = face.image.crop_imm(x, y, w, h);
+                    match cam::save_overlay(&p, &seen, map.view()) {
                         Ok(()) => cam_file = Some(p.display().to_string()),
                         Err(e) => {
                             item_failed = true;

@@ -245,6 +245,26 @@ impl Preprocessor {
         out
     }
 
+    /// The part of a `width` x `height` image the eval view shows the model, as `(x, y, w, h)`:
+    /// the whole image, or for the centre crop its middle `input / (input + crop_pad)` (where a
+    /// CAM belongs when drawn over the image).
+    pub fn seen_region(&self, width: u32, height: u32) -> (u32, u32, u32, u32) {
+        if self.view != EvalView::CentreCrop {
+            return (0, 0, width, height);
+        }
+        let (h, w) = self.size;
+        let p = self.crop_pad;
+        let along = |len: u32, inside: usize| -> (u32, u32) {
+            let scale = len as f64 / (inside + p) as f64;
+            let start = (((p / 2) as f64 * scale).round() as u32).min(len.saturating_sub(1));
+            let size = ((inside as f64 * scale).round() as u32).clamp(1, (len - start).max(1));
+            (start, size)
+        };
+        let (x, cw) = along(width, w);
+        let (y, ch) = along(height, h);
+        (x, y, cw, ch)
+    }
+
     fn resized(&self, img: &DynamicImage, h: usize, w: usize) -> Resized {
         let (raw, src_channels) = match self.color {
             ColorMode::Gray => (crate::resize::gray(&to_gray(img), w as u32, h as u32).into_raw(), 1),
@@ -378,6 +398,16 @@ mod tests {
         let batch = pre.views_batch(&[img.clone(), gradient(9, 9)], Tta::Flip);
         assert_eq!(batch.shape(), &[4, 1, 8, 8]);
         assert_eq!(batch.index_axis(Axis(0), 1), flip[1]);
+    }
+
+    #[test]
+    fn the_seen_region_is_the_centre_crop_in_image_pixels() {
+        let crop = gray_pre(48, 4, EvalView::CentreCrop);
+        assert_eq!(crop.seen_region(104, 52), (4, 2, 96, 48));
+        assert_eq!(gray_pre(48, 4, EvalView::Resize).seen_region(104, 52), (0, 0, 104, 52));
+        // Tiny images still give a non-empty region inside the image.
+        let (x, y, w, h) = crop.seen_region(1, 1);
+        assert!(x + w <= 1 && y + h <= 1 && w >= 1 && h >= 1);
     }
 
     #[test]

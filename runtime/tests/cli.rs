@@ -564,3 +564,32 @@ fn tta_is_reported_and_refused_where_it_cannot_apply() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["what"], "decode+preprocess+inference, tta flip", "{v}");
 }
+
+/// A centre-crop model's CAM overlay covers the part of the face the model saw: a 56 px face at
+/// input 24 + crop pad 4 shows the model its middle 48 px.
+#[test]
+fn cam_overlays_of_a_centre_crop_model_cover_what_it_saw() {
+    let dir = tmpdir("cli_cam_centre");
+    let spec = ConvSpec {
+        channels: 1,
+        color: ColorMode::Gray,
+        size: (24, 24),
+        cam: true,
+        confidence: false,
+        seed: 9,
+    };
+    let mut proto = conv_model(&spec);
+    for (key, value) in [("fer.crop_pad", "4"), ("fer.eval_view", "centre_crop")] {
+        proto.metadata_props.push(fer_export::pb::StringStringEntryProto {
+            key: key.into(),
+            value: value.into(),
+        });
+    }
+    let model = save(&proto, &dir.join("m.onnx"));
+    pattern(56, 56, 2).save(dir.join("face.png")).unwrap();
+    let cams = dir.join("cams");
+    let out = fer_run(&["--model", &s(&model), "--backend", "tract", "--no-detect", "--cam", &s(&cams), &s(&dir.join("face.png"))]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let overlay = image::open(cams.join("face_cam.png")).unwrap();
+    assert_eq!((overlay.width(), overlay.height()), (48, 48));
+}

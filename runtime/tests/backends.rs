@@ -484,13 +484,8 @@ fn tta_averages_the_views_and_ten_crop_needs_the_crop_pad() {
         confidence: true,
         seed: 5,
     };
-    let mut proto = conv_model(&spec);
-    let plain = save(&proto, &dir.join("plain.onnx"));
-    proto.metadata_props.push(fer_export::pb::StringStringEntryProto {
-        key: "fer.crop_pad".into(),
-        value: "4".into(),
-    });
-    let padded = save(&proto, &dir.join("padded.onnx"));
+    let plain = save(&conv_model(&spec), &dir.join("plain.onnx"));
+    let padded = save(&with_props(conv_model(&spec), &[("fer.crop_pad", "4")]), &dir.join("padded.onnx"));
     for backend in backends() {
         let e = Model::load(&plain, backend)
             .unwrap()

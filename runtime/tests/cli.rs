@@ -578,13 +578,7 @@ fn cam_overlays_of_a_centre_crop_model_cover_what_it_saw() {
         confidence: false,
         seed: 9,
     };
-    let mut proto = conv_model(&spec);
-    for (key, value) in [("fer.crop_pad", "4"), ("fer.eval_view", "centre_crop")] {
-        proto.metadata_props.push(fer_export::pb::StringStringEntryProto {
-            key: key.into(),
-            value: value.into(),
-        });
-    }
+    let proto = with_props(conv_model(&spec), &[("fer.crop_pad", "4"), ("fer.eval_view", "centre_crop")]);
     let model = save(&proto, &dir.join("m.onnx"));
     pattern(56, 56, 2).save(dir.join("face.png")).unwrap();
     let cams = dir.join("cams");

@@ -184,6 +184,17 @@ pub fn rank2_model() -> fer_export::pb::ModelProto {
         .unwrap()
 }
 
+/// `model` with extra metadata_props entries (keys [`meta`] does not write).
+pub fn with_props(mut model: fer_export::pb::ModelProto, kv: &[(&str, &str)]) -> fer_export::pb::ModelProto {
+    for (key, value) in kv {
+        model.metadata_props.push(fer_export::pb::StringStringEntryProto {
+            key: key.to_string(),
+            value: value.to_string(),
+        });
+    }
+    model
+}
+
 pub fn save(model: &fer_export::pb::ModelProto, path: &Path) -> PathBuf {
     fer_export::save(model, path).unwrap();
     path.to_path_buf()

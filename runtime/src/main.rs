@@ -139,7 +139,8 @@ struct PredictArgs {
     #[arg(long)]
     json: bool,
     /// Write, per face, a PNG of the face with the predicted class's activation map over it
-    /// (models with a `cam` output; for a centre-crop model, the middle of the face it saw).
+    /// (models with a `cam` output; for a centre-crop model or --tta ten-crop, the middle of the
+    /// face, which that view showed the model).
     #[arg(long, value_name = "DIR")]
     cam: Option<PathBuf>,
     /// Face detector: auto, none, or haar:<cascade.xml>.
@@ -437,8 +438,9 @@ fn run_predict(a: PredictArgs) -> Result<()> {
                 let mut cam_file = None;
                 if let (Some(dir), Some(map)) = (&a.cam, &pred.cam) {
                     let p = cam_path(dir, &item.name, i, faces.faces.len(), &mut used_cam_names);
-                    // The CAM covers what the model saw: with a centre-crop view, the face's middle.
-                    let (x, y, w, h) = model.preprocessor().seen_region(face.image.width(), face.image.height());
+                    // The CAM covers what its view saw: for a centre crop (the model's view or
+                    // ten-crop's first), the face's middle.
+                    let (x, y, w, h) = model.preprocessor().seen_region(face.image.width(), face.image.height(), model.tta());
                     let seen = face.image.crop_imm(x, y, w, h);
                     match cam::save_overlay(&p, &seen, map.view()) {
                         Ok(()) => cam_file = Some(p.display().to_string()),

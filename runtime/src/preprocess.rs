@@ -245,11 +245,12 @@ impl Preprocessor {
         out
     }
 
-    /// The part of a `width` x `height` image the eval view shows the model, as `(x, y, w, h)`:
-    /// the whole image, or for the centre crop its middle `input / (input + crop_pad)` (where a
-    /// CAM belongs when drawn over the image).
-    pub fn seen_region(&self, width: u32, height: u32) -> (u32, u32, u32, u32) {
-        if self.view != EvalView::CentreCrop {
+    /// The part of a `width` x `height` image that the first view of [`Preprocessor::views`] (the
+    /// one a prediction's CAM comes from) shows the model, as `(x, y, w, h)`: the whole image, or
+    /// for the centre crop (the eval view's, or ten-crop's first) its middle
+    /// `input / (input + crop_pad)`.
+    pub fn seen_region(&self, width: u32, height: u32, tta: Tta) -> (u32, u32, u32, u32) {
+        if self.view != EvalView::CentreCrop && tta != Tta::TenCrop {
             return (0, 0, width, height);
         }
         let (h, w) = self.size;
@@ -403,10 +404,15 @@ mod tests {
     #[test]
     fn the_seen_region_is_the_centre_crop_in_image_pixels() {
         let crop = gray_pre(48, 4, EvalView::CentreCrop);
-        assert_eq!(crop.seen_region(104, 52), (4, 2, 96, 48));
-        assert_eq!(gray_pre(48, 4, EvalView::Resize).seen_region(104, 52), (0, 0, 104, 52));
+        assert_eq!(crop.seen_region(104, 52, Tta::None), (4, 2, 96, 48));
+        assert_eq!(crop.seen_region(104, 52, Tta::Flip), (4, 2, 96, 48));
+        let resize = gray_pre(48, 4, EvalView::Resize);
+        assert_eq!(resize.seen_region(104, 52, Tta::None), (0, 0, 104, 52));
+        assert_eq!(resize.seen_region(104, 52, Tta::Flip), (0, 0, 104, 52));
+        // Ten-crop's first view is the centre crop whatever the eval view.
+        assert_eq!(resize.seen_region(104, 52, Tta::TenCrop), (4, 2, 96, 48));
         // Tiny images still give a non-empty region inside the image.
-        let (x, y, w, h) = crop.seen_region(1, 1);
+        let (x, y, w, h) = crop.seen_region(1, 1, Tta::None);
         assert!(x + w <= 1 && y + h <= 1 && w >= 1 && h >= 1);
     }
 

@@ -287,12 +287,14 @@ impl Preprocessor {
         for (c, mut plane) in x.axis_iter_mut(Axis(0)).enumerate() {
             let (m, s) = (self.mean[c], self.std[c]);
             let src_c = if sc == 1 { 0 } else { c };
+            let norm = |p: &[u8]| (p[src_c] as f32 / 255.0 - m) / s;
             for (y, mut row) in plane.axis_iter_mut(Axis(0)).enumerate() {
                 let start = ((top + y) * r.width + left) * sc;
-                let src = &r.raw[start..start + w * sc];
-                for (i, v) in row.iter_mut().enumerate() {
-                    let col = if flip { w - 1 - i } else { i };
-                    *v = (src[col * sc + src_c] as f32 / 255.0 - m) / s;
+                let pixels = r.raw[start..start + w * sc].chunks_exact(sc);
+                if flip {
+                    row.iter_mut().zip(pixels.rev()).for_each(|(v, p)| *v = norm(p));
+                } else {
+                    row.iter_mut().zip(pixels).for_each(|(v, p)| *v = norm(p));
                 }
             }
         }

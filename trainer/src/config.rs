@@ -339,12 +339,13 @@ train:
             ("model.in_channels=-1", "model.in_channels"),
             ("train.scheduler={name: cosine, restarts: [99]}", "train.scheduler.restarts"),
             ("method.consistency_warmup=-1", "method.consistency_warmup"),
-            ("train.eval_view=centre_crop\0train.crop_pad=0", "train.crop_pad"),
         ] {
-            let sets: Vec<String> = set.split('\0').map(String::from).collect();
-            let e = Config::from_yaml(YAML, &sets).unwrap_err().to_string();
+            let e = Config::from_yaml(YAML, &[set.into()]).unwrap_err().to_string();
             assert!(e.starts_with(key), "--set {set}: {e}");
         }
+        // A centre crop needs a margin to crop from.
+        let e = Config::from_yaml(YAML, &["train.eval_view=centre_crop".into(), "train.crop_pad=0".into()]).unwrap_err().to_string();
+        assert!(e.starts_with("train.crop_pad"), "{e}");
         Config::from_yaml(YAML, &["train.batch_size=2".into(), "model.input_size=1".into()]).unwrap();
     }
 

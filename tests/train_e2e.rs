@@ -155,10 +155,12 @@ fn consistency_warmup_scales_the_weight_the_step_uses() {
 fn resume_continues_exactly() {
     let _turn = serial();
     let (root, out) = dataset("resume");
+    // The channels-last pass also averages its weights: the shadows resume exactly too.
     for channels_last in [false, true] {
         let cfg = |name: &str, epochs| {
             let mut c = config(&root, &out, name, epochs, "{ name: ce }");
             c.train.channels_last = channels_last;
+            c.train.ema_decay = channels_last.then_some(0.9);
             c
         };
         let (a, b) = if channels_last { ("a_cl", "b_cl") } else { ("a", "b") };
@@ -190,6 +192,55 @@ fn resume_continues_exactly() {
     c.train.channels_last = false;
     let e = Trainer::new(c, true).err().expect("a layout switch on resume is refused").to_string();
     assert!(e.contains("train.channels_last=true"), "{e}");
+}
+
+/// `train.ema_decay`: the checkpoint keeps the raw weights (to train on) and their average;
+/// validation, `fer-train eval` of the checkpoint and the exported graph all use the average.
+#[test]
+fn an_averaged_run_validates_and_exports_its_average() {
+    use fer_train::checkpoint::{load_into, load_tensors};
+    let _turn = serial();
+    let (root, out) = dataset("ema");
+    let mut cfg = config(&root, &out, "ema", 2, "{ name: ce }");
+    cfg.train.ema_decay = Some(0.9);
+    cfg.train.export = true;
+    let mut t = Trainer::new(cfg, false).unwrap();
+    let s = t.fit().unwrap();
+    let run = out.join("ema");
+    let last = load_tensors(&run.join("last.safetensors")).unwrap();
+    let diff = |a: &tch::Tensor, b: &tch::Tensor| (a - b).abs().max().double_value(&[]);
+    // The trainer goes on with the raw weights, which the checkpoint holds under their own names.
+    for (name, var) in t.vs.variables() {
+        assert_eq!(diff(&var, &last[&name]), 0.0, "{name}: the raw weight");
+    }
+    let head = "fc.weight";
+    assert!(diff(&last[head], &last[&format!("ema.{head}")]) > 1e-4, "12 steps at decay <= 0.9 leave the average behind");
+    // `fer-train eval` of the checkpoint loads the average and reproduces what `fit` validated.
+    let loaded = fer_train::eval::LoadedRun::open(&run, Some(Path::new("last.safetensors")), &[]).unwrap();
+    for (name, var) in loaded.vs.variables() {
+        assert_eq!(diff(&var, &last[&format!("ema.{name}")]), 0.0, "{name}: eval loads the average");
+    }
+    assert_eq!(loaded.evaluate("val").unwrap().0, s.final_val);
+    // best.safetensors is the average of the best epoch.
+    let best = load_tensors(&run.join("best.safetensors")).unwrap();
+    let best_epoch = if s.final_val.accuracy >= t.state.history[0].val.accuracy { 2 } else { 1 };
+    if best_epoch == 2 {
+        assert_eq!(diff(&best[head], &last[&format!("ema.{head}")]), 0.0);
+    }
+    // The exported graph computes the averaged model, not the raw one.
+    tch::manual_seed(7);
+    let x = tch::Tensor::rand([4, 3, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
+    let logits = |model: &fer_train::models::Classifier| tch::no_grad(|| model.forward_t(&x, false).0);
+    let averaged = logits(&loaded.model);
+    load_into(&loaded.vs, &last, &run.join("last.safetensors"), &[]).unwrap();
+    let raw = logits(&loaded.model);
+    let shape: Vec<usize> = x.size().iter().map(|&d| d as usize).collect();
+    let xs = ndarray::Array4::from_shape_vec((shape[0], shape[1], shape[2], shape[3]), Vec::<f32>::try_from(x.flatten(0, -1)).unwrap()).unwrap();
+    let m = fer_runtime::Model::load(s.onnx.expect("fit exports model.onnx"), fer_runtime::Backend::Tract).unwrap();
+    let deployed = m.predict_tensor(xs.view()).unwrap().logits;
+    let deployed = tch::Tensor::from_slice(deployed.as_slice().unwrap()).view([4, 3]);
+    assert!(diff(&deployed, &averaged) < 1e-4, "model.onnx vs the average: {}", diff(&deployed, &averaged));
+    assert!(diff(&raw, &averaged) > 1e-3, "the raw and averaged models differ: {}", diff(&raw, &averaged));
 }
 
 /// Trains `cfg` and checks that the loss fell and, with `beats_chance`, that the model beats

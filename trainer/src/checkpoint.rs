@@ -55,6 +55,17 @@ pub fn model_tensors(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
     v
 }
 
+/// The weights a checkpoint deploys: for a run with `train.ema_decay`, the averaged weights
+/// (`ema.<name>`, [`crate::ema`]) in place of the raw ones the run trains on; otherwise `named` as it is.
+pub fn deployed_weights(mut named: HashMap<String, Tensor>) -> HashMap<String, Tensor> {
+    let averaged: Vec<(String, Tensor)> = named
+        .iter()
+        .filter_map(|(k, t)| k.strip_prefix(crate::ema::PREFIX).map(|name| (name.to_string(), t.shallow_clone())))
+        .collect();
+    named.extend(averaged);
+    named
+}
+
 /// Copies `named` into the model's variables. Strict: every model variable must be present with
 /// its shape (torchvision's `num_batches_tracked` and our `optim.*`/`meta.*` entries are ignored);
 /// variables under any of `skip_prefixes` may be absent (the head, when fine-tuning a new class set).

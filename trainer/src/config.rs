@@ -158,6 +158,11 @@ pub struct TrainConfig {
     /// never sees raw pixels, such as 48 px faces at 48 px). Exported as `fer.eval_view`.
     #[serde(default)]
     pub eval_view: crate::augment::EvalView,
+    /// Validate, keep as best and export an exponential moving average of the weights with this
+    /// decay per step (`fer_train::ema`; e.g. 0.999: an average over the last ~1,000 steps);
+    /// none = the raw weights. Training itself goes on with the raw weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_decay: Option<f64>,
     /// Export `model.onnx` (with CAM) at the end of `fit`.
     #[serde(default = "yes")]
     pub export: bool,
@@ -232,6 +237,9 @@ impl Config {
         }
         if self.train.eval_view == crate::augment::EvalView::CentreCrop && self.train.crop_pad < 1 {
             return bad("train.crop_pad", "at least 1 for train.eval_view centre_crop", self.train.crop_pad);
+        }
+        if let Some(d) = self.train.ema_decay {
+            crate::ema::check_decay(d).map_err(ConfigError::Invalid)?;
         }
         let warmup = self.method.consistency_warmup();
         if !(warmup >= 0.0 && warmup.is_finite()) {
@@ -339,6 +347,7 @@ train:
             ("model.in_channels=-1", "model.in_channels"),
             ("train.scheduler={name: cosine, restarts: [99]}", "train.scheduler.restarts"),
             ("method.consistency_warmup=-1", "method.consistency_warmup"),
+            ("train.ema_decay=1.0", "train.ema_decay"),
         ] {
             let e = Config::from_yaml(YAML, &[set.into()]).unwrap_err().to_string();
             assert!(e.starts_with(key), "--set {set}: {e}");

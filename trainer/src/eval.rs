@@ -32,7 +32,8 @@ impl LoadedRun {
             None if run.join("best.safetensors").exists() => run.join("best.safetensors"),
             None => run.join("last.safetensors"),
         };
-        let named = checkpoint::load_tensors(&ckpt)?;
+        // A run that averages its weights (train.ema_decay) deploys the average.
+        let named = checkpoint::deployed_weights(checkpoint::load_tensors(&ckpt)?);
         // The number of classes is the head's output size, read from the checkpoint itself.
         let head = cfg.method.head_spec(cfg.model.arch).map_err(anyhow::Error::msg)?;
         let head_bias = head.class_param(cfg.model.arch);

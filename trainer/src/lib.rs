@@ -17,6 +17,7 @@ pub mod autocast;
 pub mod bench;
 pub mod data;
 pub mod distill;
+pub mod ema;
 pub mod models;
 pub mod nn;
 pub mod checkpoint;

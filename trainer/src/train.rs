@@ -10,6 +10,7 @@ use crate::augment::{Augment, Erase};
 use crate::checkpoint::{self, CheckpointError};
 use crate::config::Config;
 use crate::data::{self, Dataset};
+use crate::ema::WeightEma;
 use crate::methods::training_loss;
 use crate::metrics::{mean_of_last, Metrics};
 use crate::models::Classifier;
@@ -122,6 +123,8 @@ pub struct Trainer {
     pub aug: Augment,
     /// The teacher's logits for each training face (`distill`), on the device.
     pub teacher: Option<Tensor>,
+    /// The weights' moving average (`train.ema_decay`), which validation, `best` and the export use.
+    pub ema: Option<WeightEma>,
     pub state: RunState,
     pub run_dir: PathBuf,
     /// `fit` ended early on Ctrl-C (see [`stop_on_ctrl_c`]); its summary is of the last finished epoch.
@@ -181,7 +184,7 @@ impl Trainer {
         let spec = cfg.model_spec(k as i64)?;
         let model = Classifier::build(&vs.root(), &spec)?;
         if let Some(init) = &cfg.model.init {
-            let named = checkpoint::load_tensors(init)?;
+            let named = checkpoint::deployed_weights(checkpoint::load_tensors(init)?);
             checkpoint::load_into(&vs, &named, init, &spec.head.prefixes(spec.arch))?;
         }
         // GReFEL's streams: user-supplied weights (e.g. converted IR50 / landmark networks).
@@ -195,6 +198,7 @@ impl Trainer {
         let mut opt = FlatOptimizer::with_layout(&vs, cfg.train.optimizer.clone(), cfg.train.channels_last);
         let aug = augment_for(&cfg);
         let mut state = RunState { noisy_labels: noisy, ..Default::default() };
+        let mut ema = None;
         if resume {
             let ckpt = run_dir.join("last.safetensors");
             let named = checkpoint::load_tensors(&ckpt)?;
@@ -215,10 +219,19 @@ impl Trainer {
             if let Some(lr) = cfg.train.scheduler.lr_after(cfg.train.optimizer.lr, epochs_done, cfg.train.epochs) {
                 opt.lr = lr;
             }
+            if let Some(decay) = cfg.train.ema_decay {
+                let mut e = WeightEma::new(&vs, decay);
+                if !e.load_state(&named).map_err(|what| CheckpointError::Invalid { path: ckpt.clone(), what })? {
+                    tracing::info!("{} has no weight average: averaging from epoch {} on", ckpt.display(), epochs_done + 1);
+                }
+                ema = Some(e);
+            }
         }
+        // Shadows start from the weights training starts from (after `model.init`, or the resumed ones).
+        let ema = ema.or_else(|| cfg.train.ema_decay.map(|decay| WeightEma::new(&vs, decay)));
         checkpoint::write_atomic(&run_dir.join("config.yaml"), cfg.to_yaml().as_bytes())?;
         checkpoint::write_atomic(&run_dir.join("classes.json"), serde_json::to_string(&train.classes)?.as_bytes())?;
-        Ok(Trainer { cfg, device, vs, model, opt, train, val, aug, teacher, state, run_dir, interrupted: false })
+        Ok(Trainer { cfg, device, vs, model, opt, train, val, aug, teacher, ema, state, run_dir, interrupted: false })
     }
 
     /// Trains the remaining epochs, then plots and exports. Returns the summary.
@@ -234,6 +247,9 @@ impl Trainer {
             self.train.num_classes(),
             self.state.noisy_labels
         );
+        if let Some(d) = self.cfg.train.ema_decay {
+            tracing::info!("validating and exporting a moving average of the weights (decay {d} per step)");
+        }
         for epoch in self.state.epochs_done..epochs {
             let rec = match self.train_epoch(epoch) {
                 Err(e) if e.is::<Interrupted>() => return self.finish_interrupted(epoch),
@@ -304,7 +320,11 @@ impl Trainer {
                 out.loss = out.loss + kd * d.weight;
             }
             out.loss.backward();
-            if !self.opt.step(cfg.grad_clip) {
+            if self.opt.step(cfg.grad_clip) {
+                if let Some(ema) = &mut self.ema {
+                    ema.update();
+                }
+            } else {
                 skipped += 1;
                 if skipped > 10 {
                     // On the CPU, libtorch's bf16 weight gradient of a strided 3x3 conv on a 1x1
@@ -335,7 +355,7 @@ impl Trainer {
         let seconds = t0.elapsed().as_secs_f64();
         bar.finish_and_clear();
         let done = (steps - skipped) as f64;
-        let val = self.evaluate_split(&self.val)?;
+        let val = self.validate()?;
         Ok(EpochRecord {
             epoch: epoch + 1,
             lr: self.opt.lr,
@@ -347,22 +367,44 @@ impl Trainer {
         })
     }
 
-    /// Metrics on a dataset (eval mode, no augmentation beyond resize + normalise).
+    /// Metrics on a dataset (eval mode, no augmentation beyond the eval view + normalise).
     pub fn evaluate_split(&self, ds: &Dataset) -> Result<Metrics> {
         let preds = predict(&self.model, &self.aug, ds, self.cfg.train.eval_batch_size, self.cfg.train.ten_crop_eval);
         Ok(Metrics::from_predictions(&ds.labels, &preds, ds.num_classes()))
     }
 
+    /// Runs `f` on the weights this run deploys: the moving average where there is one.
+    fn with_deployed_weights<T>(&mut self, f: impl FnOnce(&Self) -> T) -> T {
+        match self.ema.take() {
+            Some(mut ema) => {
+                let out = ema.with_averaged(|| f(self));
+                self.ema = Some(ema);
+                out
+            }
+            None => f(self),
+        }
+    }
+
+    /// Validation metrics of the deployed weights.
+    pub fn validate(&mut self) -> Result<Metrics> {
+        self.with_deployed_weights(|t| t.evaluate_split(&t.val))
+    }
+
     fn save_checkpoint(&self) -> Result<()> {
         let mut named = checkpoint::model_tensors(&self.vs);
         named.extend(self.opt.state());
+        if let Some(ema) = &self.ema {
+            named.extend(ema.state());
+        }
         named.push(("meta.epochs_done".into(), Tensor::from(self.state.epochs_done as i64)));
         // Weights first, then the state: on resume the weights' epoch is authoritative.
         checkpoint::save_tensors(&self.run_dir.join("last.safetensors"), &named)?;
         checkpoint::write_atomic(&self.run_dir.join("state.json"), serde_json::to_string_pretty(&self.state)?.as_bytes())?;
         let best = self.state.history.iter().map(|r| r.val.accuracy).fold(f64::MIN, f64::max);
         if self.state.history.last().is_some_and(|r| r.val.accuracy >= best) {
-            checkpoint::save_tensors(&self.run_dir.join("best.safetensors"), &checkpoint::model_tensors(&self.vs))?;
+            // The weights that were validated: the average where there is one.
+            let weights = self.ema.as_ref().map_or_else(|| checkpoint::model_tensors(&self.vs), |e| e.averaged_weights());
+            checkpoint::save_tensors(&self.run_dir.join("best.safetensors"), &weights)?;
         }
         write_metrics_csv(&self.run_dir.join("metrics.csv"), &self.state.history)?;
         Ok(())
@@ -378,15 +420,20 @@ impl Trainer {
         let ckpt = self.run_dir.join("last.safetensors");
         let named = checkpoint::load_tensors(&ckpt)?;
         checkpoint::load_into(&self.vs, &named, &ckpt, &[])?;
+        if let Some(ema) = &mut self.ema {
+            ema.load_state(&named).map_err(|what| CheckpointError::Invalid { path: ckpt.clone(), what })?;
+        }
         tracing::warn!("interrupted in epoch {}: exporting and summarizing epoch {} (its checkpoint)", epoch + 1, self.state.epochs_done);
         self.finish()
     }
 
-    fn finish(&self) -> Result<Summary> {
-        let last = self.state.history.last().context("no epoch was trained (train.epochs is 0?)")?;
+    fn finish(&mut self) -> Result<Summary> {
+        let last = self.state.history.last().context("no epoch was trained (train.epochs is 0?)")?.val.accuracy;
         let onnx = if self.cfg.train.export {
             let path = self.run_dir.join("model.onnx");
-            crate::export::export_model(&self.model, &self.cfg, &self.val.classes, Some(last.val.accuracy), &path, true, Default::default())?;
+            self.with_deployed_weights(|t| {
+                crate::export::export_model(&t.model, &t.cfg, &t.val.classes, Some(last), &path, true, Default::default())
+            })?;
             Some(path)
         } else {
             None

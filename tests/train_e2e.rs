@@ -396,7 +396,7 @@ fn a_short_distilled_run_learns_from_stored_teacher_logits() {
     let onnx = learns(teacher.clone(), true).1.onnx.expect("the teacher exports model.onnx");
 
     // Several models make an ensemble teacher (the script averages their logits).
-    let targets_of = |models: &[&Path], split: &str, name: &str| {
+    let targets_of = |models: &[&Path], split: &str, name: &str, extra: &[&str]| {
         let ds = fer_train::data::load_split(&teacher.data, split).unwrap();
         let cache = out.join(format!("{split}.safetensors"));
         ds.save_cache(&cache).unwrap();
@@ -406,11 +406,11 @@ fn a_short_distilled_run_learns_from_stored_teacher_logits() {
         for m in models {
             cmd.arg("--model").arg(m);
         }
-        let o = cmd.args(["--cache", cache.to_str().unwrap(), "--out", dest.to_str().unwrap()]).output().unwrap();
+        let o = cmd.args(["--cache", cache.to_str().unwrap(), "--out", dest.to_str().unwrap()]).args(extra).output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         dest
     };
-    let targets = |split: &str| targets_of(&[onnx.as_path()], split, &format!("targets_{split}"));
+    let targets = |split: &str| targets_of(&[onnx.as_path()], split, &format!("targets_{split}"), &[]);
     let student = |name: &str, targets: &Path| {
         let mut cfg = config(&root, &out, name, 3, "{ name: ce }");
         cfg.distill = Some(DistillConfig { teacher: None, targets: Some(targets.to_path_buf()), weight: 1.0, temperature: 4.0 });
@@ -427,6 +427,45 @@ fn a_short_distilled_run_learns_from_stored_teacher_logits() {
         .unwrap();
     let (a, b) = (Vec::<f32>::try_from(from_run.flatten(0, -1)).unwrap(), Vec::<f32>::try_from(from_file.flatten(0, -1)).unwrap());
     fer_tests::assert_close(&a, &b, 1e-3, 1e-3, "teacher logits, run (tch) vs ONNX file (ORT)");
+    // The other views agree too: a run validated on ten crops labels with their mean, as the script's
+    // --tta ten-crop; a centre-crop run (its file retagged by set_metadata.py) with its centre crop.
+    let variant = |name: &str, from: &str, to: &str| {
+        let dir = out.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in std::fs::read_dir(out.join("teacher")).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+        }
+        let yaml = std::fs::read_to_string(dir.join("config.yaml")).unwrap();
+        assert!(yaml.contains(from), "{yaml}");
+        std::fs::write(dir.join("config.yaml"), yaml.replace(from, to)).unwrap();
+        let logits = DistillConfig { teacher: Some(dir.clone()), targets: None, weight: 1.0, temperature: 4.0 }.teacher_logits(&train, tch::Device::Cpu).unwrap();
+        (dir, Vec::<f32>::try_from(logits.flatten(0, -1)).unwrap())
+    };
+    let read = |file: &Path| Vec::<f32>::try_from(fer_train::distill::load_targets(file, &train).unwrap().flatten(0, -1)).unwrap();
+    let (_, ten_run) = variant("teacher_ten", "ten_crop_eval: false", "ten_crop_eval: true");
+    let ten_file = read(&targets_of(&[onnx.as_path()], "train", "targets_ten", &["--tta", "ten-crop"]));
+    assert!(ten_run.iter().zip(&a).any(|(x, y)| (x - y).abs() > 1e-2), "ten crops changed nothing: the check would prove nothing");
+    fer_tests::assert_close(&ten_run, &ten_file, 1e-3, 1e-3, "ten-crop teacher logits, run (tch) vs ONNX file (ORT)");
+    let (centre_dir, centre_run) = variant("teacher_centre", "eval_view: resize", "eval_view: centre_crop");
+    let centre_onnx = centre_dir.join("model.onnx");
+    let o = std::process::Command::new(&py)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/set_metadata.py"))
+        .args([centre_onnx.to_str().unwrap(), "fer.eval_view=centre_crop"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let centre_file = read(&targets_of(&[centre_onnx.as_path()], "train", "targets_centre", &[]));
+    assert!(centre_run.iter().zip(&a).any(|(x, y)| (x - y).abs() > 1e-2), "the centre crop changed nothing");
+    fer_tests::assert_close(&centre_run, &centre_file, 1e-3, 1e-3, "centre-crop teacher logits, run (tch) vs ONNX file (ORT)");
+    // Flip: the mean of the plain view's logits and its mirror's, here from the run in tch.
+    let flip_file = read(&targets_of(&[onnx.as_path()], "train", "targets_flip", &["--tta", "flip"]));
+    let run = fer_train::eval::LoadedRun::open(&out.join("teacher"), None, &[]).unwrap();
+    let view = run.eval_augment().eval(&train.images);
+    let flip_run = tch::no_grad(|| (run.model.forward_t(&view, false).0 + run.model.forward_t(&view.flip([3]), false).0) / 2.0);
+    let flip_run = Vec::<f32>::try_from(flip_run.flatten(0, -1)).unwrap();
+    assert!(flip_run.iter().zip(&a).any(|(x, y)| (x - y).abs() > 1e-2), "the mirror changed nothing");
+    fer_tests::assert_close(&flip_run, &flip_file, 1e-3, 1e-3, "flip teacher logits, run (tch) vs ONNX file (ORT)");
     let neither = DistillConfig { teacher: None, targets: None, weight: 1.0, temperature: 4.0 };
     let e = neither.teacher_logits(&train, tch::Device::Cpu).unwrap_err().to_string();
     assert!(e.contains("exactly one of `teacher`"), "{e}");
@@ -450,8 +489,8 @@ fn a_short_distilled_run_learns_from_stored_teacher_logits() {
     assert!(s.final_val.accuracy > 0.5);
     // Teacher and student as a two-model ensemble: the stored logits are their face-by-face mean.
     let student_onnx = s.onnx.clone().expect("the student exports model.onnx");
-    let alone = targets_of(&[student_onnx.as_path()], "train", "student_alone");
-    let pair = targets_of(&[onnx.as_path(), student_onnx.as_path()], "train", "pair");
+    let alone = targets_of(&[student_onnx.as_path()], "train", "student_alone", &[]);
+    let pair = targets_of(&[onnx.as_path(), student_onnx.as_path()], "train", "pair", &[]);
     let alone = Vec::<f32>::try_from(fer_train::distill::load_targets(&alone, &train).unwrap().flatten(0, -1)).unwrap();
     let pair = Vec::<f32>::try_from(fer_train::distill::load_targets(&pair, &train).unwrap().flatten(0, -1)).unwrap();
     let teacher_alone = &b; // the teacher's stored logits, read above

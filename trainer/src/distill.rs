@@ -6,8 +6,9 @@
 //! The teacher's logits are computed once, before training, for the whole training split, from
 //! one of two sources:
 //! - `teacher: runs/NAME`, a fer-train run directory: its checkpoint (best, else last) runs here,
-//!   in tch on the training device, with the preprocessing it was validated with (seconds on a
-//!   GPU; the ResNet-18 at 112 px takes minutes on a 2-core CPU);
+//!   in tch on the training device, with the preprocessing it was validated with, ten crops
+//!   averaged where its config has `train.ten_crop_eval` (seconds on a GPU; the ResNet-18 at
+//!   112 px takes minutes on a 2-core CPU, ten times that with ten crops);
 //! - `targets: FILE`, stored logits, for a teacher that exists only as an ONNX file
 //!   (`scripts/teacher_targets.py` writes them with ONNX Runtime from the model and the trainer's
 //!   dataset cache): `logits` float32 `[N, K]`, `pixel_sums` int64 `[N]` (the sum of each face's
@@ -88,13 +89,23 @@ fn run_teacher(run: &Path, train: &Dataset, device: tch::Device) -> Result<Tenso
     let aug = t.eval_augment();
     let n = train.len() as i64;
     let batch = t.cfg.train.eval_batch_size.max(1);
-    tracing::info!("distill: the teacher {} labels {n} training faces", run.display());
+    // The teacher labels the faces as it was validated: over its ten crops where its config says so
+    // (the mean of their logits, as scripts/teacher_targets.py --tta ten-crop).
+    let ten_crop = t.cfg.train.ten_crop_eval;
+    tracing::info!("distill: the teacher {} labels {n} training faces{}", run.display(), if ten_crop { " (ten crops each)" } else { "" });
+    let logits = |x: &Tensor| t.model.forward_t(x, false).0.to_kind(Kind::Float);
     let chunks: Vec<Tensor> = tch::no_grad(|| {
         (0..n)
             .step_by(batch as usize)
             .map(|i| {
                 let x = train.images.narrow(0, i, batch.min(n - i)).to_device(device);
-                t.model.forward_t(&aug.eval(&x), false).0.to_kind(Kind::Float)
+                if ten_crop {
+                    let views = aug.ten_crop(&x);
+                    let k = views.len() as f64;
+                    views.iter().map(logits).reduce(|a, b| a + b).expect("ten views") / k
+                } else {
+                    logits(&aug.eval(&x))
+                }
             })
             .collect()
     });

@@ -68,6 +68,10 @@ recipes=(
   "r18_dan_h1_l0          configs/fer2013_r18_dan.yaml method.lambda_consistency=0 method.heads=1"
   # and CE with IVSA's random rescale / shift / rotation (train.affine; the other recipes crop and flip)
   "r18_ce_affine          configs/fer2013_r18_ce.yaml train.affine={}"
+  # CE and EAC validated on a moving average of their weights (train.ema_decay; at 440 steps the
+  # average's warm-up, not the 0.999, sets its span: about the last tenth of the run)
+  "r18_ce_ema             configs/fer2013_r18_ce.yaml train.ema_decay=0.999"
+  "r18_eac_wu3_ema        configs/fer2013_r18_eac.yaml method.consistency_warmup=3 train.ema_decay=0.999"
 )
 # ONLY="r18_ce r18_eac_wu3" runs just those recipes; TRAIN_SEED=1 trains them again from another
 # initialisation and batch order (the noisy labels stay the same: noise.seed is its own), named

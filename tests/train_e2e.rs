@@ -227,6 +227,8 @@ fn an_averaged_run_validates_and_exports_its_average() {
     if best_epoch == 2 {
         assert_eq!(diff(&best[head], &last[&format!("ema.{head}")]), 0.0);
     }
+    let best_run = fer_train::eval::LoadedRun::open(&run, None, &[]).unwrap();
+    assert!(best_run.averaged && loaded.averaged, "eval says it measures the average, from best and from last");
     // The exported graph computes the averaged model, not the raw one.
     tch::manual_seed(7);
     let x = tch::Tensor::rand([4, 3, 32, 32], (tch::Kind::Float, tch::Device::Cpu));

@@ -14,13 +14,16 @@
 //!
 //! Checkpoints keep the raw weights under their own names (what `--resume` trains on) and the
 //! shadows under `ema.<name>`, with `ema.updates`; [`crate::checkpoint::deployed_weights`] picks the
-//! shadows for `fer-train eval`, `export`, `model.init` and a distillation teacher.
+//! shadows for `fer-train eval`, `export`, `model.init` and a distillation teacher. `best.safetensors`
+//! holds the average of its epoch under the plain names, marked with `meta.averaged`.
 
 use tch::{nn, Tensor};
 
 /// The checkpoint prefix of the shadows.
 pub const PREFIX: &str = "ema.";
 const UPDATES: &str = "ema.updates";
+/// The mark of a file whose plain names hold averaged weights (`best.safetensors` of such a run).
+pub const AVERAGED: &str = "meta.averaged";
 
 pub struct WeightEma {
     decay: f64,

@@ -18,6 +18,8 @@ pub struct LoadedRun {
     pub model: Classifier,
     pub classes: Vec<String>,
     pub run_dir: PathBuf,
+    /// The checkpoint held a moving average of the weights (`train.ema_decay`), and the model has it.
+    pub averaged: bool,
 }
 
 impl LoadedRun {
@@ -33,7 +35,9 @@ impl LoadedRun {
             None => run.join("last.safetensors"),
         };
         // A run that averages its weights (train.ema_decay) deploys the average.
-        let named = checkpoint::deployed_weights(checkpoint::load_tensors(&ckpt)?);
+        let named = checkpoint::load_tensors(&ckpt)?;
+        let averaged = named.keys().any(|k| k.starts_with(crate::ema::PREFIX) || k == crate::ema::AVERAGED);
+        let named = checkpoint::deployed_weights(named);
         // The number of classes is the head's output size, read from the checkpoint itself.
         let head = cfg.method.head_spec(cfg.model.arch).map_err(anyhow::Error::msg)?;
         let head_bias = head.class_param(cfg.model.arch);
@@ -49,7 +53,7 @@ impl LoadedRun {
             Some(c) => c.clone(),
             None => read_classes(run).unwrap_or_else(|| (0..k).map(|i| format!("class{i}")).collect()),
         };
-        Ok(LoadedRun { cfg, vs, model, classes, run_dir: run.to_path_buf() })
+        Ok(LoadedRun { cfg, vs, model, classes, run_dir: run.to_path_buf(), averaged })
     }
 
     /// Accuracy & co. on a split of the configured dataset.

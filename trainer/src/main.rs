@@ -254,7 +254,8 @@ fn run_eval(
         // Which view the numbers are for: they differ by points (docs/RESULTS.md, eval views).
         let t = &loaded.cfg.train;
         let view = if t.ten_crop_eval { "ten-crop" } else { t.eval_view.name() };
-        println!("{} on {split} ({} images, view {view})", run.display(), metrics.confusion.iter().flatten().sum::<u64>());
+        let weights = if loaded.averaged { ", the weights' moving average" } else { "" };
+        println!("{} on {split} ({} images, view {view}{weights})", run.display(), metrics.confusion.iter().flatten().sum::<u64>());
         print!("{}", fer_train::eval::report(&metrics, &classes));
     }
     Ok(())

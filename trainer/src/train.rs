@@ -403,7 +403,14 @@ impl Trainer {
         let best = self.state.history.iter().map(|r| r.val.accuracy).fold(f64::MIN, f64::max);
         if self.state.history.last().is_some_and(|r| r.val.accuracy >= best) {
             // The weights that were validated: the average where there is one.
-            let weights = self.ema.as_ref().map_or_else(|| checkpoint::model_tensors(&self.vs), |e| e.averaged_weights());
+            let weights = match &self.ema {
+                Some(e) => {
+                    let mut w = e.averaged_weights();
+                    w.push((crate::ema::AVERAGED.into(), Tensor::from(1i64)));
+                    w
+                }
+                None => checkpoint::model_tensors(&self.vs),
+            };
             checkpoint::save_tensors(&self.run_dir.join("best.safetensors"), &weights)?;
         }
         write_metrics_csv(&self.run_dir.join("metrics.csv"), &self.state.history)?;

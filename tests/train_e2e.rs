@@ -216,7 +216,7 @@ fn an_averaged_run_validates_and_exports_its_average() {
     let head = "fc.weight";
     assert!(diff(&last[head], &last[&format!("ema.{head}")]) > 1e-4, "12 steps at decay <= 0.9 leave the average behind");
     // `fer-train eval` of the checkpoint loads the average and reproduces what `fit` validated.
-    let loaded = fer_train::eval::LoadedRun::open(&run, Some(Path::new("last.safetensors")), &[]).unwrap();
+    let loaded = fer_train::eval::LoadedRun::open(&run, Some(Path::new("last.safetensors")), &[], false).unwrap();
     for (name, var) in loaded.vs.variables() {
         assert_eq!(diff(&var, &last[&format!("ema.{name}")]), 0.0, "{name}: eval loads the average");
     }
@@ -227,8 +227,16 @@ fn an_averaged_run_validates_and_exports_its_average() {
     if best_epoch == 2 {
         assert_eq!(diff(&best[head], &last[&format!("ema.{head}")]), 0.0);
     }
-    let best_run = fer_train::eval::LoadedRun::open(&run, None, &[]).unwrap();
+    let best_run = fer_train::eval::LoadedRun::open(&run, None, &[], false).unwrap();
     assert!(best_run.averaged && loaded.averaged, "eval says it measures the average, from best and from last");
+    // --raw-weights: the trained weights, from last; best has none to give.
+    let raw_run = fer_train::eval::LoadedRun::open(&run, Some(Path::new("last.safetensors")), &[], true).unwrap();
+    assert!(!raw_run.averaged);
+    for (name, var) in raw_run.vs.variables() {
+        assert_eq!(diff(&var, &last[&name]), 0.0, "{name}: --raw-weights loads the raw weight");
+    }
+    let e = fer_train::eval::LoadedRun::open(&run, None, &[], true).err().expect("best has no raw weights").to_string();
+    assert!(e.contains("best.safetensors") && e.contains("the average alone") && e.contains("last.safetensors"), "{e}");
     // The exported graph computes the averaged model, not the raw one.
     tch::manual_seed(7);
     let x = tch::Tensor::rand([4, 3, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
@@ -462,7 +470,7 @@ fn a_short_distilled_run_learns_from_stored_teacher_logits() {
     fer_tests::assert_close(&centre_run, &centre_file, 1e-3, 1e-3, "centre-crop teacher logits, run (tch) vs ONNX file (ORT)");
     // Flip: the mean of the plain view's logits and its mirror's, here from the run in tch.
     let flip_file = read(&targets_of(&[onnx.as_path()], "train", "targets_flip", &["--tta", "flip"]));
-    let run = fer_train::eval::LoadedRun::open(&out.join("teacher"), None, &[]).unwrap();
+    let run = fer_train::eval::LoadedRun::open(&out.join("teacher"), None, &[], false).unwrap();
     let view = run.eval_augment().eval(&train.images);
     let flip_run = tch::no_grad(|| (run.model.forward_t(&view, false).0 + run.model.forward_t(&view.flip([3]), false).0) / 2.0);
     let flip_run = Vec::<f32>::try_from(flip_run.flatten(0, -1)).unwrap();

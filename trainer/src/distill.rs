@@ -82,7 +82,7 @@ fn run_teacher(run: &Path, train: &Dataset, device: tch::Device) -> Result<Tenso
         tch::Device::Cuda(i) => format!("train.device=cuda:{i}"),
         _ => "train.device=cpu".to_string(),
     };
-    let t = crate::eval::LoadedRun::open(run, None, &[dev]).with_context(|| format!("distill: loading the teacher {}", run.display()))?;
+    let t = crate::eval::LoadedRun::open(run, None, &[dev], false).with_context(|| format!("distill: loading the teacher {}", run.display()))?;
     if t.classes != train.classes {
         bail!("distill: the teacher {} has classes {:?}, the training data {:?}", run.display(), t.classes, train.classes);
     }

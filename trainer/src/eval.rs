@@ -24,8 +24,10 @@ pub struct LoadedRun {
 
 impl LoadedRun {
     /// Opens `<run>/config.yaml` and a checkpoint (default: best, else last); `overrides` change
-    /// the config (typically the data section, to evaluate on another dataset).
-    pub fn open(run: &Path, checkpoint_file: Option<&Path>, overrides: &[String]) -> Result<Self> {
+    /// the config (typically the data section, to evaluate on another dataset). The model gets the
+    /// weights the run deploys (a moving average where it keeps one), or with `raw_weights` the
+    /// ones it trained (a checkpoint with `ema.*` entries only: `last.safetensors`).
+    pub fn open(run: &Path, checkpoint_file: Option<&Path>, overrides: &[String], raw_weights: bool) -> Result<Self> {
         let cfg_path = run.join("config.yaml");
         let cfg = Config::load(&cfg_path, overrides).with_context(|| format!("{} is not a run directory?", run.display()))?;
         let ckpt = match checkpoint_file {
@@ -36,8 +38,16 @@ impl LoadedRun {
         };
         // A run that averages its weights (train.ema_decay) deploys the average.
         let named = checkpoint::load_tensors(&ckpt)?;
-        let averaged = named.keys().any(|k| k.starts_with(crate::ema::PREFIX) || k == crate::ema::AVERAGED);
-        let named = checkpoint::deployed_weights(named);
+        let has_raw = named.keys().any(|k| k.starts_with(crate::ema::PREFIX));
+        if raw_weights && !has_raw {
+            anyhow::bail!(
+                "{}: no raw weights beside an average (it holds {}); the raw weights of a run with train.ema_decay are in last.safetensors",
+                ckpt.display(),
+                if named.contains_key(crate::ema::AVERAGED) { "the average alone" } else { "one set of weights: its run does not average them" }
+            );
+        }
+        let averaged = !raw_weights && (has_raw || named.contains_key(crate::ema::AVERAGED));
+        let named = if raw_weights { named } else { checkpoint::deployed_weights(named) };
         // The number of classes is the head's output size, read from the checkpoint itself.
         let head = cfg.method.head_spec(cfg.model.arch).map_err(anyhow::Error::msg)?;
         let head_bias = head.class_param(cfg.model.arch);

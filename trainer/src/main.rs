@@ -67,6 +67,10 @@ enum Command {
         /// Print the metrics as JSON.
         #[arg(long)]
         json: bool,
+        /// For a run with train.ema_decay: measure the raw weights it trained, not their moving
+        /// average (needs last.safetensors; best.safetensors holds the average alone).
+        #[arg(long)]
+        raw_weights: bool,
     },
     /// Decode a config's train and val splits once into its dataset cache (splits.cache_dir), so
     /// later runs, and a GPU box that receives only the cache files, start without decoding images.
@@ -164,8 +168,8 @@ fn main() -> Result<()> {
     }
     match Cli::parse().command {
         Command::Fit { config, overrides, resume } => run_fit(config, overrides, resume),
-        Command::Eval { run, checkpoint, split, overrides, confusion_png, json } => {
-            run_eval(run, checkpoint, split, overrides, confusion_png, json)
+        Command::Eval { run, checkpoint, split, overrides, confusion_png, json, raw_weights } => {
+            run_eval(run, checkpoint, split, overrides, confusion_png, json, raw_weights)
         }
         Command::Export { run, checkpoint, out, cam, fp16, int8_weights } => {
             use fer_train::export::WeightStorage;
@@ -242,8 +246,9 @@ fn run_eval(
     overrides: Vec<String>,
     confusion_png: Option<PathBuf>,
     json: bool,
+    raw_weights: bool,
 ) -> Result<()> {
-    let loaded = fer_train::eval::LoadedRun::open(&run, checkpoint.as_deref(), &overrides)?;
+    let loaded = fer_train::eval::LoadedRun::open(&run, checkpoint.as_deref(), &overrides, raw_weights)?;
     let (metrics, classes) = loaded.evaluate(&split)?;
     if let Some(png) = confusion_png {
         fer_train::plots::confusion_matrix(&png, &metrics.confusion, &classes).with_context(|| format!("drawing {}", png.display()))?;
@@ -262,7 +267,7 @@ fn run_eval(
 }
 
 fn run_export(run: PathBuf, checkpoint: Option<PathBuf>, out: PathBuf, cam: bool, weights: fer_train::export::WeightStorage) -> Result<()> {
-    let loaded = fer_train::eval::LoadedRun::open(&run, checkpoint.as_deref(), &[])?;
+    let loaded = fer_train::eval::LoadedRun::open(&run, checkpoint.as_deref(), &[], false)?;
     let val_acc = loaded.recorded_val_accuracy();
     fer_train::export::export_model(&loaded.model, &loaded.cfg, &loaded.classes, val_acc, &out, cam, weights)?;
     println!("wrote {} ({} classes, input {}x{})", out.display(), loaded.classes.len(), loaded.cfg.model.input_size, loaded.cfg.model.input_size);

@@ -201,7 +201,7 @@ def archive(run_dir, archive_dir, fer_run=None):
 def method_label(cfg):
     """The method's row name: its name, then what departs from the seed's recipe, each a row of
     its own (an ablation, a consistency weight other than the seed's, its warm-up, the random
-    affine augmentation, distillation)."""
+    affine augmentation, distillation, the weights' moving average)."""
     name = cfg_get(cfg, "method.name", "?")
     label = name
     # The seeds' ablations: GReFEL's reliability balancing without a correction, DAN's heads.
@@ -221,6 +221,8 @@ def method_label(cfg):
         label += " + affine"
     if cfg_get(cfg, "distill"):
         label += " + KD"
+    if cfg_get(cfg, "train.ema_decay"):
+        label += " + EMA"  # validated on the weights' moving average
     return label
 
 

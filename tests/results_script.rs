@@ -105,10 +105,12 @@ fn tables_come_from_the_runs_and_only_the_marked_section_changes() {
     let mut cfg = Config::from_yaml(&std::fs::read_to_string(cut.join("config.yaml")).unwrap(), &[]).unwrap();
     cfg.train.epochs = 3;
     std::fs::write(cut.join("config.yaml"), cfg.to_yaml()).unwrap();
-    // A run distilled from a teacher's logits is its own method row.
+    // A run distilled from a teacher's logits is its own method row (here also validated on the
+    // weights' moving average, which says so too).
     let kd = write_run(&runs, &Run { name: "r18_ce_kd", method: "{ name: ce }", noise: 0.1, device: "cpu", acc: 0.4, epochs: 2 });
     let mut cfg = Config::from_yaml(&std::fs::read_to_string(kd.join("config.yaml")).unwrap(), &[]).unwrap();
     cfg.distill = Some(fer_train::distill::DistillConfig { teacher: None, targets: Some("teacher.safetensors".into()), weight: 1.0, temperature: 4.0 });
+    cfg.train.ema_decay = Some(0.999);
     std::fs::write(kd.join("config.yaml"), cfg.to_yaml()).unwrap();
     // So is a run with the random affine augmentation.
     let aff = write_run(&runs, &Run { name: "r18_ce_aff", method: "{ name: ce }", noise: 0.2, device: "cpu", acc: 0.42, epochs: 2 });
@@ -181,11 +183,11 @@ fn tables_come_from_the_runs_and_only_the_marked_section_changes() {
     );
     assert!(
         text.contains(&format!(
-            "**resnet18, 8 px, 2 epochs**\n\n{header}\n| ce | 61.25 % | — | — | — |\n| ce + KD | — | 40.00 % | — | — |\n| ce + affine | — | — | 42.00 % | — |\n| eac (λ 0) | — | — | — | 35.00 % |\n| eac + warm-up 3 ep. | — | — | — | 45.00 % |\n| dan (2 heads) (λ3 0) | — | — | — | 25.00 % |\n"
+            "**resnet18, 8 px, 2 epochs**\n\n{header}\n| ce | 61.25 % | — | — | — |\n| ce + KD + EMA | — | 40.00 % | — | — |\n| ce + affine | — | — | 42.00 % | — |\n| eac (λ 0) | — | — | — | 35.00 % |\n| eac + warm-up 3 ep. | — | — | — | 45.00 % |\n| dan (2 heads) (λ3 0) | — | — | — | 25.00 % |\n"
         )),
         "{text}"
     );
-    assert!(text.contains("| r18_ce_kd | ce + KD | resnet18 | 8 | 10 % | 2 | 40.00 % |"), "{text}");
+    assert!(text.contains("| r18_ce_kd | ce + KD + EMA | resnet18 | 8 | 10 % | 2 | 40.00 % |"), "{text}");
     // The cut run: its epochs in Table 1, and in Table 2 its budget's table says how far it got.
     assert!(text.contains("| r18_ce_cut | ce | resnet18 | 8 | 20 % | 1 of 3 | 50.00 % |"), "{text}");
     assert!(text.contains(&format!("**resnet18, 8 px, 3 epochs**\n\n{header}\n| ce | — | — | 50.00 % (1 of 3 ep.) | — |\n")), "{text}");

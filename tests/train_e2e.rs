@@ -221,6 +221,10 @@ fn an_averaged_run_validates_and_exports_its_average() {
         assert_eq!(diff(&var, &last[&format!("ema.{name}")]), 0.0, "{name}: eval loads the average");
     }
     assert_eq!(loaded.evaluate("val").unwrap().0, s.final_val);
+    // The last epoch also measured the raw weights, as --raw-weights does (checked below).
+    let raw_val = s.final_val_raw_weights.clone().expect("the summary has the raw weights' metrics");
+    assert_eq!(t.state.history[1].val_raw_weights.as_ref(), Some(&raw_val));
+    assert!(t.state.history[0].val_raw_weights.is_none(), "only the last epoch pays for a second validation");
     // best.safetensors is the average of the best epoch.
     let best = load_tensors(&run.join("best.safetensors")).unwrap();
     let best_epoch = if s.final_val.accuracy >= t.state.history[0].val.accuracy { 2 } else { 1 };
@@ -232,6 +236,7 @@ fn an_averaged_run_validates_and_exports_its_average() {
     // --raw-weights: the trained weights, from last; best has none to give.
     let raw_run = fer_train::eval::LoadedRun::open(&run, Some(Path::new("last.safetensors")), &[], true).unwrap();
     assert!(!raw_run.averaged);
+    assert_eq!(raw_run.evaluate("val").unwrap().0, raw_val);
     for (name, var) in raw_run.vs.variables() {
         assert_eq!(diff(&var, &last[&name]), 0.0, "{name}: --raw-weights loads the raw weight");
     }

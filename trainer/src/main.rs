@@ -222,9 +222,10 @@ fn run_fit(config: PathBuf, overrides: Vec<String>, resume: bool) -> Result<()> 
         print!("stopped by Ctrl-C after epoch {} of {} (`--resume` continues it); ", s.epochs, trainer.cfg.train.epochs);
     }
     println!(
-        "{}: val acc {:.2}% (best {:.2}% at epoch {}, mean of last 5 {:.2}%), mean-class {:.2}%, macro-F1 {:.3}, {:.0} img/s{}",
+        "{}: val acc {:.2}%{} (best {:.2}% at epoch {}, mean of last 5 {:.2}%), mean-class {:.2}%, macro-F1 {:.3}, {:.0} img/s{}",
         s.name,
         100.0 * s.final_val.accuracy,
+        s.final_val_raw_weights.as_ref().map(|m| format!(" averaged, {:.2}% raw", 100.0 * m.accuracy)).unwrap_or_default(),
         100.0 * s.best_val_accuracy,
         s.best_epoch,
         100.0 * s.last5_val_accuracy_mean,

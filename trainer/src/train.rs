@@ -30,6 +30,10 @@ pub struct EpochRecord {
     pub train_loss: f64,
     pub train_accuracy: f64,
     pub val: Metrics,
+    /// A run with `train.ema_decay` validates the average (`val`); on its last epoch it also
+    /// measures the raw weights it trained, so one run says what the average added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_raw_weights: Option<Metrics>,
     pub img_per_s: f64,
     pub seconds: f64,
 }
@@ -55,6 +59,9 @@ pub struct Summary {
     pub best_val_accuracy: f64,
     pub best_epoch: usize,
     pub last5_val_accuracy_mean: f64,
+    /// The last epoch's raw weights, beside `final_val`'s average (runs with `train.ema_decay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_val_raw_weights: Option<Metrics>,
     pub train_img_per_s: f64,
     pub onnx: Option<PathBuf>,
     /// Where it trained (from state.json; absent in runs from before 2026-12-04).
@@ -355,13 +362,19 @@ impl Trainer {
         let seconds = t0.elapsed().as_secs_f64();
         bar.finish_and_clear();
         let done = (steps - skipped) as f64;
+        let last_epoch = epoch + 1 == cfg.epochs;
         let val = self.validate()?;
+        let val_raw_weights = match self.ema.is_some() && last_epoch {
+            true => Some(self.evaluate_split(&self.val)?),
+            false => None,
+        };
         Ok(EpochRecord {
             epoch: epoch + 1,
             lr: self.opt.lr,
             train_loss: loss_sum.double_value(&[]) / done.max(1.0),
             train_accuracy: correct.double_value(&[]) / (done.max(1.0) * bs as f64),
             val,
+            val_raw_weights,
             img_per_s: (steps * bs) as f64 / seconds,
             seconds,
         })
@@ -475,6 +488,7 @@ pub fn write_summary(run_dir: &Path, name: &str, state: &RunState, classes: &[St
         best_val_accuracy: best,
         best_epoch,
         last5_val_accuracy_mean: mean_of_last(&accs, 5),
+        final_val_raw_weights: last.val_raw_weights.clone(),
         train_img_per_s: total_imgs / total_s.max(1e-9),
         onnx,
         device: state.device.clone(),

@@ -92,7 +92,10 @@ def teacher_logits(model, images, classes, cache, batch, tta="none"):
     eval_view = meta.get("fer.eval_view", "resize")
     if eval_view not in ("resize", "centre_crop"):
         sys.exit(f"{model}: unknown fer.eval_view `{eval_view}` (resize or centre_crop)")
-    pad = int(meta.get("fer.crop_pad", "0"))
+    try:
+        pad = int(meta.get("fer.crop_pad", "0"))
+    except ValueError:
+        sys.exit(f"{model}: fer.crop_pad is `{meta['fer.crop_pad']}`, not a whole number of pixels")
     if (eval_view == "centre_crop" or tta == "ten-crop") and pad < 1:
         need = "its fer.eval_view centre_crop" if eval_view == "centre_crop" else "--tta ten-crop"
         sys.exit(f"{model}: {need} needs a positive fer.crop_pad, the file has {meta.get('fer.crop_pad', 'none')}")

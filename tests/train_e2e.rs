@@ -241,6 +241,7 @@ fn an_averaged_run_validates_and_exports_its_average() {
         assert_eq!(diff(&var, &last[&name]), 0.0, "{name}: --raw-weights loads the raw weight");
     }
     let e = fer_train::eval::LoadedRun::open(&run, None, &[], true).err().expect("best has no raw weights").to_string();
+    assert!(!fer_train::checkpoint::deployed_weights(load_tensors(&run.join("last.safetensors")).unwrap()).contains_key("updates"), "the update count is not a weight");
     assert!(e.contains("best.safetensors") && e.contains("the average alone") && e.contains("last.safetensors"), "{e}");
     // The exported graph computes the averaged model, not the raw one.
     tch::manual_seed(7);

@@ -60,6 +60,7 @@ pub fn model_tensors(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
 pub fn deployed_weights(mut named: HashMap<String, Tensor>) -> HashMap<String, Tensor> {
     let averaged: Vec<(String, Tensor)> = named
         .iter()
+        .filter(|(k, _)| k.as_str() != crate::ema::UPDATES)
         .filter_map(|(k, t)| k.strip_prefix(crate::ema::PREFIX).map(|name| (name.to_string(), t.shallow_clone())))
         .collect();
     named.extend(averaged);

@@ -21,7 +21,8 @@ use tch::{nn, Tensor};
 
 /// The checkpoint prefix of the shadows.
 pub const PREFIX: &str = "ema.";
-const UPDATES: &str = "ema.updates";
+/// The update count's entry (not a shadow).
+pub const UPDATES: &str = "ema.updates";
 /// The mark of a file whose plain names hold averaged weights (`best.safetensors` of such a run).
 pub const AVERAGED: &str = "meta.averaged";
 

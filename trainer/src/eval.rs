@@ -105,7 +105,7 @@ pub fn summarize_run(run: &Path) -> Result<crate::train::Summary> {
         .or_else(|| read_classes(run))
         .unwrap_or_else(|| (0..k).map(|i| format!("class{i}")).collect());
     let onnx = Some(run.join("model.onnx")).filter(|p| p.is_file());
-    crate::train::write_summary(run, &cfg.name, &st, &classes, onnx)
+    crate::train::write_summary(run, &cfg, &st, &classes, onnx)
 }
 
 /// Class names as training saw them (kept in `classes.json` by `fit`).

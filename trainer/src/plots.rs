@@ -32,8 +32,9 @@ fn ensure_font() -> Result<()> {
     .map_err(|e| anyhow!(e))
 }
 
-/// Loss and accuracy per epoch, two panels side by side.
-pub fn training_curves(path: &Path, history: &[EpochRecord]) -> Result<()> {
+/// Loss and accuracy per epoch, two panels side by side; `val_label` names the val curves (which
+/// weights they measured).
+pub fn training_curves(path: &Path, history: &[EpochRecord], val_label: &str) -> Result<()> {
     ensure_font()?;
     let root = BitMapBackend::new(path, (1200, 450)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -55,10 +56,11 @@ pub fn training_curves(path: &Path, history: &[EpochRecord]) -> Result<()> {
         .y_label_area_size(45)
         .build_cartesian_2d(1f64..n, 0f64..100f64)?;
     c.configure_mesh().x_desc("epoch").draw()?;
+    let val_mean_class = format!("{val_label} mean-class");
     for (name, color, f) in [
         ("train", BLUE, (|r: &EpochRecord| r.train_accuracy) as fn(&EpochRecord) -> f64),
-        ("val", GREEN, |r: &EpochRecord| r.val.accuracy),
-        ("val mean-class", MAGENTA, |r: &EpochRecord| r.val.mean_class_accuracy),
+        (val_label, GREEN, |r: &EpochRecord| r.val.accuracy),
+        (val_mean_class.as_str(), MAGENTA, |r: &EpochRecord| r.val.mean_class_accuracy),
     ] {
         c.draw_series(LineSeries::new(history.iter().map(|r| (r.epoch as f64, 100.0 * f(r))), color.stroke_width(2)))?
             .label(name)

@@ -458,21 +458,23 @@ impl Trainer {
         } else {
             None
         };
-        write_summary(&self.run_dir, &self.cfg.name, &self.state, &self.val.classes, onnx)
+        write_summary(&self.run_dir, &self.cfg, &self.state, &self.val.classes, onnx)
     }
 }
 
 /// Writes a run's `summary.json`, `curves.png` and `confusion.png` from its epoch history: at the
 /// end of `fit`, and by `fer-train summarize` for a run stopped before its last epoch (its
 /// state.json holds every finished epoch).
-pub fn write_summary(run_dir: &Path, name: &str, state: &RunState, classes: &[String], onnx: Option<PathBuf>) -> Result<Summary> {
+pub fn write_summary(run_dir: &Path, cfg: &Config, state: &RunState, classes: &[String], onnx: Option<PathBuf>) -> Result<Summary> {
     let h = &state.history;
     let last = h.last().with_context(|| format!("{}: no finished epoch to summarize", run_dir.display()))?;
     let (best_epoch, best) = h
         .iter()
         .map(|r| (r.epoch, r.val.accuracy))
         .fold((0, f64::MIN), |a, b| if b.1 > a.1 { b } else { a });
-    if let Err(e) = crate::plots::training_curves(&run_dir.join("curves.png"), h) {
+    // A run with train.ema_decay validates the averaged weights, not the ones train accuracy saw.
+    let val_label = if cfg.train.ema_decay.is_some() { "val (weight average)" } else { "val" };
+    if let Err(e) = crate::plots::training_curves(&run_dir.join("curves.png"), h, val_label) {
         tracing::warn!("could not draw curves.png: {e:#}");
     }
     if let Err(e) = crate::plots::confusion_matrix(&run_dir.join("confusion.png"), &last.val.confusion, classes) {
@@ -482,7 +484,7 @@ pub fn write_summary(run_dir: &Path, name: &str, state: &RunState, classes: &[St
     let total_imgs: f64 = h.iter().map(|r| r.img_per_s * r.seconds).sum();
     let total_s: f64 = h.iter().map(|r| r.seconds).sum();
     let summary = Summary {
-        name: name.to_string(),
+        name: cfg.name.clone(),
         epochs: h.len(),
         final_val: last.val.clone(),
         best_val_accuracy: best,

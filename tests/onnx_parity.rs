@@ -376,3 +376,42 @@ fn runtime_views_match_the_trainers() {
         }
     }
 }
+
+/// `fer-run eval` and `fer-train eval` score a confusion matrix with two copies of the same code
+/// (the runtime depends on no other fer crate): the same accuracy, mean class accuracy and
+/// macro-F1, and the same report text, line for line, so a deployed file's report can be diffed
+/// against its checkpoint's. Pseudo-random matrices, including classes with no faces, no
+/// predictions, or neither, and an all-zero matrix.
+#[test]
+fn eval_reports_agree() {
+    let labels: Vec<String> = ["angry", "disgust", "fear", "happy", "a-long-label"].iter().map(|s| s.to_string()).collect();
+    let mut state = 12345u64;
+    let mut next = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state >> 33
+    };
+    for case in 0..50 {
+        let k = 2 + case % 4;
+        let mut confusion: Vec<Vec<u64>> = (0..k).map(|_| (0..k).map(|_| next() % 40).collect()).collect();
+        match case % 5 {
+            1 => confusion[0].iter_mut().for_each(|v| *v = 0), // no faces of class 0
+            2 => confusion.iter_mut().for_each(|row| row[1] = 0), // class 1 never predicted
+            3 => {
+                confusion[1].iter_mut().for_each(|v| *v = 0);
+                confusion.iter_mut().for_each(|row| row[1] = 0); // class 1 absent from both
+            }
+            4 if case == 4 => confusion.iter_mut().flatten().for_each(|v| *v = 0),
+            _ => {}
+        }
+        let trained = fer_train::metrics::Metrics::from_confusion(confusion.clone());
+        let deployed = fer_runtime::metrics::Scores::from_confusion(&labels[..k], confusion.clone());
+        for (what, a, b) in [
+            ("accuracy", trained.accuracy, deployed.accuracy),
+            ("mean class accuracy", trained.mean_class_accuracy, deployed.mean_class_accuracy),
+            ("macro-F1", trained.macro_f1, deployed.macro_f1),
+        ] {
+            assert!((a - b).abs() < 1e-12, "{what}: {a} vs {b} on {confusion:?}");
+        }
+        assert_eq!(fer_train::eval::report(&trained, &labels[..k]), deployed.report(), "{confusion:?}");
+    }
+}

@@ -23,7 +23,8 @@
 //! Modules: [`metadata`] (what a file declares), [`preprocess`] (image → tensor), `backend`
 //! ([`Engine`] over ONNX Runtime and tract), [`face`] (Haar cascade detector, crops), [`cam`]
 //! (activation-map overlays), [`output`] (JSON lines, table), [`inputs`] (files, directories,
-//! globs), [`bench`] (latency), [`intra_op`] (tract's thread pool).
+//! globs), [`bench`] (latency), [`metrics`] (`fer-run eval`'s scores), [`intra_op`] (tract's thread
+//! pool).
 
 mod backend;
 pub mod bench;
@@ -33,6 +34,7 @@ pub mod face;
 pub mod inputs;
 pub mod intra_op;
 pub mod metadata;
+pub mod metrics;
 mod model;
 pub mod output;
 mod postprocess;

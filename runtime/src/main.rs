@@ -712,32 +712,19 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         Ok(())
     })?;
     bar.finish_and_clear();
-    let total: u64 = confusion.iter().flatten().sum();
-    let correct: u64 = (0..k).map(|i| confusion[i][i]).sum();
-    let recalls: Vec<f64> = (0..k)
-        .filter(|&i| confusion[i].iter().sum::<u64>() > 0)
-        .map(|i| confusion[i][i] as f64 / confusion[i].iter().sum::<u64>() as f64)
-        .collect();
-    let accuracy = correct as f64 / total as f64;
-    let mean_class = recalls.iter().sum::<f64>() / recalls.len().max(1) as f64;
+    let scores = fer_runtime::metrics::Scores::from_confusion(&labels, confusion);
+    let tta = model.tta().to_string();
     if a.json {
-        println!(
-            "{}",
-            serde_json::json!({"model": model.path(), "backend": model.backend_name(), "images": total,
-                "tta": model.tta().to_string(), "accuracy": accuracy, "mean_class_accuracy": mean_class, "labels": labels, "confusion": confusion})
-        );
+        let mut v = serde_json::to_value(&scores)?;
+        v["model"] = serde_json::json!(model.path());
+        v["backend"] = model.backend_name().into();
+        v["tta"] = tta.into();
+        v["labels"] = labels.into();
+        println!("{v}");
     } else {
-        println!(
-            "{}: {total} images, accuracy {:.2}%, mean class accuracy {:.2}% ({}{})",
-            a.dir.display(),
-            100.0 * accuracy,
-            100.0 * mean_class,
-            model.backend_name(),
-            match model.tta() {
-                Tta::None => String::new(),
-                t => format!(", tta {t}"),
-            }
-        );
+        let tta = if model.tta() == Tta::None { String::new() } else { format!(", tta {tta}") };
+        println!("{}: {} images ({}{tta})", a.dir.display(), scores.images, model.backend_name());
+        print!("{}", scores.report());
     }
     Ok(())
 }

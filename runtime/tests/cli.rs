@@ -523,6 +523,18 @@ fn eval_reports_accuracy_on_a_labelled_folder() {
     assert_eq!(v["images"], 6);
     assert!((v["accuracy"].as_f64().unwrap() - 5.0 / 6.0).abs() < 1e-9, "{v}");
     assert!((v["mean_class_accuracy"].as_f64().unwrap() - (3.0 / 4.0 + 1.0) / 2.0).abs() < 1e-9, "{v}");
+    // Class 0: 4 faces, 3 predicted, all right; the last: 2 faces, 3 predicted, 2 right; the others
+    // have neither, so no F1 (null) and no place in the macro mean.
+    assert!((v["macro_f1"].as_f64().unwrap() - (6.0 / 7.0 + 4.0 / 5.0) / 2.0).abs() < 1e-9, "{v}");
+    assert_eq!((&v["per_class"][0]["faces"], &v["per_class"][0]["precision"]), (&Value::from(4), &Value::from(1.0)), "{v}");
+    assert_eq!(v["per_class"][1]["f1"], Value::Null, "{v}");
+    assert_eq!(v["confusion"][0][k - 1], 1, "{v}");
+    let out = fer_run(&["eval", "--model", model.to_str().unwrap(), "--backend", "tract", data.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row0 = format!("{:>10}        4   75.00%   100.00%   0.8571", LABELS[0]);
+    assert!(text.contains("6 images (tract") && text.contains("macro-F1 0.8286") && text.contains(&row0), "{text}");
+    assert!(text.contains("confusion (rows: true, columns: predicted)"), "{text}");
 
     std::fs::create_dir_all(data.join("contempt")).unwrap();
     let out = fer_run(&["eval", "--model", model.to_str().unwrap(), "--backend", "tract", data.to_str().unwrap()]);

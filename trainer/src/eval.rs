@@ -113,21 +113,37 @@ fn read_classes(run: &Path) -> Option<Vec<String>> {
     serde_json::from_str(&std::fs::read_to_string(run.join("classes.json")).ok()?).ok()
 }
 
-/// A human-readable metrics report with the confusion matrix.
+/// The report `fer-train eval` prints: the scores, a row per class (faces, recall, precision, F1),
+/// the confusion matrix. `fer-run eval` prints the same for a deployed file (its twin,
+/// `fer_runtime::metrics::Scores::report`; tests/onnx_parity.rs pins the two together).
 pub fn report(m: &Metrics, classes: &[String]) -> String {
+    let c = &m.confusion;
+    let pct = |a: u64, b: u64| if b == 0 { "-".to_string() } else { format!("{:.2}%", 100.0 * a as f64 / b as f64) };
+    let name = |i: usize| classes.get(i).cloned().unwrap_or_else(|| format!("class{i}"));
     let mut s = format!(
-        "accuracy {:.2}%  mean class accuracy {:.2}%  macro-F1 {:.4}\n\nconfusion (rows: true, columns: predicted)\n{:>10}",
+        "accuracy {:.2}%  mean class accuracy {:.2}%  macro-F1 {:.4}\n\n{:>10} {:>8} {:>8} {:>9} {:>8}\n",
         100.0 * m.accuracy,
         100.0 * m.mean_class_accuracy,
         m.macro_f1,
-        ""
+        "class",
+        "faces",
+        "recall",
+        "precision",
+        "F1"
     );
-    for c in classes {
-        s += &format!(" {:>8.8}", c);
+    for i in 0..c.len() {
+        let faces: u64 = c[i].iter().sum();
+        let predicted: u64 = c.iter().map(|row| row[i]).sum();
+        let f1 = if faces + predicted == 0 { "-".to_string() } else { format!("{:.4}", 2.0 * c[i][i] as f64 / (faces + predicted) as f64) };
+        s += &format!("{:>10.10} {faces:>8} {:>8} {:>9} {f1:>8}\n", name(i), pct(c[i][i], faces), pct(c[i][i], predicted));
+    }
+    s += &format!("\nconfusion (rows: true, columns: predicted)\n{:>10}", "");
+    for i in 0..c.len() {
+        s += &format!(" {:>8.8}", name(i));
     }
     s.push('\n');
-    for (i, row) in m.confusion.iter().enumerate() {
-        s += &format!("{:>10.10}", classes.get(i).map(String::as_str).unwrap_or("?"));
+    for (i, row) in c.iter().enumerate() {
+        s += &format!("{:>10.10}", name(i));
         for v in row {
             s += &format!(" {v:>8}");
         }

@@ -22,10 +22,11 @@
 //!
 //! Modules: [`metadata`] (what a file declares), [`preprocess`] (image → tensor), `backend`
 //! ([`Engine`] over ONNX Runtime and tract), [`face`] (Haar cascade detector, crops), [`cam`]
-//! (activation-map overlays), [`output`] (JSON lines, table), [`inputs`] (files, directories,
-//! globs), [`bench`] (latency), [`metrics`] (`fer-run eval`'s scores), [`intra_op`] (tract's thread
-//! pool).
+//! (activation-map overlays), [`annotate`] (boxes and labels drawn on pictures), [`output`] (JSON
+//! lines, table), [`inputs`] (files, directories, globs), [`bench`] (latency), [`metrics`]
+//! (`fer-run eval`'s scores), [`intra_op`] (tract's thread pool).
 
+pub mod annotate;
 mod backend;
 pub mod bench;
 pub mod cam;

@@ -4,9 +4,10 @@
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fer_runtime::{
-    bench, cam, collect_inputs, load_image, output, Backend, Detect, Device, FaceFinder, Faces,
+    annotate, bench, cam, collect_inputs, load_image, output, Backend, Detect, Device, FaceFinder, Faces,
     FerError, ImageLimits, Model, ModelInfo, Prediction, Tta,
 };
+use image::DynamicImage;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 use std::collections::HashSet;
@@ -18,6 +19,7 @@ Examples:
   fer-run --model eac_mbv2.onnx face.png              classify one face crop
   fer-run -m eac_mbv2.onnx photos/ --json > out.jsonl every png/jpg/jpeg/bmp under photos/, JSON lines
   fer-run -m eac_mbv2.onnx 'shots/*.jpg' --cam cams/   also write class-activation overlays
+  fer-run -m eac_mbv2.onnx group.jpg --annotate out/   the photo with boxes and expressions drawn
   fer-run -m m.onnx group.jpg --detect haar:haarcascade_frontalface_default.xml
   fer-run -m m.onnx frames/ --backend ort --device cuda --batch 32
   fer-run bench -m m.onnx --batch 8 --iters 200        inference latency (p50/p95/p99) and img/s
@@ -143,6 +145,10 @@ struct PredictArgs {
     /// face, which that view showed the model).
     #[arg(long, value_name = "DIR")]
     cam: Option<PathBuf>,
+    /// Write, per input, a PNG of the picture with each face's box and predicted expression drawn
+    /// on it (<name>_annotated.png; face crops under 256 px are enlarged first).
+    #[arg(long, value_name = "DIR")]
+    annotate: Option<PathBuf>,
     /// Face detector: auto, none, or haar:<cascade.xml>.
     #[arg(long, default_value = "auto", value_name = "auto|none|haar:XML")]
     detect: Detect,
@@ -285,6 +291,8 @@ fn subject(e: &FerError) -> String {
 struct Item {
     name: String,
     faces: std::result::Result<Faces, String>,
+    /// The decoded picture, kept for --annotate.
+    picture: Option<DynamicImage>,
     /// One per face once classified (or the batch's error).
     predictions: Vec<std::result::Result<Prediction, String>>,
 }
@@ -303,23 +311,8 @@ fn progress_bar(n: usize, json: bool) -> ProgressBar {
     pb
 }
 
-/// A CAM file name that no earlier face of this run used.
-fn cam_path(
-    dir: &Path,
-    file: &str,
-    face: usize,
-    n_faces: usize,
-    used: &mut HashSet<PathBuf>,
-) -> PathBuf {
-    let stem = Path::new(file)
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image".into());
-    let base = if n_faces > 1 {
-        format!("{stem}_face{face}_cam")
-    } else {
-        format!("{stem}_cam")
-    };
+/// `<dir>/<base>.png`, or `<base>_1.png`, ... if an earlier output of this run took that name.
+fn unique_png(dir: &Path, base: &str, used: &mut HashSet<PathBuf>) -> PathBuf {
     let mut p = dir.join(format!("{base}.png"));
     let mut k = 1;
     while !used.insert(p.clone()) {
@@ -327,6 +320,14 @@ fn cam_path(
         k += 1;
     }
     p
+}
+
+/// An input's file name without its folder and extension, to name what fer-run writes about it.
+fn stem(file: &str) -> String {
+    Path::new(file)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into())
 }
 
 fn run_predict(a: PredictArgs) -> Result<()> {
@@ -388,7 +389,7 @@ fn run_predict(a: PredictArgs) -> Result<()> {
 
     let mut failed = 0usize;
     let mut faces_done = 0usize;
-    let mut used_cam_names = HashSet::new();
+    let mut used_names = HashSet::new();
     let mut queue = items.into_iter().zip(names);
     let chunks = std::iter::from_fn(|| Some(queue.by_ref().take(batch).collect::<Vec<_>>()))
         .take_while(|chunk| !chunk.is_empty());
@@ -397,13 +398,14 @@ fn run_predict(a: PredictArgs) -> Result<()> {
         chunk
             .into_par_iter()
             .map(|(item, name)| {
-                let faces = item
-                    .and_then(|p| load_image(&p, &limits))
-                    .map(|img| finder.find(&img))
-                    .map_err(|e| e.to_string());
+                let (faces, picture) = match item.and_then(|p| load_image(&p, &limits)) {
+                    Ok(img) => (Ok(finder.find(&img)), a.annotate.is_some().then_some(img)),
+                    Err(e) => (Err(e.to_string()), None),
+                };
                 Item {
                     name,
                     faces,
+                    picture,
                     predictions: Vec::new(),
                 }
             })
@@ -425,6 +427,7 @@ fn run_predict(a: PredictArgs) -> Result<()> {
                 }
             };
             let mut item_failed = false;
+            let mut drawn = Vec::new();
             for (i, (face, pred)) in faces.faces.iter().zip(&item.predictions).enumerate() {
                 let mut pred = match pred {
                     Ok(p) => p.clone(),
@@ -437,7 +440,11 @@ fn run_predict(a: PredictArgs) -> Result<()> {
                 pred.face_box = face.bbox;
                 let mut cam_file = None;
                 if let (Some(dir), Some(map)) = (&a.cam, &pred.cam) {
-                    let p = cam_path(dir, &item.name, i, faces.faces.len(), &mut used_cam_names);
+                    let base = match faces.faces.len() {
+                        1 => format!("{}_cam", stem(&item.name)),
+                        _ => format!("{}_face{i}_cam", stem(&item.name)),
+                    };
+                    let p = unique_png(dir, &base, &mut used_names);
                     // The CAM covers what its view saw: for a centre crop (the model's view or
                     // ten-crop's first), the face's middle.
                     let (x, y, w, h) = model.preprocessor().seen_region(face.image.width(), face.image.height(), model.tta());
@@ -471,6 +478,15 @@ fn run_predict(a: PredictArgs) -> Result<()> {
                 };
                 pb.suspend(|| writeln!(out, "{line}"))?;
                 faces_done += 1;
+                drawn.push((face.bbox, pred));
+            }
+            if let (Some(dir), Some(picture)) = (&a.annotate, &item.picture) {
+                let p = unique_png(dir, &format!("{}_annotated", stem(&item.name)), &mut used_names);
+                let faces: Vec<_> = drawn.iter().map(|(b, p)| (*b, p)).collect();
+                if let Err(e) = annotate::save_annotated(&p, picture, &faces) {
+                    item_failed = true;
+                    pb.suspend(|| report_error(&mut out, a.json, &item.name, &format!("writing the annotated picture: {e}")))?;
+                }
             }
             failed += item_failed as usize;
         }
@@ -480,6 +496,9 @@ fn run_predict(a: PredictArgs) -> Result<()> {
     pb.finish_and_clear();
     if !a.json {
         eprintln!("{total} input(s), {faces_done} face(s) classified, {failed} failed");
+        if let Some(dir) = &a.annotate {
+            eprintln!("annotated pictures: {}/*_annotated.png", dir.display());
+        }
     }
     if failed > 0 {
         bail!("{failed} of {total} input(s) failed");

@@ -340,6 +340,36 @@ fn cam_overlays_have_each_images_size() {
     }
 }
 
+/// `--annotate`: one picture per input, named after it, enlarged by a whole factor when under
+/// 256 px (these crops are whole-image faces, framed in the predicted class's colour); a folder
+/// that cannot be written fails each input with the reason, and the exit status says so.
+#[test]
+fn annotated_pictures_frame_each_face_in_its_class_colour() {
+    let f = fixture("cli-annotate");
+    let dir = f.dir.join("annotated");
+    let out = fer_run(&["-m", &f.model, "--backend", "tract", "--json", "--annotate", &s(&dir), &s(&f.images)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 5);
+    for l in &lines {
+        let file = PathBuf::from(l["file"].as_str().unwrap());
+        let src = image::open(&file).unwrap();
+        let stem = file.file_stem().unwrap().to_string_lossy().to_string();
+        let drawn = image::open(dir.join(format!("{stem}_annotated.png"))).unwrap().to_rgb8();
+        let zoom = 256u32.div_ceil(src.width().min(src.height()));
+        assert_eq!(drawn.dimensions(), (src.width() * zoom, src.height() * zoom), "{stem}");
+        let color = fer_runtime::annotate::class_color(l["class_index"].as_u64().unwrap() as usize);
+        assert_eq!(*drawn.get_pixel(drawn.width() - 1, drawn.height() - 1), color, "{stem}");
+    }
+
+    let blocked = f.dir.join("a-file");
+    std::fs::write(&blocked, "not a folder").unwrap();
+    let out = fer_run(&["-m", &f.model, "--backend", "tract", "--annotate", &s(&blocked), &s(&f.images.join("a.png"))]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("a.png") && text.contains("writing the annotated picture"), "{text}");
+}
+
 #[test]
 fn the_astronaut_photo_gets_one_face_box() {
     if assets("the_astronaut_photo_gets_one_face_box").is_none() {
@@ -355,6 +385,8 @@ fn the_astronaut_photo_gets_one_face_box() {
         "tract",
         "--json",
         "--cam",
+        &s(&cams),
+        "--annotate",
         &s(&cams),
         &photo,
     ]);
@@ -372,6 +404,12 @@ fn the_astronaut_photo_gets_one_face_box() {
         (160..=300).contains(&(x + w / 2)) && (40..=220).contains(&(y + h / 2)),
         "{b}"
     );
+    // The annotated photo keeps its size and frames the reported box (not the margin's crop).
+    let drawn = image::open(cams.join("astronaut_annotated.png")).unwrap().to_rgb8();
+    assert_eq!(drawn.dimensions(), (512, 512));
+    let color = fer_runtime::annotate::class_color(lines[0]["class_index"].as_u64().unwrap() as usize);
+    let (x1, y1) = ((x + w - 1) as u32, (y + h - 1) as u32);
+    assert_eq!((*drawn.get_pixel(x as u32, y as u32), *drawn.get_pixel(x1, y1)), (color, color), "{b}");
     // The overlay covers the face crop (box plus margin), not the whole photo.
     let overlay = image::open(lines[0]["cam"].as_str().unwrap()).unwrap();
     assert!(

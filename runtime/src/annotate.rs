@@ -1,0 +1,301 @@
+//! `fer-run --annotate`: each input picture with its faces' boxes and predicted expressions drawn
+//! on it, for people who would rather look than read a table. The tags use embedded-graphics'
+//! built-in bitmap font, so nothing (no font file) is needed on the device, enlarged by whole
+//! pixels on big pictures.
+
+use crate::error::{FerError, Result};
+use crate::face::BBox;
+use crate::model::Prediction;
+use embedded_graphics::mono_font::{ascii::FONT_9X15_BOLD, MonoTextStyle};
+use embedded_graphics::pixelcolor::Rgb888;
+use embedded_graphics::prelude::*;
+use embedded_graphics::text::{Baseline, Text};
+use image::imageops::{self, FilterType};
+use image::{DynamicImage, Rgb, RgbImage};
+use std::path::Path;
+
+/// A picture whose shorter side is under this is enlarged first (by a whole factor, so boxes map
+/// exactly), or a 48 px face crop would have no room for its tag.
+pub const MIN_SIDE: u32 = 256;
+/// ... but never past this on its longer side (a 1 x 5000 strip stays a strip).
+const MAX_ENLARGED_SIDE: u32 = 4096;
+
+/// One colour per class index, cycled beyond ten: the "tab10" palette, distinct on photos and for
+/// the common colour-vision deficiencies.
+const PALETTE: [[u8; 3]; 10] = [
+    [31, 119, 180],
+    [255, 127, 14],
+    [44, 160, 44],
+    [214, 39, 40],
+    [148, 103, 189],
+    [140, 86, 75],
+    [227, 119, 194],
+    [127, 127, 127],
+    [188, 189, 34],
+    [23, 190, 207],
+];
+
+/// The colour of class `index`'s boxes and tags.
+pub fn class_color(index: usize) -> Rgb<u8> {
+    Rgb(PALETTE[index % PALETTE.len()])
+}
+
+/// The picture (as RGB, enlarged when small: see [`MIN_SIDE`]) with a box per face in its class's
+/// colour and a "label 93%" tag (the top class's probability) above it, or inside its top edge
+/// where there is no room. A face without a box (the whole picture was classified) frames the
+/// whole picture.
+pub fn annotate(img: &DynamicImage, faces: &[(Option<BBox>, &Prediction)]) -> RgbImage {
+    let mut canvas = img.to_rgb8();
+    let (w, h) = canvas.dimensions();
+    let short = w.min(h).max(1);
+    let zoom = MIN_SIDE
+        .div_ceil(short)
+        .min(MAX_ENLARGED_SIDE / w.max(h).max(1))
+        .max(1);
+    if zoom > 1 {
+        canvas = imageops::resize(&canvas, w * zoom, h * zoom, FilterType::Triangle);
+    }
+    let short = short * zoom;
+    let thickness = (short / 150).max(2);
+    let tag_scale = (short / 500).max(1);
+    for (bbox, p) in faces {
+        let color = class_color(p.class_index);
+        let b = match bbox {
+            Some(b) => BBox {
+                x: b.x * zoom,
+                y: b.y * zoom,
+                w: b.w * zoom,
+                h: b.h * zoom,
+            },
+            None => BBox {
+                x: 0,
+                y: 0,
+                w: canvas.width(),
+                h: canvas.height(),
+            },
+        };
+        draw_box(&mut canvas, b, thickness, color);
+        let prob = p.probs.get(p.class_index).map_or(0.0, |(_, v)| *v);
+        let tag = render_tag(
+            &format!("{} {:.0}%", p.label, 100.0 * prob),
+            color,
+            tag_scale,
+        );
+        let x = b.x.min(canvas.width().saturating_sub(tag.width()));
+        let y = if b.y >= tag.height() {
+            b.y - tag.height()
+        } else {
+            b.y.min(canvas.height().saturating_sub(tag.height()))
+        };
+        imageops::overlay(&mut canvas, &tag, x as i64, y as i64);
+    }
+    canvas
+}
+
+/// [`annotate`], written as a PNG at `path` (its folder is created).
+pub fn save_annotated(
+    path: &Path,
+    img: &DynamicImage,
+    faces: &[(Option<BBox>, &Prediction)],
+) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| FerError::io(dir, e))?;
+    }
+    annotate(img, faces).save(path).map_err(FerError::from)
+}
+
+/// A frame `t` pixels wide along the inside of `b`, clipped to the canvas.
+fn draw_box(canvas: &mut RgbImage, b: BBox, t: u32, color: Rgb<u8>) {
+    let (w, h) = canvas.dimensions();
+    let (x1, y1) = ((b.x + b.w).min(w), (b.y + b.h).min(h));
+    for y in b.y.min(h)..y1 {
+        for x in b.x.min(w)..x1 {
+            if x < b.x + t || x + t >= b.x + b.w || y < b.y + t || y + t >= b.y + b.h {
+                canvas.put_pixel(x, y, color);
+            }
+        }
+    }
+}
+
+/// `text` in the bitmap font on a `color` background, black or white ink for contrast, scaled by
+/// `scale` (nearest neighbour: the font's pixels stay sharp).
+fn render_tag(text: &str, color: Rgb<u8>, scale: u32) -> RgbImage {
+    let font = &FONT_9X15_BOLD;
+    let pad = 2;
+    let chars = text.chars().count() as u32;
+    let width = chars * (font.character_size.width + font.character_spacing) + 2 * pad;
+    let height = font.character_size.height + 2 * pad;
+    let mut tag = RgbImage::from_pixel(width, height, color);
+    let [r, g, b] = color.0;
+    let light = 299 * r as u32 + 587 * g as u32 + 114 * b as u32 > 150_000;
+    let ink = if light { Rgb888::BLACK } else { Rgb888::WHITE };
+    let origin = Point::new(pad as i32, pad as i32);
+    let Ok(_) = Text::with_baseline(text, origin, MonoTextStyle::new(font, ink), Baseline::Top)
+        .draw(&mut Canvas(&mut tag));
+    if scale > 1 {
+        imageops::resize(&tag, width * scale, height * scale, FilterType::Nearest)
+    } else {
+        tag
+    }
+}
+
+/// An RGB image as an embedded-graphics draw target; pixels outside it are dropped.
+struct Canvas<'a>(&'a mut RgbImage);
+
+impl OriginDimensions for Canvas<'_> {
+    fn size(&self) -> Size {
+        Size::new(self.0.width(), self.0.height())
+    }
+}
+
+impl DrawTarget for Canvas<'_> {
+    type Color = Rgb888;
+    type Error = std::convert::Infallible;
+
+    fn draw_iter<I: IntoIterator<Item = Pixel<Rgb888>>>(
+        &mut self,
+        pixels: I,
+    ) -> std::result::Result<(), Self::Error> {
+        let (w, h) = self.0.dimensions();
+        for Pixel(p, c) in pixels {
+            if p.x >= 0 && p.y >= 0 && (p.x as u32) < w && (p.y as u32) < h {
+                self.0
+                    .put_pixel(p.x as u32, p.y as u32, Rgb([c.r(), c.g(), c.b()]));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prediction(class_index: usize, p: f32) -> Prediction {
+        let probs = (0..3)
+            .map(|i| {
+                (
+                    format!("c{i}"),
+                    if i == class_index { p } else { (1.0 - p) / 2.0 },
+                )
+            })
+            .collect();
+        Prediction {
+            label: format!("c{class_index}"),
+            class_index,
+            probs,
+            confidence: 0.5,
+            cam: None,
+            face_box: None,
+        }
+    }
+
+    /// A box is drawn in its class's colour along its edges and nowhere inside; its tag sits above
+    /// it, holds the colour and some ink; the rest of the picture is untouched.
+    #[test]
+    fn boxes_and_tags_where_the_faces_are() {
+        let gray = Rgb([90u8, 90, 90]);
+        let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(600, 400, gray));
+        let b = BBox {
+            x: 200,
+            y: 150,
+            w: 120,
+            h: 100,
+        };
+        let p = prediction(1, 0.93);
+        let out = annotate(&img, &[(Some(b), &p)]);
+        assert_eq!(
+            out.dimensions(),
+            (600, 400),
+            "a picture of 256 px or more keeps its size"
+        );
+        let c = class_color(1);
+        for (x, y) in [
+            (200, 150),
+            (319, 249),
+            (260, 150),
+            (200, 200),
+            (319, 200),
+            (260, 249),
+        ] {
+            assert_eq!(*out.get_pixel(x, y), c, "edge pixel ({x}, {y})");
+        }
+        assert_eq!(*out.get_pixel(260, 200), gray, "inside the box");
+        assert_eq!(*out.get_pixel(10, 10), gray, "far from it");
+        // The tag: the rows just above the box, from its left edge.
+        let tag: Vec<_> = (135..150)
+            .flat_map(|y| (200..250).map(move |x| (x, y)))
+            .map(|(x, y)| *out.get_pixel(x, y))
+            .collect();
+        assert!(
+            tag.iter().filter(|&&px| px == c).count() > tag.len() / 2,
+            "tag background"
+        );
+        assert!(
+            tag.iter()
+                .any(|&px| px == Rgb([0, 0, 0]) || px == Rgb([255, 255, 255])),
+            "tag ink"
+        );
+    }
+
+    /// A 48 px face crop (no box: the whole image) is enlarged to 288 px and framed whole; a box at
+    /// the top edge gets its tag inside; boxes that run off the picture are clipped, not a panic.
+    #[test]
+    fn small_crops_edges_and_boxes_off_the_picture() {
+        let img =
+            DynamicImage::ImageLuma8(image::GrayImage::from_pixel(48, 48, image::Luma([200])));
+        let p = prediction(0, 0.6);
+        let out = annotate(&img, &[(None, &p)]);
+        assert_eq!(out.dimensions(), (288, 288));
+        assert_eq!(
+            *out.get_pixel(287, 287),
+            class_color(0),
+            "the frame's far corner"
+        );
+        assert_eq!(
+            *out.get_pixel(144, 200),
+            Rgb([200, 200, 200]),
+            "the middle stays the picture"
+        );
+
+        let img = DynamicImage::ImageRgb8(RgbImage::new(300, 300));
+        let out = annotate(
+            &img,
+            &[
+                (
+                    Some(BBox {
+                        x: 250,
+                        y: 0,
+                        w: 200,
+                        h: 500,
+                    }),
+                    &p,
+                ),
+                (
+                    Some(BBox {
+                        x: 400,
+                        y: 400,
+                        w: 9,
+                        h: 9,
+                    }),
+                    &p,
+                ),
+            ],
+        );
+        assert_eq!(out.dimensions(), (300, 300));
+        assert_eq!(
+            *out.get_pixel(250, 299),
+            class_color(0),
+            "left edge of the clipped box"
+        );
+        let strip = annotate(
+            &DynamicImage::ImageRgb8(RgbImage::new(1, 5000)),
+            &[(None, &p)],
+        );
+        assert_eq!(
+            strip.dimensions(),
+            (1, 5000),
+            "a strip is not enlarged past MAX_ENLARGED_SIDE"
+        );
+    }
+}

@@ -64,7 +64,9 @@ for path in a.fer_run_eval:
     ev = json.load(open(path))
     tta = ev.get("tta", "none")
     how = ev["backend"] + ("" if tta == "none" else f", `--tta {tta}`")
-    L.append(f"| accuracy of this file in `fer-run eval` ({how}) | {pct(ev['accuracy'])} on {ev['images']} images |")
+    # fer-run reports since 2026-12-06 also carry the class-balanced scores.
+    more = f" (mean class {pct(ev['mean_class_accuracy'])}, macro-F1 {ev['macro_f1']:.4f})" if "macro_f1" in ev else ""
+    L.append(f"| accuracy of this file in `fer-run eval` ({how}) | {pct(ev['accuracy'])} on {ev['images']} images{more} |")
 L += ["", f"Training throughput: {summary['train_img_per_s']:.0f} img/s.", "",
       "| epoch | lr | train loss | train acc | val acc |", "| --- | --- | --- | --- | --- |"]
 L += [f"| {r['epoch']} | {float(r['lr']):.2e} | {float(r['train_loss']):.4f} | {pct(float(r['train_accuracy']))} | {pct(float(r['val_accuracy']))} |" for r in rows]

@@ -333,7 +333,7 @@ fn model_card_comes_from_the_run_and_the_reports() {
     let eval = dir.join("eval_tract.json");
     std::fs::write(&eval, r#"{"backend": "tract", "accuracy": 0.65, "images": 3589}"#).unwrap();
     let eval_tta = dir.join("eval_tta.json");
-    std::fs::write(&eval_tta, r#"{"backend": "ort", "tta": "ten-crop", "accuracy": 0.6812, "images": 3589}"#).unwrap();
+    std::fs::write(&eval_tta, r#"{"backend": "ort", "tta": "ten-crop", "accuracy": 0.6812, "images": 3589, "mean_class_accuracy": 0.6501, "macro_f1": 0.66237}"#).unwrap();
     let card = |extra: &[&str]| -> String {
         let path = dir.join("card.md");
         let out = Command::new(&py)
@@ -363,7 +363,7 @@ fn model_card_comes_from_the_run_and_the_reports() {
     assert!(
         plain.contains(
             "| accuracy of this file in `fer-run eval` (tract) | 65.00 % on 3589 images |\n\
-             | accuracy of this file in `fer-run eval` (ort, `--tta ten-crop`) | 68.12 % on 3589 images |"
+             | accuracy of this file in `fer-run eval` (ort, `--tta ten-crop`) | 68.12 % on 3589 images (mean class 65.01 %, macro-F1 0.6624) |"
         ),
         "one row per eval report, in order: {plain}"
     );

@@ -67,8 +67,10 @@ enum Command {
     Bench(BenchArgs),
     /// Print a model's metadata, inputs and outputs.
     Info(InfoArgs),
-    /// Accuracy on a labelled folder of face crops (<dir>/<class>/*.png), classes named as in the
-    /// model's labels: checks a deployed file against `fer-train eval` of its checkpoint.
+    /// Accuracy, mean class accuracy, macro-F1, per-class scores and the confusion matrix on a
+    /// labelled folder of face crops (<dir>/<class>/*.png, classes named as in the model's labels),
+    /// in `fer-train eval`'s layout: checks a deployed file against its checkpoint.
+    #[command(visible_alias = "val")]
     Eval(EvalArgs),
 }
 

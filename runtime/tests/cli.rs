@@ -567,8 +567,8 @@ fn eval_reports_accuracy_on_a_labelled_folder() {
     assert_eq!((&v["per_class"][0]["faces"], &v["per_class"][0]["precision"]), (&Value::from(4), &Value::from(1.0)), "{v}");
     assert_eq!(v["per_class"][1]["f1"], Value::Null, "{v}");
     assert_eq!(v["confusion"][0][k - 1], 1, "{v}");
-    let out = fer_run(&["eval", "--model", model.to_str().unwrap(), "--backend", "tract", data.to_str().unwrap()]);
-    assert!(out.status.success());
+    let out = fer_run(&["val", "--model", model.to_str().unwrap(), "--backend", "tract", data.to_str().unwrap()]);
+    assert!(out.status.success(), "the alias `val` runs eval");
     let text = String::from_utf8_lossy(&out.stdout);
     let row0 = format!("{:>10}        4   75.00%   100.00%   0.8571", LABELS[0]);
     assert!(text.contains("6 images (tract") && text.contains("macro-F1 0.8286") && text.contains(&row0), "{text}");

@@ -36,6 +36,7 @@ struct Cli {
 enum Command {
     /// Train a model from a YAML config (see configs/); exports model.onnx at the end. Ctrl-C stops
     /// at the next step and exports and summarizes the last finished epoch (`--resume` goes on).
+    #[command(visible_alias = "train")]
     Fit {
         /// Recipe file, e.g. configs/fer2013_r18_eac.yaml.
         #[arg(long)]
@@ -47,7 +48,9 @@ enum Command {
         #[arg(long)]
         resume: bool,
     },
-    /// Print accuracy, mean class accuracy, macro-F1 and the confusion matrix of a checkpoint.
+    /// Print accuracy, mean class accuracy, macro-F1, each class's recall / precision / F1 and the
+    /// confusion matrix of a checkpoint.
+    #[command(visible_alias = "val")]
     Eval {
         /// Run directory (holds config.yaml and the checkpoint).
         #[arg(long)]

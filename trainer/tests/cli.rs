@@ -188,12 +188,13 @@ fn ctrl_c_stops_fit_and_keeps_the_last_epoch() {
     assert!(ok, "{err}");
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["epochs"].as_u64(), Some(done + 1));
-    // `eval` says which view its numbers are for.
-    for (set, view) in [("train.eval_view=centre_crop", "view centre_crop"), ("train.ten_crop_eval=true", "view ten-crop")] {
-        let out = Command::new(env!("CARGO_BIN_EXE_fer-train")).args(["eval", "--run", run.to_str().unwrap(), "--set", set]).output().unwrap();
+    // `eval` (or its alias `val`) says which view its numbers are for, then scores every class.
+    for (cmd, set, view) in [("eval", "train.eval_view=centre_crop", "view centre_crop"), ("val", "train.ten_crop_eval=true", "view ten-crop")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_fer-train")).args([cmd, "--run", run.to_str().unwrap(), "--set", set]).output().unwrap();
         let so = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(so.lines().next().is_some_and(|l| l.contains("on val (4 images, ") && l.contains(view)), "{so}");
+        assert!(so.contains("     class    faces   recall precision       F1\n"), "{so}");
     }
 }
 

@@ -3,6 +3,7 @@
 //! the list is still processed and the caller can report each failure.
 
 use crate::error::{FerError, Result};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// Extensions picked up when walking directories and expanding globs (case-insensitive).
@@ -16,8 +17,8 @@ pub fn is_image_path(path: &Path) -> bool {
 }
 
 /// Expands `inputs` in order: a file is taken as it is (whatever its extension: a non-image will
-/// fail to decode, with its name), a directory is walked recursively for images (sorted), and a
-/// pattern with `*`, `?` or `[` that names no existing file is expanded as a glob (images only).
+/// fail to decode, with its name), a directory is walked recursively for images (sorted; each
+/// real directory once per input, so a link back to a parent is not a loop), and a pattern with `*`, `?` or `[` that names no existing file is expanded as a glob (images only).
 ///
 /// ```no_run
 /// let items = fer_runtime::collect_inputs(&["photos/", "extra/*.jpg", "one.png"]);
@@ -34,7 +35,7 @@ pub fn collect_inputs<S: AsRef<str>>(inputs: &[S]) -> Vec<Result<PathBuf>> {
         let input = input.as_ref();
         let path = Path::new(input);
         if path.is_dir() {
-            walk(path, &mut out);
+            walk(path, &mut out, &mut HashSet::new());
         } else if path.exists() || !input.contains(['*', '?', '[']) {
             // A missing file is reported by the loader (with the OS's reason), like any other.
             out.push(Ok(path.to_path_buf()));
@@ -59,7 +60,7 @@ pub fn collect_inputs<S: AsRef<str>>(inputs: &[S]) -> Vec<Result<PathBuf>> {
                     matched.sort();
                     for p in matched {
                         if p.is_dir() {
-                            walk(&p, &mut out);
+                            walk(&p, &mut out, &mut HashSet::new());
                         } else if is_image_path(&p) {
                             out.push(Ok(p));
                         }
@@ -77,7 +78,18 @@ pub fn collect_inputs<S: AsRef<str>>(inputs: &[S]) -> Vec<Result<PathBuf>> {
     out
 }
 
-fn walk(dir: &Path, out: &mut Vec<Result<PathBuf>>) {
+/// `seen`: the real paths of the directories this input has walked. A directory reached again
+/// through a symbolic link is skipped: a link to a parent would otherwise be walked until the path
+/// grew too long, each image listed once per round.
+fn walk(dir: &Path, out: &mut Vec<Result<PathBuf>>, seen: &mut HashSet<PathBuf>) {
+    match std::fs::canonicalize(dir) {
+        Ok(real) => {
+            if !seen.insert(real) {
+                return;
+            }
+        }
+        Err(e) => return out.push(Err(FerError::io(dir, e))),
+    }
     let entries = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) => return out.push(Err(FerError::io(dir, e))),
@@ -92,7 +104,7 @@ fn walk(dir: &Path, out: &mut Vec<Result<PathBuf>>) {
     paths.sort();
     for p in paths {
         if p.is_dir() {
-            walk(&p, out);
+            walk(&p, out, seen);
         } else if is_image_path(&p) {
             out.push(Ok(p));
         }
@@ -131,6 +143,45 @@ mod tests {
             "{names:?}"
         );
         assert_eq!(names[5], "missing.png");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A link back to a parent directory (`sub/up -> ..`) lists each image once, instead of
+    /// walking round the loop until the path is too long; a link to a sibling folder of another
+    /// input is still walked, and the same folder given twice is listed twice, as asked.
+    #[cfg(unix)]
+    #[test]
+    fn links_back_to_a_parent_are_not_walked_round() {
+        let root = std::env::temp_dir().join(format!("fer-inputs-loop-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("photos/sub")).unwrap();
+        std::fs::create_dir_all(root.join("other")).unwrap();
+        std::fs::write(root.join("photos/a.png"), b"x").unwrap();
+        std::fs::write(root.join("other/b.png"), b"x").unwrap();
+        std::os::unix::fs::symlink("..", root.join("photos/sub/up")).unwrap();
+        std::os::unix::fs::symlink("../../other", root.join("photos/sub/other")).unwrap();
+        let photos = root.join("photos").display().to_string();
+        let items = collect_inputs(&[photos.clone(), photos]);
+        let names: Vec<String> = items
+            .iter()
+            .map(|i| {
+                i.as_ref()
+                    .unwrap()
+                    .strip_prefix(&root)
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "photos/a.png",
+                "photos/sub/other/b.png",
+                "photos/a.png",
+                "photos/sub/other/b.png"
+            ]
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -392,6 +392,7 @@ fn run_predict(a: PredictArgs) -> Result<()> {
     let mut failed = 0usize;
     let mut faces_done = 0usize;
     let mut used_names = HashSet::new();
+    let mut annotated = 0usize;
     let mut queue = items.into_iter().zip(names);
     let chunks = std::iter::from_fn(|| Some(queue.by_ref().take(batch).collect::<Vec<_>>()))
         .take_while(|chunk| !chunk.is_empty());
@@ -485,9 +486,12 @@ fn run_predict(a: PredictArgs) -> Result<()> {
             if let (Some(dir), Some(picture)) = (&a.annotate, &item.picture) {
                 let p = unique_png(dir, &format!("{}_annotated", stem(&item.name)), &mut used_names);
                 let faces: Vec<_> = drawn.iter().map(|(b, p)| (*b, p)).collect();
-                if let Err(e) = annotate::save_annotated(&p, picture, &faces) {
-                    item_failed = true;
-                    pb.suspend(|| report_error(&mut out, a.json, &item.name, &format!("writing the annotated picture: {e}")))?;
+                match annotate::save_annotated(&p, picture, &faces) {
+                    Ok(()) => annotated += 1,
+                    Err(e) => {
+                        item_failed = true;
+                        pb.suspend(|| report_error(&mut out, a.json, &item.name, &format!("writing the annotated picture: {e}")))?;
+                    }
                 }
             }
             failed += item_failed as usize;
@@ -499,7 +503,7 @@ fn run_predict(a: PredictArgs) -> Result<()> {
     if !a.json {
         eprintln!("{total} input(s), {faces_done} face(s) classified, {failed} failed");
         if let Some(dir) = &a.annotate {
-            eprintln!("annotated pictures: {}/*_annotated.png", dir.display());
+            eprintln!("{annotated} annotated picture(s) in {}", dir.display());
         }
     }
     if failed > 0 {

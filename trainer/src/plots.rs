@@ -39,22 +39,23 @@ pub fn training_curves(path: &Path, history: &[EpochRecord], val_label: &str) ->
     let root = BitMapBackend::new(path, (1200, 450)).into_drawing_area();
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(600);
-    let n = history.len().max(2) as f64;
+    // Whole epochs on the x axis, so its labels are 1, 2, 3 ... (never 1.5).
+    let n = history.len().max(2) as u32;
     let max_loss = history.iter().map(|r| r.train_loss).fold(0.0, f64::max).max(1e-3) * 1.1;
     let mut c = ChartBuilder::on(&left)
         .caption("training loss", ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(35)
         .y_label_area_size(55)
-        .build_cartesian_2d(1f64..n, 0f64..max_loss)?;
+        .build_cartesian_2d(1u32..n, 0f64..max_loss)?;
     c.configure_mesh().x_desc("epoch").draw()?;
-    c.draw_series(LineSeries::new(history.iter().map(|r| (r.epoch as f64, r.train_loss)), RED.stroke_width(2)))?;
+    c.draw_series(LineSeries::new(history.iter().map(|r| (r.epoch as u32, r.train_loss)), RED.stroke_width(2)))?;
     let mut c = ChartBuilder::on(&right)
         .caption("accuracy (%)", ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(35)
         .y_label_area_size(45)
-        .build_cartesian_2d(1f64..n, 0f64..100f64)?;
+        .build_cartesian_2d(1u32..n, 0f64..100f64)?;
     c.configure_mesh().x_desc("epoch").draw()?;
     let val_mean_class = format!("{val_label} mean-class");
     for (name, color, f) in [
@@ -62,11 +63,16 @@ pub fn training_curves(path: &Path, history: &[EpochRecord], val_label: &str) ->
         (val_label, GREEN, |r: &EpochRecord| r.val.accuracy),
         (val_mean_class.as_str(), MAGENTA, |r: &EpochRecord| r.val.mean_class_accuracy),
     ] {
-        c.draw_series(LineSeries::new(history.iter().map(|r| (r.epoch as f64, 100.0 * f(r))), color.stroke_width(2)))?
+        c.draw_series(LineSeries::new(history.iter().map(|r| (r.epoch as u32, 100.0 * f(r))), color.stroke_width(2)))?
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
     }
-    c.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    // Upper left: accuracy curves start low and rise, so that corner stays clear of them.
+    c.configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
     root.present().with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

@@ -87,6 +87,11 @@ struct EvalArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Also write each misclassified face as a JSON line {file, label, predicted, p_predicted,
+    /// p_label}, the most doubtful label first (the lowest probability of its folder's class): run
+    /// on a training set, the labels most worth checking by eye.
+    #[arg(long, value_name = "FILE.jsonl")]
+    mistakes: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -729,10 +734,22 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     let infer = |(ys, imgs): (Vec<usize>, std::result::Result<Vec<_>, FerError>)| {
         (ys, imgs.and_then(|imgs| model.predict_batch(&imgs)))
     };
+    // (p_label, JSON line) per misclassified face, for --mistakes.
+    let mut mistakes: Vec<(f32, String)> = Vec::new();
+    let mut done = 0;
     overlapped(files.chunks(a.batch as usize), decode, infer, |(ys, preds)| {
-        for (y, p) in ys.iter().zip(preds.map_err(|e| one_line(&e))?) {
-            confusion[*y][p.class_index] += 1;
+        for (i, (&y, p)) in ys.iter().zip(preds.map_err(|e| one_line(&e))?).enumerate() {
+            confusion[y][p.class_index] += 1;
+            if a.mistakes.is_some() && p.class_index != y {
+                // Six decimals: an f32 widened to f64 prints a tail of digits it never had.
+                let round = |v: f32| (v as f64 * 1e6).round() / 1e6;
+                let p_label = p.probs[y].1;
+                let line = serde_json::json!({"file": files[done + i].0, "label": labels[y], "predicted": p.label,
+                    "p_predicted": round(p.probs[p.class_index].1), "p_label": round(p_label)});
+                mistakes.push((p_label, line.to_string()));
+            }
         }
+        done += ys.len();
         bar.inc(ys.len() as u64);
         Ok(())
     })?;
@@ -750,6 +767,15 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         let tta = if model.tta() == Tta::None { String::new() } else { format!(", tta {tta}") };
         println!("{}: {} images ({}{tta})", a.dir.display(), scores.images, model.backend_name());
         print!("{}", scores.report());
+    }
+    // After the scores, so a file that cannot be written does not cost them.
+    if let Some(path) = &a.mistakes {
+        mistakes.sort_by(|x, y| x.0.total_cmp(&y.0));
+        let text: String = mistakes.iter().map(|(_, line)| format!("{line}\n")).collect();
+        std::fs::write(path, text).map_err(|e| anyhow::anyhow!("--mistakes {}: {e}", path.display()))?;
+        if !a.json {
+            eprintln!("{} misclassified face(s), the most doubtful label first: {}", mistakes.len(), path.display());
+        }
     }
     Ok(())
 }

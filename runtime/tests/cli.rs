@@ -573,6 +573,22 @@ fn eval_reports_accuracy_on_a_labelled_folder() {
     let row0 = format!("{:>10}        4   75.00%   100.00%   0.8571", LABELS[0]);
     assert!(text.contains("6 images (tract") && text.contains("macro-F1 0.8286") && text.contains(&row0), "{text}");
     assert!(text.contains("confusion (rows: true, columns: predicted)"), "{text}");
+    // --mistakes lists the one misfiled face, with both probabilities; a path that cannot be
+    // written fails after the scores are printed, naming the option and the path.
+    let mistakes = dir.join("mistakes.jsonl");
+    let out = fer_run(&["eval", "--model", model.to_str().unwrap(), "--backend", "tract", "--mistakes", &s(&mistakes), &s(&data)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> = std::fs::read_to_string(&mistakes).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0]["file"].as_str().unwrap().ends_with("wrong.png"), "{}", lines[0]);
+    assert_eq!((&lines[0]["label"], &lines[0]["predicted"]), (&Value::from(LABELS[0]), &Value::from(LABELS[k - 1])));
+    let (p_label, p_predicted) = (lines[0]["p_label"].as_f64().unwrap(), lines[0]["p_predicted"].as_f64().unwrap());
+    assert!(p_label < 0.01 && p_predicted > 0.99, "{}", lines[0]);
+    let out = fer_run(&["eval", "--model", model.to_str().unwrap(), "--backend", "tract", "--mistakes", &s(&dir.join("no/such/dir/m.jsonl")), &s(&data)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--mistakes") && err.contains("no/such/dir/m.jsonl"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("macro-F1"), "the scores still printed");
 
     std::fs::create_dir_all(data.join("contempt")).unwrap();
     let out = fer_run(&["eval", "--model", model.to_str().unwrap(), "--backend", "tract", data.to_str().unwrap()]);

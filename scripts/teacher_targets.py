@@ -102,7 +102,8 @@ def teacher_logits(model, images, classes, cache, batch, tta="none"):
 
     out, t0 = [], time.time()
     for i in range(0, len(images), batch):
-        x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch])).float() / 255
+        # A writable copy: torch warns about (and must not write to) the read-only cache array.
+        x = torch.from_numpy(np.array(images[i:i + batch])).float() / 255
         total = 0
         for v in views(x, h, w, eval_view, pad, tta):
             v = (v.expand(-1, channels, -1, -1) - mean) / std

@@ -14,9 +14,13 @@
 //! let finder = FaceFinder::new(&Detect::Auto, model.metadata().input_size)?;
 //! let faces = finder.find(&photo);
 //! let crops: Vec<_> = faces.faces.iter().map(|f| f.image.clone()).collect();
-//! for (face, p) in faces.faces.iter().zip(model.predict_batch(&crops)?) {
+//! let predictions = model.predict_batch(&crops)?;
+//! for (face, p) in faces.faces.iter().zip(&predictions) {
 //!     println!("{:?}: {} ({:.2})", face.bbox, p.label, p.confidence);
 //! }
+//! // The photo with each face's box and expression drawn on it (what `fer-run --annotate` writes).
+//! let drawn: Vec<_> = faces.faces.iter().zip(&predictions).map(|(f, p)| (f.bbox, p)).collect();
+//! fer_runtime::annotate::save_annotated("class_photo_annotated.png".as_ref(), &photo, &drawn)?;
 //! # Ok::<(), fer_runtime::FerError>(())
 //! ```
 //!

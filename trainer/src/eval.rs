@@ -118,7 +118,7 @@ fn read_classes(run: &Path) -> Option<Vec<String>> {
 /// `fer_runtime::metrics::Scores::report`; tests/onnx_parity.rs pins the two together).
 pub fn report(m: &Metrics, classes: &[String]) -> String {
     let c = &m.confusion;
-    let pct = |a: u64, b: u64| if b == 0 { "-".to_string() } else { format!("{:.2}%", 100.0 * a as f64 / b as f64) };
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2}%", 100.0 * v));
     let name = |i: usize| classes.get(i).cloned().unwrap_or_else(|| format!("class{i}"));
     let mut s = format!(
         "accuracy {:.2}%  mean class accuracy {:.2}%  macro-F1 {:.4}\n\n{:>10} {:>8} {:>8} {:>9} {:>8}\n",
@@ -131,11 +131,9 @@ pub fn report(m: &Metrics, classes: &[String]) -> String {
         "precision",
         "F1"
     );
-    for i in 0..c.len() {
-        let faces: u64 = c[i].iter().sum();
-        let predicted: u64 = c.iter().map(|row| row[i]).sum();
-        let f1 = if faces + predicted == 0 { "-".to_string() } else { format!("{:.4}", 2.0 * c[i][i] as f64 / (faces + predicted) as f64) };
-        s += &format!("{:>10.10} {faces:>8} {:>8} {:>9} {f1:>8}\n", name(i), pct(c[i][i], faces), pct(c[i][i], predicted));
+    for (i, k) in crate::metrics::class_scores(c).iter().enumerate() {
+        let f1 = k.f1.map_or("-".to_string(), |v| format!("{v:.4}"));
+        s += &format!("{:>10.10} {:>8} {:>8} {:>9} {f1:>8}\n", name(i), k.faces, pct(k.recall), pct(k.precision));
     }
     s += &format!("\nconfusion (rows: true, columns: predicted)\n{:>10}", "");
     for i in 0..c.len() {

@@ -22,31 +22,52 @@ impl Metrics {
     }
 
     pub fn from_confusion(confusion: Vec<Vec<u64>>) -> Self {
-        let k = confusion.len();
         let total: u64 = confusion.iter().flatten().sum();
-        let correct: u64 = (0..k).map(|i| confusion[i][i]).sum();
-        let (mut recalls, mut f1s) = (Vec::new(), Vec::new());
-        for i in 0..k {
-            let tp = confusion[i][i] as f64;
-            let actual: u64 = confusion[i].iter().sum();
-            let predicted: u64 = (0..k).map(|j| confusion[j][i]).sum();
-            if actual > 0 {
-                recalls.push(tp / actual as f64);
-            }
-            // A class absent from both labels and predictions has no F1 and is skipped (sklearn
-            // would warn and count 0; skipping keeps small subsets meaningful).
-            if actual + predicted > 0 {
-                f1s.push(2.0 * tp / (actual + predicted) as f64);
-            }
-        }
-        let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
+        let classes = class_scores(&confusion);
+        let correct: u64 = classes.iter().map(|c| c.correct).sum();
+        let mean = |v: Vec<f64>| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
         Metrics {
             accuracy: if total == 0 { 0.0 } else { correct as f64 / total as f64 },
-            mean_class_accuracy: mean(&recalls),
-            macro_f1: mean(&f1s),
+            mean_class_accuracy: mean(classes.iter().filter_map(|c| c.recall).collect()),
+            macro_f1: mean(classes.iter().filter_map(|c| c.f1).collect()),
             confusion,
         }
     }
+}
+
+/// One class's counts and ratios from a confusion matrix; a ratio without a denominator is `None`.
+/// A class absent from both labels and predictions has no F1 and is left out of macro-F1 (sklearn
+/// would warn and count 0; leaving it out keeps small subsets meaningful).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClassScores {
+    pub correct: u64,
+    /// Faces whose true class this is.
+    pub faces: u64,
+    /// Faces predicted as this class.
+    pub predicted: u64,
+    pub recall: Option<f64>,
+    pub precision: Option<f64>,
+    pub f1: Option<f64>,
+}
+
+/// Each class's row of `confusion[true][predicted]`, in class order.
+pub fn class_scores(confusion: &[Vec<u64>]) -> Vec<ClassScores> {
+    let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
+    (0..confusion.len())
+        .map(|i| {
+            let correct = confusion[i][i];
+            let faces: u64 = confusion[i].iter().sum();
+            let predicted: u64 = confusion.iter().map(|row| row[i]).sum();
+            ClassScores {
+                correct,
+                faces,
+                predicted,
+                recall: ratio(correct, faces),
+                precision: ratio(correct, predicted),
+                f1: ratio(2 * correct, faces + predicted),
+            }
+        })
+        .collect()
 }
 
 /// Mean of the last `n` values (all of them if fewer).

@@ -318,11 +318,14 @@ fn progress_bar(n: usize, json: bool) -> ProgressBar {
     pb
 }
 
-/// `<dir>/<base>.png`, or `<base>_1.png`, ... if an earlier output of this run took that name.
-fn unique_png(dir: &Path, base: &str, used: &mut HashSet<PathBuf>) -> PathBuf {
+/// `<dir>/<base>.png`, or `<base>_1.png`, ... if an earlier output of this run took that name or
+/// it is one of the run's inputs (`inputs`: their real paths), which an output must never replace
+/// (`fer-run photos/ --annotate photos/` with a `photos/a_annotated.png` already there).
+fn unique_png(dir: &Path, base: &str, used: &mut HashSet<PathBuf>, inputs: &HashSet<PathBuf>) -> PathBuf {
+    let is_input = |p: &Path| std::fs::canonicalize(p).is_ok_and(|real| inputs.contains(&real));
     let mut p = dir.join(format!("{base}.png"));
     let mut k = 1;
-    while !used.insert(p.clone()) {
+    while is_input(&p) || !used.insert(p.clone()) {
         p = dir.join(format!("{base}_{k}.png"));
         k += 1;
     }
@@ -359,6 +362,11 @@ fn run_predict(a: PredictArgs) -> Result<()> {
     let batch = a.batch as usize;
 
     let items = collect_inputs(&a.images);
+    // What --cam / --annotate must not write over.
+    let input_files: HashSet<PathBuf> = match a.cam.is_some() || a.annotate.is_some() {
+        true => items.iter().flatten().filter_map(|p| std::fs::canonicalize(p).ok()).collect(),
+        false => HashSet::new(),
+    };
     let total = items.len();
     let names: Vec<String> = items
         .iter()
@@ -452,7 +460,7 @@ fn run_predict(a: PredictArgs) -> Result<()> {
                         1 => format!("{}_cam", stem(&item.name)),
                         _ => format!("{}_face{i}_cam", stem(&item.name)),
                     };
-                    let p = unique_png(dir, &base, &mut used_names);
+                    let p = unique_png(dir, &base, &mut used_names, &input_files);
                     // The CAM covers what its view saw: for a centre crop (the model's view or
                     // ten-crop's first), the face's middle.
                     let (x, y, w, h) = model.preprocessor().seen_region(face.image.width(), face.image.height(), model.tta());
@@ -489,7 +497,7 @@ fn run_predict(a: PredictArgs) -> Result<()> {
                 drawn.push((face.bbox, pred));
             }
             if let (Some(dir), Some(picture)) = (&a.annotate, &item.picture) {
-                let p = unique_png(dir, &format!("{}_annotated", stem(&item.name)), &mut used_names);
+                let p = unique_png(dir, &format!("{}_annotated", stem(&item.name)), &mut used_names, &input_files);
                 let faces: Vec<_> = drawn.iter().map(|(b, p)| (*b, p)).collect();
                 match annotate::save_annotated(&p, picture, &faces) {
                     Ok(()) => annotated += 1,

@@ -362,6 +362,18 @@ fn annotated_pictures_frame_each_face_in_its_class_colour() {
         assert_eq!(*drawn.get_pixel(drawn.width() - 1, drawn.height() - 1), color, "{stem}");
     }
 
+    // Written into the inputs' own folder, an output never replaces an input: photos/a.png's
+    // picture goes to a_annotated_1.png because a_annotated.png is itself an input.
+    let photos = f.dir.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    std::fs::copy(f.images.join("a.png"), photos.join("a.png")).unwrap();
+    std::fs::copy(f.images.join("d.PNG"), photos.join("a_annotated.png")).unwrap();
+    let before = std::fs::read(photos.join("a_annotated.png")).unwrap();
+    let out = fer_run(&["-m", &f.model, "--backend", "tract", "--annotate", &s(&photos), &s(&photos)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(photos.join("a_annotated.png")).unwrap(), before, "an input was overwritten");
+    assert!(photos.join("a_annotated_1.png").is_file() && photos.join("a_annotated_annotated.png").is_file());
+
     let blocked = f.dir.join("a-file");
     std::fs::write(&blocked, "not a folder").unwrap();
     let out = fer_run(&["-m", &f.model, "--backend", "tract", "--annotate", &s(&blocked), &s(&f.images.join("a.png"))]);

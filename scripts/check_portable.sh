@@ -3,7 +3,8 @@
 # Jetson), on a machine without an aarch64 standard library: copies the checkout's tracked files,
 # turns every `target_arch = "x86_64"` under runtime/src into an architecture this machine is not,
 # and runs `cargo check -p fer-runtime --no-default-features` (the tract-only build the README
-# cross-compiles) with warnings denied. CI runs it after the tests.
+# cross-compiles) with warnings denied. CI runs it where scripts/check_aarch64.sh cannot build
+# for aarch64 (no toolchain to be had).
 #   bash scripts/check_portable.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

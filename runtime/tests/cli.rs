@@ -9,8 +9,24 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The fer-run under test; through `$FER_RUN_WRAPPER` (a command and its arguments) when set:
+/// scripts/check_aarch64.sh runs an aarch64 build under qemu-user this way.
+fn fer_run_command() -> Command {
+    let bin = env!("CARGO_BIN_EXE_fer-run");
+    let wrapper = std::env::var("FER_RUN_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
+}
+
 fn fer_run(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_fer-run"))
+    let out = fer_run_command()
         .args(args)
         .output()
         .expect("fer-run runs");
@@ -77,7 +93,7 @@ fn a_closed_stdout_ends_fer_run_quietly() {
     // The reader is gone before fer-run starts, so its first line meets a closed pipe.
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let out = Command::new(env!("CARGO_BIN_EXE_fer-run"))
+    let out = fer_run_command()
         .args(["info", "-m", &f.model])
         .stdout(writer)
         .output()

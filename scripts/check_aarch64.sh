@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Builds fer-run for aarch64 (Raspberry Pi 4/5, Jetson) the way the README says (tract only, no
+# ONNX Runtime) and runs it on this x86-64 machine under qemu-user:
+#   1. the runtime's whole test suite, built for aarch64 (its CLI tests start the aarch64 fer-run
+#      through qemu too: FER_RUN_WRAPPER);
+#   2. each shipped model on face crops (FER2013 val when ../shared has it, else the sample
+#      photo's face), compared prediction by prediction with this machine's own tract build.
+# Emulation checks that the build computes the same answers there; its timings mean nothing.
+# Needs the aarch64 standard library (rustup target add aarch64-unknown-linux-gnu), a cross linker
+# and qemu (Debian: apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user); as
+# root it installs what is missing, else it says what to install and exits with status 2 (no
+# check made; any failed check exits 1 or cargo's 101).
+#   bash scripts/check_aarch64.sh          # ~10 min on 2 cores the first time
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TARGET=aarch64-unknown-linux-gnu
+SYSROOT=/usr/aarch64-linux-gnu
+say() { printf '\033[1m[check_aarch64]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[31m[check_aarch64] error:\033[0m %s\n' "$*" >&2; exit 1; }
+unavailable() { printf '\033[33m[check_aarch64] cannot check here:\033[0m %s\n' "$*" >&2; exit 2; }
+
+if ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
+  say "adding the $TARGET standard library (rustup)"
+  rustup target add "$TARGET" >&2 || unavailable "rustup target add $TARGET failed (it downloads from static.rust-lang.org)"
+fi
+if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64 >/dev/null || [ ! -e "$SYSROOT/lib/ld-linux-aarch64.so.1" ]; then
+  pkgs="gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user"
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || unavailable "needs $pkgs (Debian: apt-get install $pkgs)"
+  say "installing $pkgs (apt-get)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $pkgs >/dev/null || unavailable "apt-get install $pkgs failed"
+fi
+
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+# Code that only aarch64 compiles (x86-64's compiled out) gets no warnings either.
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-D warnings"
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L $SYSROOT"
+export FER_RUN_WRAPPER="qemu-aarch64 -L $SYSROOT"
+say "1/2: the runtime's tests, built for $TARGET, under qemu"
+cargo test -q --release -p fer-runtime --no-default-features --target "$TARGET"
+
+say "2/2: the shipped models, aarch64 against x86-64 (both tract)"
+cargo build -q --release -p fer-runtime --no-default-features --target "$TARGET"
+cargo build -q --release -p fer-runtime
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+val=../shared/datasets/fer2013/val
+if [ -d "$val" ]; then
+  # The first faces of each class in name order (the same faces every run): 15 for plain runs,
+  # 2 for ten-crop (ten model runs a face; emulated ResNet-18 takes ~0.5 s a run on 2 cores).
+  mkdir -p "$work/faces" "$work/few"
+  for c in "$val"/*/; do
+    mapfile -t faces < <(find "$c" -maxdepth 1 -name '*.png' | sort)
+    for f in "${faces[@]:0:15}"; do
+      cp "$f" "$work/faces/$(basename "$c")_$(basename "$f")"
+    done
+    for f in "${faces[@]:0:2}"; do
+      cp "$f" "$work/few/$(basename "$c")_$(basename "$f")"
+    done
+  done
+  inputs=("$work/faces")
+  few=("$work/few")
+  detect=(--no-detect)
+else
+  say "no $val here: the sample photo's face only"
+  inputs=(.cache/assets/astronaut.png)
+  few=("${inputs[@]}")
+  detect=()
+fi
+export FER_ASSETS=${FER_ASSETS:-$PWD/.cache/assets}
+for model in models-onnx/*.onnx; do
+  for tta in none ten-crop; do
+    if [ "$tta" = none ]; then faces=("${inputs[@]}"); else faces=("${few[@]}"); fi
+    target/release/fer-run -m "$model" --backend tract --tta "$tta" "${detect[@]}" --json "${faces[@]}" >"$work/x86.jsonl"
+    qemu-aarch64 -L "$SYSROOT" "target/$TARGET/release/fer-run" -m "$model" --backend tract --tta "$tta" "${detect[@]}" \
+      --json "${faces[@]}" >"$work/arm.jsonl" 2>"$work/arm.err" || { cat "$work/arm.err" >&2; die "$model: the aarch64 build failed"; }
+    python3 - "$model" "$tta" "$work/x86.jsonl" "$work/arm.jsonl" <<'PY'
+import json, sys
+model, tta, x86, arm = sys.argv[1:]
+a = [json.loads(l) for l in open(x86)]
+b = [json.loads(l) for l in open(arm)]
+assert len(a) == len(b) > 0, f"{model}: {len(a)} results on x86-64, {len(b)} on aarch64"
+worst = 0.0
+for p, q in zip(a, b):
+    assert p["file"] == q["file"] and p.get("box") == q.get("box"), (p, q)
+    assert "error" not in p and "error" not in q, (p, q)
+    worst = max(worst, max(abs(p["probs"][k] - q["probs"][k]) for k in p["probs"]))
+    # A near tie may flip with rounding; anything else must agree.
+    top = sorted(p["probs"].values())[-2:]
+    assert p["label"] == q["label"] or top[1] - top[0] < 1e-3, (p, q)
+assert worst < 1e-4, f"{model}: probabilities differ by up to {worst:.2e}"
+print(f"{model} (tta {tta}): {len(a)} faces, same labels, probabilities within {worst:.1e}")
+PY
+  done
+done
+say "fer-run for $TARGET computes what the x86-64 build computes"

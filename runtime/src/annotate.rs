@@ -1,15 +1,10 @@
 //! `fer-run --annotate`: each input picture with its faces' boxes and predicted expressions drawn
-//! on it, for people who would rather look than read a table. The tags use embedded-graphics'
-//! built-in bitmap font, so nothing (no font file) is needed on the device, enlarged by whole
-//! pixels on big pictures.
+//! on it, for people who would rather look than read a table. The tags are in the bitmap font of
+//! [`crate::draw`] (no font file needed on the device), enlarged by whole pixels on big pictures.
 
 use crate::error::{FerError, Result};
 use crate::face::BBox;
 use crate::model::Prediction;
-use embedded_graphics::mono_font::{ascii::FONT_9X15_BOLD, MonoTextStyle};
-use embedded_graphics::pixelcolor::Rgb888;
-use embedded_graphics::prelude::*;
-use embedded_graphics::text::{Baseline, Text};
 use image::imageops::{self, FilterType};
 use image::{DynamicImage, Rgb, RgbImage};
 use std::path::Path;
@@ -76,7 +71,7 @@ pub fn annotate(img: &DynamicImage, faces: &[(Option<BBox>, &Prediction)]) -> Rg
         };
         draw_box(&mut canvas, b, thickness, color);
         let prob = p.probs.get(p.class_index).map_or(0.0, |(_, v)| *v);
-        let tag = render_tag(
+        let tag = crate::draw::tag(
             &format!("{} {:.0}%", p.label, 100.0 * prob),
             color,
             tag_scale,
@@ -114,56 +109,6 @@ fn draw_box(canvas: &mut RgbImage, b: BBox, t: u32, color: Rgb<u8>) {
                 canvas.put_pixel(x, y, color);
             }
         }
-    }
-}
-
-/// `text` in the bitmap font on a `color` background, black or white ink for contrast, scaled by
-/// `scale` (nearest neighbour: the font's pixels stay sharp).
-fn render_tag(text: &str, color: Rgb<u8>, scale: u32) -> RgbImage {
-    let font = &FONT_9X15_BOLD;
-    let pad = 2;
-    let chars = text.chars().count() as u32;
-    let width = chars * (font.character_size.width + font.character_spacing) + 2 * pad;
-    let height = font.character_size.height + 2 * pad;
-    let mut tag = RgbImage::from_pixel(width, height, color);
-    let [r, g, b] = color.0;
-    let light = 299 * r as u32 + 587 * g as u32 + 114 * b as u32 > 150_000;
-    let ink = if light { Rgb888::BLACK } else { Rgb888::WHITE };
-    let origin = Point::new(pad as i32, pad as i32);
-    let Ok(_) = Text::with_baseline(text, origin, MonoTextStyle::new(font, ink), Baseline::Top)
-        .draw(&mut Canvas(&mut tag));
-    if scale > 1 {
-        imageops::resize(&tag, width * scale, height * scale, FilterType::Nearest)
-    } else {
-        tag
-    }
-}
-
-/// An RGB image as an embedded-graphics draw target; pixels outside it are dropped.
-struct Canvas<'a>(&'a mut RgbImage);
-
-impl OriginDimensions for Canvas<'_> {
-    fn size(&self) -> Size {
-        Size::new(self.0.width(), self.0.height())
-    }
-}
-
-impl DrawTarget for Canvas<'_> {
-    type Color = Rgb888;
-    type Error = std::convert::Infallible;
-
-    fn draw_iter<I: IntoIterator<Item = Pixel<Rgb888>>>(
-        &mut self,
-        pixels: I,
-    ) -> std::result::Result<(), Self::Error> {
-        let (w, h) = self.0.dimensions();
-        for Pixel(p, c) in pixels {
-            if p.x >= 0 && p.y >= 0 && (p.x as u32) < w && (p.y as u32) < h {
-                self.0
-                    .put_pixel(p.x as u32, p.y as u32, Rgb([c.r(), c.g(), c.b()]));
-            }
-        }
-        Ok(())
     }
 }
 

@@ -34,6 +34,7 @@ pub mod annotate;
 mod backend;
 pub mod bench;
 pub mod cam;
+mod draw;
 mod error;
 pub mod face;
 pub mod inputs;

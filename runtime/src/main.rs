@@ -25,6 +25,7 @@ Examples:
   fer-run bench -m m.onnx --batch 8 --iters 200        inference latency (p50/p95/p99) and img/s
   fer-run bench -m m.onnx --images photos/ --backend tract   decode + preprocess + inference
   fer-run info -m m.onnx                               labels, input size, colour, mean/std, I/O
+  fer-run eval -m m.onnx val/ --confusion-png cm.png   scores on <class>/ folders, and the matrix drawn
 
 Faces: with --detect auto (the default) images whose shorter side is at least
 max(2 x model input side, 200) px are treated as photos and searched with OpenCV's frontal-face
@@ -92,6 +93,10 @@ struct EvalArgs {
     /// on a training set, the labels most worth checking by eye.
     #[arg(long, value_name = "FILE.jsonl")]
     mistakes: Option<PathBuf>,
+    /// Also draw the confusion matrix as a PNG: each cell shaded by its share of its row (the
+    /// diagonal is each class's recall), with that share and the count, under the three scores.
+    #[arg(long, value_name = "FILE.png")]
+    confusion_png: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -776,14 +781,26 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         println!("{}: {} images ({}{tta})", a.dir.display(), scores.images, model.backend_name());
         print!("{}", scores.report());
     }
-    // After the scores, so a file that cannot be written does not cost them.
+    // After the scores, so a file that cannot be written does not cost them, nor the other file.
+    let mut failed = Vec::new();
+    if let Some(path) = &a.confusion_png {
+        if let Err(e) = scores.save_confusion_png(path) {
+            failed.push(format!("--confusion-png {e}"));
+        }
+    }
     if let Some(path) = &a.mistakes {
         mistakes.sort_by(|x, y| x.0.total_cmp(&y.0));
         let text: String = mistakes.iter().map(|(_, line)| format!("{line}\n")).collect();
-        std::fs::write(path, text).map_err(|e| anyhow::anyhow!("--mistakes {}: {e}", path.display()))?;
-        if !a.json {
-            eprintln!("{} misclassified face(s), the most doubtful label first: {}", mistakes.len(), path.display());
+        match std::fs::write(path, text) {
+            Err(e) => failed.push(format!("--mistakes {}: {e}", path.display())),
+            Ok(()) if !a.json => {
+                eprintln!("{} misclassified face(s), the most doubtful label first: {}", mistakes.len(), path.display())
+            }
+            Ok(()) => {}
         }
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
     }
     Ok(())
 }

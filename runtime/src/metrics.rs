@@ -1,11 +1,14 @@
 //! The scores `fer-run eval` prints: accuracy, mean class accuracy, macro-F1, each class's
-//! recall / precision / F1, and the confusion matrix, all from the confusion matrix.
+//! recall / precision / F1, and the confusion matrix, all from the confusion matrix; and the
+//! confusion matrix as a picture (`fer-run eval --confusion-png`).
 //!
 //! The trainer scores its checkpoints the same way in `fer_train::metrics` and prints the same
 //! report (`fer-train eval`), so a deployed file and its checkpoint can be compared line by line.
 //! The runtime depends on no other fer crate (design.md), hence two copies; the workspace test
 //! `tests/onnx_parity.rs` (`eval_reports_agree`) pins them to the same numbers and text.
 
+use crate::draw;
+use image::{Rgb, RgbImage};
 use serde::Serialize;
 
 /// One class's row of the report. `None` where the ratio has no denominator (no face of the class,
@@ -119,6 +122,128 @@ impl Scores {
     }
 }
 
+/// Size of one cell of the confusion picture, in pixels.
+const CELL: u32 = 80;
+/// Longest class name drawn (as in the text report).
+const NAME_CHARS: usize = 10;
+
+impl Scores {
+    /// The confusion matrix as a picture: true classes down, predictions across, each cell shaded
+    /// by its share of its row (white 0 % to deep blue 100 %; the diagonal is the class's recall)
+    /// with that share and the count in it, under a line with the three scores. The text is in
+    /// the bitmap font of [`crate::draw`], so this works on a device without font files.
+    pub fn confusion_image(&self) -> RgbImage {
+        let k = self.confusion.len() as u32;
+        let names: Vec<String> = self
+            .per_class
+            .iter()
+            .map(|c| c.label.chars().take(NAME_CHARS).collect())
+            .collect();
+        let pad = 12;
+        let left = names
+            .iter()
+            .map(|n| draw::text_width(n))
+            .max()
+            .unwrap_or(0)
+            .max(draw::text_width("true"))
+            + 2 * pad;
+        let top = pad + 3 * (draw::CHAR_HEIGHT + 6) + pad;
+        let title = format!(
+            "accuracy {:.2}%  mean class {:.2}%  macro-F1 {:.4}",
+            100.0 * self.accuracy,
+            100.0 * self.mean_class_accuracy,
+            self.macro_f1
+        );
+        let width = (left + k * CELL + pad).max(draw::text_width(&title) + 2 * pad);
+        let height = top + k * CELL + pad;
+        let black = Rgb([0, 0, 0]);
+        let mut img = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
+        let line = |i: u32| (pad + i * (draw::CHAR_HEIGHT + 6)) as i32;
+        draw::text(&mut img, &title, (pad as i32, line(0)), black, true);
+        draw::text(
+            &mut img,
+            "rows: true class, columns: predicted",
+            (pad as i32, line(1)),
+            black,
+            false,
+        );
+        // Column names, centred over their cells (eight characters fit a cell).
+        for (j, name) in names.iter().enumerate() {
+            let name: String = name
+                .chars()
+                .take((CELL / draw::CHAR_WIDTH) as usize)
+                .collect();
+            let x = left + j as u32 * CELL + (CELL - draw::text_width(&name)) / 2;
+            draw::text(&mut img, &name, (x as i32, line(2)), black, false);
+        }
+        for (i, row) in self.confusion.iter().enumerate() {
+            let y0 = top + i as u32 * CELL;
+            let name = &names[i];
+            let name_x = left - pad - draw::text_width(name);
+            draw::text(
+                &mut img,
+                name,
+                (name_x as i32, (y0 + (CELL - draw::CHAR_HEIGHT) / 2) as i32),
+                black,
+                false,
+            );
+            let total = row.iter().sum::<u64>();
+            for (j, &count) in row.iter().enumerate() {
+                let share = if total > 0 {
+                    count as f64 / total as f64
+                } else {
+                    0.0
+                };
+                let x0 = left + j as u32 * CELL;
+                let fill = cell_color(share);
+                for y in y0..y0 + CELL {
+                    for x in x0..x0 + CELL {
+                        // A one-pixel white grid between the cells.
+                        let edge = x == x0 || y == y0;
+                        img.put_pixel(x, y, if edge { Rgb([255, 255, 255]) } else { fill });
+                    }
+                }
+                let ink = draw::ink_on(fill);
+                let share_text = if total > 0 {
+                    format!("{:.0}%", 100.0 * share)
+                } else {
+                    "-".to_string()
+                };
+                for (n, (text, bold)) in [(share_text, true), (count.to_string(), false)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let x = x0 + CELL.saturating_sub(draw::text_width(&text)) / 2;
+                    let y =
+                        y0 + CELL / 2 - draw::CHAR_HEIGHT - 2 + n as u32 * (draw::CHAR_HEIGHT + 4);
+                    draw::text(&mut img, &text, (x as i32, y as i32), ink, bold);
+                }
+            }
+        }
+        img
+    }
+
+    /// [`Scores::confusion_image`] written as a PNG at `path`.
+    pub fn save_confusion_png(&self, path: &std::path::Path) -> crate::Result<()> {
+        self.confusion_image()
+            .save_with_format(path, image::ImageFormat::Png)
+            .map_err(|e| match e {
+                image::ImageError::IoError(source) => crate::FerError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                },
+                e => e.into(),
+            })
+    }
+}
+
+/// White at share 0 to matplotlib's "Blues" deep end (8, 48, 107) at 1.
+pub(crate) fn cell_color(share: f64) -> Rgb<u8> {
+    let s = share.clamp(0.0, 1.0);
+    let mix = |full: f64| (255.0 + (full - 255.0) * s).round() as u8;
+    Rgb([mix(8.0), mix(48.0), mix(107.0)])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +314,73 @@ mod tests {
             (empty.accuracy, empty.mean_class_accuracy, empty.macro_f1),
             (0.0, 0.0, 0.0)
         );
+    }
+
+    /// The picture: each cell is shaded by its share of its row (the hand-computed case: row 0 is
+    /// 2/3, 1/3, 0; row 2 is all in the last cell), with that share and the count drawn in the
+    /// cell's ink; a class without faces has white cells. Saving to a missing folder names it.
+    #[test]
+    fn confusion_picture_shades_cells_by_row_share() {
+        let s = Scores::from_confusion(
+            &labels(4),
+            vec![
+                vec![2, 1, 0, 0],
+                vec![0, 1, 1, 0],
+                vec![0, 0, 1, 0],
+                vec![0; 4],
+            ],
+        );
+        let img = s.confusion_image();
+        let white = Rgb([255, 255, 255]);
+        let top = img.height() - 12 - 4 * CELL;
+        // The matrix starts at the first shaded pixel of row 0 (its first cell holds 2/3).
+        let left = (0..img.width())
+            .find(|&x| *img.get_pixel(x, top + 3) != white)
+            .unwrap();
+        let cell = |i: u32, j: u32| *img.get_pixel(left + j * CELL + 3, top + i * CELL + 3);
+        for (i, j, share) in [
+            (0, 0, 2.0 / 3.0),
+            (0, 1, 1.0 / 3.0),
+            (0, 2, 0.0),
+            (1, 1, 0.5),
+            (1, 2, 0.5),
+            (2, 2, 1.0),
+            (2, 0, 0.0),
+            (3, 3, 0.0),
+        ] {
+            assert_eq!(cell(i, j), cell_color(share), "cell ({i}, {j})");
+        }
+        assert_eq!(cell_color(1.0), Rgb([8, 48, 107]));
+        assert!(
+            left > draw::text_width("true"),
+            "class names sit left of the matrix"
+        );
+        // The numbers: white ink on the deep diagonal cell of row 2, black on the pale (0, 1).
+        let inked = |i: u32, j: u32, ink: Rgb<u8>| {
+            (0..CELL)
+                .flat_map(|dy| (0..CELL).map(move |dx| (dx, dy)))
+                .filter(|&(dx, dy)| {
+                    *img.get_pixel(left + j * CELL + dx, top + i * CELL + dy) == ink
+                })
+                .count()
+        };
+        assert!(inked(2, 2, white) > 20 && inked(0, 1, Rgb([0, 0, 0])) > 20);
+        assert_eq!(
+            inked(2, 1, Rgb([0, 0, 0])),
+            inked(2, 0, Rgb([0, 0, 0])),
+            "two cells with \"0%\" and \"0\" look alike"
+        );
+
+        let dir = std::env::temp_dir().join(format!("fer_confusion_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let png = dir.join("c.png");
+        s.save_confusion_png(&png).unwrap();
+        assert_eq!(image::open(&png).unwrap().to_rgb8(), img);
+        let err = s
+            .save_confusion_png(&dir.join("no/such/c.png"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no/such/c.png"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

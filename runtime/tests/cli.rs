@@ -617,6 +617,22 @@ fn eval_reports_accuracy_on_a_labelled_folder() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--mistakes") && err.contains("no/such/dir/m.jsonl"), "{err}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("macro-F1"), "the scores still printed");
+    // --confusion-png draws the library's picture of these scores; one that cannot be written
+    // does not stop --mistakes from being written, and both failures are named.
+    let png = dir.join("confusion.png");
+    let out = fer_run(&["eval", "--model", model.to_str().unwrap(), "--backend", "tract", "--json", "--confusion-png", &s(&png), &s(&data)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let labels: Vec<String> = v["labels"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_string()).collect();
+    let confusion: Vec<Vec<u64>> = serde_json::from_value(v["confusion"].clone()).unwrap();
+    let scores = fer_runtime::metrics::Scores::from_confusion(&labels, confusion);
+    assert_eq!(image::open(&png).unwrap().to_rgb8(), scores.confusion_image());
+    std::fs::remove_file(&mistakes).unwrap();
+    let out = fer_run(&["eval", "--model", model.to_str().unwrap(), "--backend", "tract", "--confusion-png", &s(&dir.join("no/such/dir/c.png")), "--mistakes", &s(&mistakes), &s(&data)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--confusion-png") && err.contains("no/such/dir/c.png"), "{err}");
+    assert!(mistakes.exists(), "--mistakes is written although the picture could not be");
 
     std::fs::create_dir_all(data.join("contempt")).unwrap();
     let out = fer_run(&["eval", "--model", model.to_str().unwrap(), "--backend", "tract", data.to_str().unwrap()]);

@@ -2,6 +2,7 @@
 //! on it, for people who would rather look than read a table. The tags are in the bitmap font of
 //! [`crate::draw`] (no font file needed on the device), enlarged by whole pixels on big pictures.
 
+use crate::draw;
 use crate::error::{FerError, Result};
 use crate::face::BBox;
 use crate::model::Prediction;
@@ -71,11 +72,7 @@ pub fn annotate(img: &DynamicImage, faces: &[(Option<BBox>, &Prediction)]) -> Rg
         };
         draw_box(&mut canvas, b, thickness, color);
         let prob = p.probs.get(p.class_index).map_or(0.0, |(_, v)| *v);
-        let tag = crate::draw::tag(
-            &format!("{} {:.0}%", p.label, 100.0 * prob),
-            color,
-            tag_scale,
-        );
+        let tag = crate::draw::tag(&format!("{} {}", p.label, percent(prob)), color, tag_scale);
         let x = b.x.min(canvas.width().saturating_sub(tag.width()));
         let y = if b.y >= tag.height() {
             b.y - tag.height()
@@ -97,6 +94,83 @@ pub fn save_annotated(
         std::fs::create_dir_all(dir).map_err(|e| FerError::io(dir, e))?;
     }
     annotate(img, faces).save(path).map_err(FerError::from)
+}
+
+/// A probability as the pictures write it: in whole percent, "<1%" / ">99%" where that rounds to
+/// 0 or 100 (which would claim a certainty the model did not have).
+pub fn percent(p: f32) -> String {
+    match (100.0 * p).round() {
+        w if w < 1.0 => "<1%".to_string(),
+        w if w > 99.0 => ">99%".to_string(),
+        w => format!("{w:.0}%"),
+    }
+}
+
+/// One face of a [`contact_sheet`] and the two classes written under it.
+pub struct SheetTile<'a> {
+    pub face: &'a DynamicImage,
+    /// Upper line: e.g. the class of the face's folder (its label), and its probability.
+    pub upper: (usize, String),
+    /// Lower line: e.g. the predicted class and its probability.
+    pub lower: (usize, String),
+}
+
+/// Side of a face on a contact sheet, in pixels (FER2013's 48 px crops, enlarged x2.67).
+pub const SHEET_FACE: u32 = 128;
+const SHEET_COLUMNS: u32 = 8;
+const SHEET_GAP: u32 = 6;
+
+/// Faces in a grid, eight to a row, each above two lines on the colour of their class index
+/// ([`class_color`]): `fer-run eval --mistakes-png` shows misclassified faces with their label
+/// over the prediction. `title` goes on top. Text longer than a face is wide is cut.
+pub fn contact_sheet(title: &str, tiles: &[SheetTile]) -> RgbImage {
+    let line = draw::CHAR_HEIGHT + 4;
+    let columns = SHEET_COLUMNS.min(tiles.len() as u32).max(1);
+    let rows = (tiles.len() as u32).div_ceil(columns);
+    let (tile_w, tile_h) = (SHEET_FACE, SHEET_FACE + 2 * line);
+    let top = SHEET_GAP + line + SHEET_GAP;
+    let width =
+        (SHEET_GAP + columns * (tile_w + SHEET_GAP)).max(draw::text_width(title) + 2 * SHEET_GAP);
+    let height = top + rows * (tile_h + SHEET_GAP);
+    let mut sheet = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
+    draw::text(
+        &mut sheet,
+        title,
+        (SHEET_GAP as i32, SHEET_GAP as i32),
+        Rgb([0, 0, 0]),
+        true,
+    );
+    let chars = (tile_w / draw::CHAR_WIDTH) as usize;
+    for (i, t) in tiles.iter().enumerate() {
+        let (col, row) = (i as u32 % columns, i as u32 / columns);
+        let (x, y) = (
+            SHEET_GAP + col * (tile_w + SHEET_GAP),
+            top + row * (tile_h + SHEET_GAP),
+        );
+        let face = t
+            .face
+            .resize_exact(SHEET_FACE, SHEET_FACE, FilterType::Triangle)
+            .to_rgb8();
+        imageops::overlay(&mut sheet, &face, x as i64, y as i64);
+        for (n, (class, text)) in [&t.upper, &t.lower].into_iter().enumerate() {
+            let color = class_color(*class);
+            let y0 = y + SHEET_FACE + n as u32 * line;
+            for yy in y0..y0 + line {
+                for xx in x..x + tile_w {
+                    sheet.put_pixel(xx, yy, color);
+                }
+            }
+            let text: String = text.chars().take(chars).collect();
+            draw::text(
+                &mut sheet,
+                &text,
+                (x as i32 + 2, y0 as i32 + 2),
+                draw::ink_on(color),
+                true,
+            );
+        }
+    }
+    sheet
 }
 
 /// A frame `t` pixels wide along the inside of `b`, clipped to the canvas.
@@ -242,5 +316,72 @@ mod tests {
             (1, 5000),
             "a strip is not enlarged past MAX_ENLARGED_SIDE"
         );
+    }
+
+    /// Each tile is its face scaled to SHEET_FACE px, then a strip in its label's colour and one
+    /// in its prediction's; the grid wraps after eight; the sheet is at least as wide as its title.
+    #[test]
+    fn contact_sheet_tiles_faces_over_their_classes() {
+        let faces: Vec<DynamicImage> = (0..10u8)
+            .map(|i| {
+                DynamicImage::ImageLuma8(image::GrayImage::from_pixel(
+                    48,
+                    48,
+                    image::Luma([20 * i]),
+                ))
+            })
+            .collect();
+        let tiles: Vec<SheetTile> = faces
+            .iter()
+            .enumerate()
+            .map(|(i, f)| SheetTile {
+                face: f,
+                upper: (i % 3, format!("c{} 10%", i % 3)),
+                lower: (3, "c3 90%".into()),
+            })
+            .collect();
+        let sheet = contact_sheet("ten faces", &tiles);
+        let line = draw::CHAR_HEIGHT + 4;
+        let top = SHEET_GAP + line + SHEET_GAP;
+        let tile_h = SHEET_FACE + 2 * line;
+        assert_eq!(
+            sheet.dimensions(),
+            (
+                SHEET_GAP + 8 * (SHEET_FACE + SHEET_GAP),
+                top + 2 * (tile_h + SHEET_GAP)
+            )
+        );
+        for i in [0u32, 7, 8, 9] {
+            let (x, y) = (
+                SHEET_GAP + (i % 8) * (SHEET_FACE + SHEET_GAP),
+                top + (i / 8) * (tile_h + SHEET_GAP),
+            );
+            let v = 20 * i as u8;
+            assert_eq!(*sheet.get_pixel(x + 60, y + 60), Rgb([v, v, v]), "face {i}");
+            assert_eq!(
+                *sheet.get_pixel(x + SHEET_FACE - 1, y + SHEET_FACE + 1),
+                class_color(i as usize % 3),
+                "label strip {i}"
+            );
+            assert_eq!(
+                *sheet.get_pixel(x + SHEET_FACE - 1, y + SHEET_FACE + line + 1),
+                class_color(3),
+                "prediction strip {i}"
+            );
+        }
+        let one = contact_sheet("a title wider than one tile of the sheet", &tiles[..1]);
+        assert_eq!(
+            one.width(),
+            draw::text_width("a title wider than one tile of the sheet") + 2 * SHEET_GAP
+        );
+    }
+
+    #[test]
+    fn percentages_never_claim_certainty() {
+        let shown: Vec<String> = [0.0, 0.0049, 0.006, 0.42, 0.994, 0.9951, 1.0]
+            .iter()
+            .map(|&p| percent(p))
+            .collect();
+        assert_eq!(shown, ["<1%", "<1%", "1%", "42%", "99%", ">99%", ">99%"]);
     }
 }

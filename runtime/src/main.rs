@@ -26,6 +26,7 @@ Examples:
   fer-run bench -m m.onnx --images photos/ --backend tract   decode + preprocess + inference
   fer-run info -m m.onnx                               labels, input size, colour, mean/std, I/O
   fer-run eval -m m.onnx val/ --confusion-png cm.png   scores on <class>/ folders, and the matrix drawn
+  fer-run eval -m m.onnx train/ --mistakes-png m.png   the labels most worth checking, as pictures
 
 Faces: with --detect auto (the default) images whose shorter side is at least
 max(2 x model input side, 200) px are treated as photos and searched with OpenCV's frontal-face
@@ -93,6 +94,10 @@ struct EvalArgs {
     /// on a training set, the labels most worth checking by eye.
     #[arg(long, value_name = "FILE.jsonl")]
     mistakes: Option<PathBuf>,
+    /// Also draw the most doubtful misclassified faces (up to 64, in --mistakes' order) in a grid,
+    /// each over its folder's label and the prediction, with their probabilities.
+    #[arg(long, value_name = "FILE.png")]
+    mistakes_png: Option<PathBuf>,
     /// Also draw the confusion matrix as a PNG: each cell shaded by its share of its row (the
     /// diagonal is each class's recall), with that share and the count, under the three scores.
     #[arg(long, value_name = "FILE.png")]
@@ -747,19 +752,20 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     let infer = |(ys, imgs): (Vec<usize>, std::result::Result<Vec<_>, FerError>)| {
         (ys, imgs.and_then(|imgs| model.predict_batch(&imgs)))
     };
-    // (p_label, JSON line) per misclassified face, for --mistakes.
-    let mut mistakes: Vec<(f32, String)> = Vec::new();
+    let mut mistakes: Vec<Mistake> = Vec::new();
+    let want_mistakes = a.mistakes.is_some() || a.mistakes_png.is_some();
     let mut done = 0;
     overlapped(files.chunks(a.batch as usize), decode, infer, |(ys, preds)| {
         for (i, (&y, p)) in ys.iter().zip(preds.map_err(|e| one_line(&e))?).enumerate() {
             confusion[y][p.class_index] += 1;
-            if a.mistakes.is_some() && p.class_index != y {
-                // Six decimals: an f32 widened to f64 prints a tail of digits it never had.
-                let round = |v: f32| (v as f64 * 1e6).round() / 1e6;
-                let p_label = p.probs[y].1;
-                let line = serde_json::json!({"file": files[done + i].0, "label": labels[y], "predicted": p.label,
-                    "p_predicted": round(p.probs[p.class_index].1), "p_label": round(p_label)});
-                mistakes.push((p_label, line.to_string()));
+            if want_mistakes && p.class_index != y {
+                mistakes.push(Mistake {
+                    file: done + i,
+                    label: y,
+                    predicted: p.class_index,
+                    p_label: p.probs[y].1,
+                    p_predicted: p.probs[p.class_index].1,
+                });
             }
         }
         done += ys.len();
@@ -774,7 +780,7 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         v["model"] = serde_json::json!(model.path());
         v["backend"] = model.backend_name().into();
         v["tta"] = tta.into();
-        v["labels"] = labels.into();
+        v["labels"] = labels.clone().into();
         println!("{v}");
     } else {
         let tta = if model.tta() == Tta::None { String::new() } else { format!(", tta {tta}") };
@@ -788,9 +794,24 @@ fn run_eval(a: EvalArgs) -> Result<()> {
             failed.push(format!("--confusion-png {e}"));
         }
     }
+    // The most doubtful label first.
+    mistakes.sort_by(|x, y| x.p_label.total_cmp(&y.p_label));
+    if let Some(path) = &a.mistakes_png {
+        if let Err(e) = save_mistakes_png(path, &mistakes, &files, &labels, &limits) {
+            failed.push(format!("--mistakes-png {}: {e:#}", path.display()));
+        }
+    }
     if let Some(path) = &a.mistakes {
-        mistakes.sort_by(|x, y| x.0.total_cmp(&y.0));
-        let text: String = mistakes.iter().map(|(_, line)| format!("{line}\n")).collect();
+        // Six decimals: an f32 widened to f64 prints a tail of digits it never had.
+        let round = |v: f32| (v as f64 * 1e6).round() / 1e6;
+        let text: String = mistakes
+            .iter()
+            .map(|m| {
+                let line = serde_json::json!({"file": files[m.file].0, "label": labels[m.label],
+                    "predicted": labels[m.predicted], "p_predicted": round(m.p_predicted), "p_label": round(m.p_label)});
+                format!("{line}\n")
+            })
+            .collect();
         match std::fs::write(path, text) {
             Err(e) => failed.push(format!("--mistakes {}: {e}", path.display())),
             Ok(()) if !a.json => {
@@ -802,5 +823,38 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     if !failed.is_empty() {
         bail!("{}", failed.join("; "));
     }
+    Ok(())
+}
+
+/// A misclassified face of `fer-run eval`: its index in the file list, its folder's class, the
+/// prediction, and the probabilities of both.
+struct Mistake {
+    file: usize,
+    label: usize,
+    predicted: usize,
+    p_label: f32,
+    p_predicted: f32,
+}
+
+/// `--mistakes-png`: the first 64 of `mistakes` (sorted, most doubtful first) on a contact sheet.
+fn save_mistakes_png(path: &Path, mistakes: &[Mistake], files: &[(PathBuf, usize)], labels: &[String], limits: &ImageLimits) -> Result<()> {
+    const MOST: usize = 64;
+    let shown = &mistakes[..mistakes.len().min(MOST)];
+    let faces = shown.par_iter().map(|m| load_image(&files[m.file].0, limits)).collect::<std::result::Result<Vec<_>, _>>()?;
+    let tiles: Vec<_> = shown
+        .iter()
+        .zip(&faces)
+        .map(|(m, face)| fer_runtime::annotate::SheetTile {
+            face,
+            upper: (m.label, format!("{} {}", labels[m.label], annotate::percent(m.p_label))),
+            lower: (m.predicted, format!("{} {}", labels[m.predicted], annotate::percent(m.p_predicted))),
+        })
+        .collect();
+    let title = format!(
+        "{} of {} misclassified faces, the least probable label first (upper: the folder's label, lower: the prediction)",
+        shown.len(),
+        mistakes.len()
+    );
+    fer_runtime::annotate::contact_sheet(&title, &tiles).save_with_format(path, image::ImageFormat::Png)?;
     Ok(())
 }

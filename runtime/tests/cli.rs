@@ -612,6 +612,18 @@ fn eval_reports_accuracy_on_a_labelled_folder() {
     assert_eq!((&lines[0]["label"], &lines[0]["predicted"]), (&Value::from(LABELS[0]), &Value::from(LABELS[k - 1])));
     let (p_label, p_predicted) = (lines[0]["p_label"].as_f64().unwrap(), lines[0]["p_predicted"].as_f64().unwrap());
     assert!(p_label < 0.01 && p_predicted > 0.99, "{}", lines[0]);
+    // --mistakes-png: that face on the library's contact sheet, over its label and the prediction.
+    let sheet = dir.join("mistakes.png");
+    let out = fer_run(&["eval", "--model", model.to_str().unwrap(), "--backend", "tract", "--mistakes-png", &s(&sheet), &s(&data)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let face = image::open(lines[0]["file"].as_str().unwrap()).unwrap();
+    let tile = fer_runtime::annotate::SheetTile {
+        face: &face,
+        upper: (0, format!("{} {}", LABELS[0], fer_runtime::annotate::percent(p_label as f32))),
+        lower: (k - 1, format!("{} {}", LABELS[k - 1], fer_runtime::annotate::percent(p_predicted as f32))),
+    };
+    let title = "1 of 1 misclassified faces, the least probable label first (upper: the folder's label, lower: the prediction)";
+    assert_eq!(image::open(&sheet).unwrap().to_rgb8(), fer_runtime::annotate::contact_sheet(title, &[tile]));
     let out = fer_run(&["eval", "--model", model.to_str().unwrap(), "--backend", "tract", "--mistakes", &s(&dir.join("no/such/dir/m.jsonl")), &s(&data)]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -18,6 +18,16 @@ pub(crate) fn text_width(text: &str) -> u32 {
     text.chars().count() as u32 * CHAR_WIDTH
 }
 
+/// A probability as the pictures write it: in whole percent, "<1%" / ">99%" where that rounds to
+/// 0 or 100 (which would claim a certainty the model did not have).
+pub fn percent(p: f32) -> String {
+    match (100.0 * p).round() {
+        w if w < 1.0 => "<1%".to_string(),
+        w if w > 99.0 => ">99%".to_string(),
+        w => format!("{w:.0}%"),
+    }
+}
+
 /// Black or white, whichever reads better on `background`.
 pub(crate) fn ink_on(background: Rgb<u8>) -> Rgb<u8> {
     let [r, g, b] = background.0;
@@ -125,5 +135,14 @@ mod tests {
             t.pixels().any(|p| p.0 == [255, 255, 255]),
             "white ink on a dark tag"
         );
+    }
+
+    #[test]
+    fn percentages_never_claim_certainty() {
+        let shown: Vec<String> = [0.0, 0.0049, 0.006, 0.42, 0.994, 0.9951, 1.0]
+            .iter()
+            .map(|&p| percent(p))
+            .collect();
+        assert_eq!(shown, ["<1%", "<1%", "1%", "42%", "99%", ">99%", ">99%"]);
     }
 }

@@ -140,13 +140,7 @@ impl Scores {
             .map(|c| c.label.chars().take(NAME_CHARS).collect())
             .collect();
         let pad = 12;
-        let left = names
-            .iter()
-            .map(|n| draw::text_width(n))
-            .max()
-            .unwrap_or(0)
-            .max(draw::text_width("true"))
-            + 2 * pad;
+        let left = names.iter().map(|n| draw::text_width(n)).max().unwrap_or(0) + 2 * pad;
         let top = pad + 3 * (draw::CHAR_HEIGHT + 6) + pad;
         let title = format!(
             "accuracy {:.2}%  mean class {:.2}%  macro-F1 {:.4}",
@@ -204,10 +198,11 @@ impl Scores {
                     }
                 }
                 let ink = draw::ink_on(fill);
-                let share_text = if total > 0 {
-                    format!("{:.0}%", 100.0 * share)
-                } else {
-                    "-".to_string()
+                let share_text = match (total, count) {
+                    (0, _) => "-".to_string(),
+                    (_, 0) => "0%".to_string(),
+                    _ if count == total => "100%".to_string(),
+                    _ => draw::percent(share as f32),
                 };
                 for (n, (text, bold)) in [(share_text, true), (count.to_string(), false)]
                     .into_iter()
@@ -352,7 +347,7 @@ mod tests {
         }
         assert_eq!(cell_color(1.0), Rgb([8, 48, 107]));
         assert!(
-            left > draw::text_width("true"),
+            left > draw::text_width("a"),
             "class names sit left of the matrix"
         );
         // The numbers: white ink on the deep diagonal cell of row 2, black on the pale (0, 1).

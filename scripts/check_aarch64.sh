@@ -21,13 +21,15 @@ unavailable() { printf '\033[33m[check_aarch64] cannot check here:\033[0m %s\n' 
 
 if ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
   say "adding the $TARGET standard library (rustup)"
-  rustup target add "$TARGET" >&2 || unavailable "rustup target add $TARGET failed (it downloads from static.rust-lang.org)"
+  timeout 600 rustup target add "$TARGET" >&2 || unavailable "rustup target add $TARGET failed (it downloads from static.rust-lang.org)"
 fi
 if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64 >/dev/null || [ ! -e "$SYSROOT/lib/ld-linux-aarch64.so.1" ]; then
   pkgs="gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user"
   [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || unavailable "needs $pkgs (Debian: apt-get install $pkgs)"
   say "installing $pkgs (apt-get)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $pkgs >/dev/null || unavailable "apt-get install $pkgs failed"
+  # A fresh machine may have no package lists yet: update them once if the first try fails.
+  apt_install() { DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q $pkgs >/dev/null; }
+  apt_install || { apt-get update -q >/dev/null && apt_install; } || unavailable "apt-get install $pkgs failed"
 fi
 
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc

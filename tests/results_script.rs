@@ -479,8 +479,8 @@ fn an_int8_weight_file_counts_as_its_float32_original() {
 }
 
 /// `scripts/set_metadata.py` sets and removes `fer.*` keys and leaves everything else as it was;
-/// a pair that is not `fer.<key>=<value>` and a file that is not ONNX are refused by name, the
-/// file untouched.
+/// a pair that is not `fer.<key>=<value>`, a file that is not ONNX and a change fer-run refuses
+/// are refused by name, the file untouched.
 #[test]
 fn set_metadata_changes_only_the_named_keys() {
     let Some(py) = python_or_skip() else { return };
@@ -489,7 +489,17 @@ fn set_metadata_changes_only_the_named_keys() {
     let st = Command::new(&py).arg("-c").arg(TINY_ONNX).arg(&onnx).status().unwrap();
     assert!(st.success(), "building the tiny ONNX file");
     let script = repo().join("scripts/set_metadata.py");
-    let run = |args: &[&str]| Command::new(&py).arg(&script).args(args).output().unwrap();
+    // Stand-ins for fer-run (the checks of the values are the runtime's, tested there): one that
+    // accepts every file, one that refuses it naming the file it was given, as fer-run does.
+    let accept = dir.join("accepting-fer-run");
+    std::fs::write(&accept, "#!/bin/sh\nexit 0\n").unwrap();
+    let refuse = dir.join("refusing-fer-run");
+    std::fs::write(&refuse, "#!/bin/sh\necho 'Error: cannot read the model' >&2\necho \"    $3: metadata fer.crop_pad = x: expected a whole number\" >&2\nexit 1\n").unwrap();
+    for f in [&accept, &refuse] {
+        std::fs::set_permissions(f, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let run_with = |fer_run: &Path, args: &[&str]| Command::new(&py).arg(&script).arg("--fer-run").arg(fer_run).args(args).output().unwrap();
+    let run = |args: &[&str]| run_with(&accept, args);
     let props = |p: &Path| -> String {
         let code = "import sys, json, onnx; m = onnx.load(sys.argv[1]); \
                     print(json.dumps({p.key: p.value for p in m.metadata_props}, sort_keys=True)); \
@@ -507,6 +517,21 @@ fn set_metadata_changes_only_the_named_keys() {
     assert!(after.contains(r#""fer.labels": "angry,happy""#), "other keys stay: {after}");
     assert_eq!(after.lines().nth(1), before.lines().nth(1), "the graph is untouched");
 
+    let bytes = std::fs::read(&onnx).unwrap();
+    // A value fer-run refuses: the file stays as it was, no temporary file is left, and the
+    // message names the model (not the temporary file fer-run was given) and the reason.
+    let o = run_with(&refuse, &[onnx.to_str().unwrap(), "fer.crop_pad=x"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("m.onnx: left as it was") && err.contains("m.onnx: metadata fer.crop_pad = x: expected a whole number") && !err.contains(".tmp"), "{err}");
+    assert_eq!(std::fs::read(&onnx).unwrap(), bytes);
+    assert!(std::fs::read_dir(&dir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")), "a temporary file was left");
+    // Without a built fer-run the change is made, with a warning that it was not checked.
+    let o = run_with(&dir.join("no-such-fer-run"), &[onnx.to_str().unwrap(), "fer.note=x"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not checked"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(props(&onnx).contains(r#""fer.note": "x""#));
+    let o = run(&[onnx.to_str().unwrap(), "fer.note="]);
+    assert!(o.status.success());
     let bytes = std::fs::read(&onnx).unwrap();
     for bad in ["crop_pad=4", "fer.=1", "fer.crop_pad"] {
         let o = run(&[onnx.to_str().unwrap(), bad]);

@@ -34,7 +34,8 @@ NOISE_COLUMNS = [0.0, 0.1, 0.2, 0.3]
 # Each method's loss weights in its seed's recipe, as (config key under `method`, seed value, the
 # label a run with another value gets): the flip-consistency weights (EAC 5, DacFER 1, DAN's λ3 4)
 # and DAN's and GReFEL's other loss weights. The trainer's defaults are the same
-# (trainer/src/methods/mod.rs).
+# (trainer/src/methods/mod.rs; tests/results_script.rs `results_seed_values_are_the_trainers_defaults`
+# fails if the two part).
 SEED_WEIGHTS = {
     "eac": [("lambda", 5.0, "λ")],
     "dacfer": [("lambda", 1.0, "λ")],

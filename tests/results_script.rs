@@ -546,3 +546,30 @@ fn set_metadata_changes_only_the_named_keys() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("not.onnx: cannot read it as ONNX"), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read_to_string(&text).unwrap(), "not a model");
 }
+
+/// results.py names a run after what departs from its seed's recipe, so its table of the seeds'
+/// loss weights and DAN's heads must be the trainer's defaults (a method named with no weights
+/// gets exactly those): a change to one without the other fails here.
+#[test]
+fn results_seed_values_are_the_trainers_defaults() {
+    let Some(py) = python_or_skip() else { return };
+    let code = "import sys, json; sys.path.insert(0, sys.argv[1]); import results as r; \
+                print(json.dumps({'weights': r.SEED_WEIGHTS, 'dan_heads': r.SEED_DAN_HEADS}))";
+    let out = Command::new(&py).arg("-c").arg(code).arg(repo().join("scripts")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seeds: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let defaults = |name: &str| -> serde_json::Value {
+        let m: fer_train::methods::MethodConfig = serde_yaml::from_str(&format!("name: {name}")).unwrap();
+        serde_json::to_value(m).unwrap()
+    };
+    let weights = seeds["weights"].as_object().unwrap();
+    assert_eq!(weights.len(), 4, "eac, dacfer, dan, grefel_rb: {weights:?}");
+    for (name, entries) in weights {
+        let d = defaults(name);
+        for e in entries.as_array().unwrap() {
+            let (key, value) = (e[0].as_str().unwrap(), e[1].as_f64().unwrap());
+            assert_eq!(d[key].as_f64(), Some(value), "{name}.{key}: results.py says {value}, the trainer's default is {}", d[key]);
+        }
+    }
+    assert_eq!(defaults("dan")["heads"].as_i64(), seeds["dan_heads"].as_i64(), "DAN's heads");
+}

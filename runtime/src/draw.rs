@@ -1,7 +1,9 @@
 //! Text on the pictures fer-run writes (annotated photos, the confusion matrix), in
-//! embedded-graphics' built-in bitmap font: nothing (no font file) is needed on the device.
+//! embedded-graphics' built-in bitmap font: nothing (no font file) is needed on the device. The
+//! font has the Latin-1 characters (labels such as "colère" or "überrascht"); others are drawn
+//! as '?'.
 
-use embedded_graphics::mono_font::ascii::{FONT_9X15, FONT_9X15_BOLD};
+use embedded_graphics::mono_font::iso_8859_1::{FONT_9X15, FONT_9X15_BOLD};
 use embedded_graphics::mono_font::{MonoFont, MonoTextStyle};
 use embedded_graphics::pixelcolor::Rgb888;
 use embedded_graphics::prelude::*;
@@ -144,5 +146,19 @@ mod tests {
             .map(|&p| percent(p))
             .collect();
         assert_eq!(shown, ["<1%", "<1%", "1%", "42%", "99%", ">99%", ">99%"]);
+    }
+
+    /// Latin-1 letters are drawn as themselves, not as the '?' of characters the font lacks.
+    #[test]
+    fn latin1_labels_are_drawn() {
+        let draw_one = |t: &str| {
+            let mut img = RgbImage::from_pixel(20, 20, Rgb([255, 255, 255]));
+            text(&mut img, t, (0, 0), Rgb([0, 0, 0]), false);
+            img
+        };
+        let unknown = draw_one("?");
+        assert_ne!(draw_one("è"), unknown);
+        assert_ne!(draw_one("ü"), draw_one("u"));
+        assert_eq!(draw_one("怒"), unknown, "outside Latin-1");
     }
 }

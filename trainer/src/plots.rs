@@ -97,7 +97,7 @@ pub fn confusion_matrix(path: &Path, confusion: &[Vec<u64>], classes: &[String])
             let shade = (255.0 * (1.0 - frac)) as u8;
             root.draw(&Rectangle::new([(x0, y0), (x0 + cell, y0 + cell)], RGBColor(shade, shade, 255).filled()))?;
             let color = if frac > 0.5 { WHITE } else { BLACK };
-            root.draw(&Text::new(format!("{:.0}%", 100.0 * frac), (x0 + 18, y0 + 22), font.clone().color(&color)))?;
+            root.draw(&Text::new(share_text(v, total), (x0 + 18, y0 + 22), font.clone().color(&color)))?;
             root.draw(&Text::new(format!("{v}"), (x0 + 18, y0 + 44), ("sans-serif", 13).into_font().color(&color)))?;
         }
         let name = classes.get(i).map(String::as_str).unwrap_or("?");
@@ -106,4 +106,26 @@ pub fn confusion_matrix(path: &Path, confusion: &[Vec<u64>], classes: &[String])
     }
     root.present().with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+/// A cell's share of its row in whole percent, as fer-run's picture writes it: "<1%" / ">99%" for
+/// a share that rounds to 0 or 100 but is not (a count of 2 under "0%" reads as a contradiction).
+fn share_text(count: u64, total: u64) -> String {
+    if count == 0 || count == total {
+        return format!("{}%", if count == 0 { 0 } else { 100 });
+    }
+    match (100.0 * count as f64 / total as f64).round() {
+        w if w < 1.0 => "<1%".to_string(),
+        w if w > 99.0 => ">99%".to_string(),
+        w => format!("{w:.0}%"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shares_that_round_to_the_ends_say_so() {
+        let shown: Vec<String> = [(0, 250), (2, 467), (1, 3), (466, 467), (5, 5)].iter().map(|&(c, t)| super::share_text(c, t)).collect();
+        assert_eq!(shown, ["0%", "<1%", "33%", ">99%", "100%"]);
+    }
 }

@@ -844,7 +844,7 @@ fn save_mistakes_png(path: &Path, mistakes: &[Mistake], files: &[(PathBuf, usize
     let tiles: Vec<_> = shown
         .iter()
         .zip(&faces)
-        .map(|(m, face)| fer_runtime::annotate::SheetTile {
+        .map(|(m, face)| annotate::SheetTile {
             face,
             upper: (m.label, format!("{} {}", labels[m.label], annotate::percent(m.p_label))),
             lower: (m.predicted, format!("{} {}", labels[m.predicted], annotate::percent(m.p_predicted))),
@@ -855,6 +855,6 @@ fn save_mistakes_png(path: &Path, mistakes: &[Mistake], files: &[(PathBuf, usize
         shown.len(),
         mistakes.len()
     );
-    fer_runtime::annotate::contact_sheet(&title, &tiles).save_with_format(path, image::ImageFormat::Png)?;
+    annotate::contact_sheet(&title, &tiles).save_with_format(path, image::ImageFormat::Png)?;
     Ok(())
 }

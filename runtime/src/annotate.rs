@@ -73,7 +73,7 @@ pub fn annotate(img: &DynamicImage, faces: &[(Option<BBox>, &Prediction)]) -> Rg
         };
         draw_box(&mut canvas, b, thickness, color);
         let prob = p.probs.get(p.class_index).map_or(0.0, |(_, v)| *v);
-        let tag = crate::draw::tag(&format!("{} {}", p.label, percent(prob)), color, tag_scale);
+        let tag = draw::tag(&format!("{} {}", p.label, percent(prob)), color, tag_scale);
         let x = b.x.min(canvas.width().saturating_sub(tag.width()));
         let y = if b.y >= tag.height() {
             b.y - tag.height()
@@ -146,11 +146,7 @@ pub fn contact_sheet(title: &str, tiles: &[SheetTile]) -> RgbImage {
         for (n, (class, text)) in [&t.upper, &t.lower].into_iter().enumerate() {
             let color = class_color(*class);
             let y0 = y + SHEET_FACE + n as u32 * line;
-            for yy in y0..y0 + line {
-                for xx in x..x + tile_w {
-                    sheet.put_pixel(xx, yy, color);
-                }
-            }
+            draw::fill_rect(&mut sheet, (x, y0), (tile_w, line), color);
             let text: String = text.chars().take(chars).collect();
             draw::text(
                 &mut sheet,
@@ -166,15 +162,14 @@ pub fn contact_sheet(title: &str, tiles: &[SheetTile]) -> RgbImage {
 
 /// A frame `t` pixels wide along the inside of `b`, clipped to the canvas.
 fn draw_box(canvas: &mut RgbImage, b: BBox, t: u32, color: Rgb<u8>) {
-    let (w, h) = canvas.dimensions();
-    let (x1, y1) = ((b.x + b.w).min(w), (b.y + b.h).min(h));
-    for y in b.y.min(h)..y1 {
-        for x in b.x.min(w)..x1 {
-            if x < b.x + t || x + t >= b.x + b.w || y < b.y + t || y + t >= b.y + b.h {
-                canvas.put_pixel(x, y, color);
-            }
-        }
-    }
+    let (bottom, right) = (
+        (b.y + b.h).saturating_sub(t).max(b.y),
+        (b.x + b.w).saturating_sub(t).max(b.x),
+    );
+    draw::fill_rect(canvas, (b.x, b.y), (b.w, t), color);
+    draw::fill_rect(canvas, (b.x, bottom), (b.w, t.min(b.h)), color);
+    draw::fill_rect(canvas, (b.x, b.y), (t, b.h), color);
+    draw::fill_rect(canvas, (right, b.y), (t.min(b.w), b.h), color);
 }
 
 #[cfg(test)]

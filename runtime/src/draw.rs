@@ -40,6 +40,21 @@ pub(crate) fn ink_on(background: Rgb<u8>) -> Rgb<u8> {
     }
 }
 
+/// Fills the `w` x `h` rectangle at `(x, y)` with `color`, clipped to the canvas.
+pub(crate) fn fill_rect(
+    canvas: &mut RgbImage,
+    (x, y): (u32, u32),
+    (w, h): (u32, u32),
+    color: Rgb<u8>,
+) {
+    let (cw, ch) = canvas.dimensions();
+    for yy in y.min(ch)..y.saturating_add(h).min(ch) {
+        for xx in x.min(cw)..x.saturating_add(w).min(cw) {
+            canvas.put_pixel(xx, yy, color);
+        }
+    }
+}
+
 /// Draws `text` with its top-left corner at `(x, y)`; what falls outside the canvas is dropped.
 pub(crate) fn text(
     canvas: &mut RgbImage,

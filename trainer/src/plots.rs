@@ -111,13 +111,12 @@ pub fn confusion_matrix(path: &Path, confusion: &[Vec<u64>], classes: &[String])
 /// A cell's share of its row in whole percent, as fer-run's picture writes it: "<1%" / ">99%" for
 /// a share that rounds to 0 or 100 but is not (a count of 2 under "0%" reads as a contradiction).
 fn share_text(count: u64, total: u64) -> String {
-    if count == 0 || count == total {
-        return format!("{}%", if count == 0 { 0 } else { 100 });
-    }
-    match (100.0 * count as f64 / total as f64).round() {
-        w if w < 1.0 => "<1%".to_string(),
-        w if w > 99.0 => ">99%".to_string(),
-        w => format!("{w:.0}%"),
+    match (count, (100.0 * count as f64 / total as f64).round()) {
+        (0, _) => "0%".to_string(),
+        (c, _) if c == total => "100%".to_string(),
+        (_, w) if w < 1.0 => "<1%".to_string(),
+        (_, w) if w > 99.0 => ">99%".to_string(),
+        (_, w) => format!("{w:.0}%"),
     }
 }
 

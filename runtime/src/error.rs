@@ -41,7 +41,7 @@ pub enum FerError {
         max_pixels: u64,
     },
     /// A file whose first bytes match none of the supported image formats.
-    #[error("{}: not a supported image (png, jpeg or bmp)", path.display())]
+    #[error("{}: not a supported image ({})", path.display(), crate::inputs::image_formats())]
     NotAnImage { path: PathBuf },
     /// A recognised image that fails to decode (truncated, corrupt).
     #[error("{}: cannot decode image: {source}", path.display())]

@@ -6,14 +6,23 @@ use crate::error::{FerError, Result};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-/// Extensions picked up when walking directories and expanding globs (case-insensitive).
-pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp"];
-
-/// Whether `path` has one of [`IMAGE_EXTENSIONS`].
+/// Whether `path`'s extension (any case) names a format this build decodes: png, jpg/jpeg, bmp,
+/// webp, gif, tif/tiff — the `image` features in the workspace's Cargo.toml. Directories are
+/// walked, and globs expanded, for these.
 pub fn is_image_path(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+    image::ImageFormat::from_path(path).is_ok_and(|f| f.reading_enabled())
+}
+
+/// The formats [`is_image_path`] accepts, by their main extension in alphabetical order, for
+/// messages: "bmp, gif, jpg, …".
+pub fn image_formats() -> String {
+    image::ImageFormat::all()
+        .filter(|f| f.reading_enabled())
+        .map(|f| f.extensions_str()[0])
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Expands `inputs` in order: a file is taken as it is (whatever its extension: a non-image will
@@ -120,7 +129,14 @@ mod tests {
         let root = std::env::temp_dir().join(format!("fer-inputs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("sub")).unwrap();
-        for f in ["b.png", "a.JPG", "notes.txt", "sub/c.bmp"] {
+        for f in [
+            "b.png",
+            "a.JPG",
+            "notes.txt",
+            "sub/c.bmp",
+            "sub/d.webp",
+            "sub/e.TIFF",
+        ] {
             std::fs::write(root.join(f), b"x").unwrap();
         }
         let r = root.to_str().unwrap();
@@ -137,13 +153,25 @@ mod tests {
                 Err(e) => format!("error: {e}"),
             })
             .collect();
-        assert_eq!(names[..4], ["a.JPG", "b.png", "sub/c.bmp", "b.png"]);
+        assert_eq!(
+            names[..6],
+            [
+                "a.JPG",
+                "b.png",
+                "sub/c.bmp",
+                "sub/d.webp",
+                "sub/e.TIFF",
+                "b.png"
+            ]
+        );
         assert!(
-            names[4].starts_with("error: ") && names[4].contains("*.gif"),
+            names[6].starts_with("error: ") && names[6].contains("*.gif"),
             "{names:?}"
         );
-        assert_eq!(names[5], "missing.png");
+        assert_eq!(names[7], "missing.png");
         std::fs::remove_dir_all(&root).unwrap();
+        // The list the messages name, and the help and README repeat.
+        assert_eq!(image_formats(), "bmp, gif, jpg, png, tiff, webp");
     }
 
     /// A link back to a parent directory (`sub/up -> ..`) lists each image once, instead of

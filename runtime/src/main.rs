@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 const EXAMPLES: &str = "\
 Examples:
   fer-run --model eac_mbv2.onnx face.png              classify one face crop
-  fer-run -m eac_mbv2.onnx photos/ --json > out.jsonl every png/jpg/jpeg/bmp under photos/, JSON lines
+  fer-run -m eac_mbv2.onnx photos/ --json > out.jsonl every image under photos/, JSON lines
   fer-run -m eac_mbv2.onnx 'shots/*.jpg' --cam cams/   also write class-activation overlays
   fer-run -m eac_mbv2.onnx group.jpg --annotate out/   the photo with boxes and expressions drawn
   fer-run -m m.onnx group.jpg --detect haar:haarcascade_frontalface_default.xml
@@ -151,7 +151,7 @@ enum TtaArg {
 struct PredictArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Images, directories (walked for png/jpg/jpeg/bmp) or glob patterns (quote them).
+    /// Images, directories (walked for png/jpg/bmp/webp/gif/tiff) or glob patterns (quote them).
     #[arg(value_name = "IMAGE", required = true)]
     images: Vec<String>,
     /// One JSON object per face (or failed input) per line, instead of a table.
@@ -616,7 +616,7 @@ fn run_bench(a: BenchArgs) -> Result<()> {
                 .collect::<fer_runtime::Result<_>>()
                 .map_err(|e| one_line(&e).context("--images"))?;
             if files.is_empty() {
-                bail!("--images {spec}: no png/jpg/jpeg/bmp files found");
+                bail!("--images {spec}: no image files found ({})", fer_runtime::inputs::image_formats());
             }
             bench::bench_images(&model, &files, batch, a.warmup, a.iters)
                 .map_err(|e| one_line(&e))?

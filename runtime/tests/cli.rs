@@ -145,6 +145,45 @@ fn a_directory_yields_one_json_result_per_image() {
     }
 }
 
+/// WebP, GIF and TIFF are decoded like PNG and JPEG, and picked up by the directory walk: the same
+/// gray face saved losslessly in each format gets the PNG's probabilities.
+#[test]
+fn webp_gif_and_tiff_faces_classify_as_their_png() {
+    let f = fixture("cli-formats");
+    let dir = f.dir.join("formats");
+    std::fs::create_dir_all(&dir).unwrap();
+    let face = image::DynamicImage::ImageRgb8(pattern(40, 30, 1)).to_luma8();
+    let names = ["a.png", "b.webp", "c.gif", "d.tiff", "e.TIF"];
+    for name in names {
+        if name.ends_with(".gif") {
+            // The GIF encoder takes RGBA; 256 gray levels or fewer keep an exact palette.
+            image::DynamicImage::ImageLuma8(face.clone())
+                .to_rgba8()
+                .save(dir.join(name))
+        } else {
+            face.save(dir.join(name))
+        }
+        .unwrap();
+    }
+    let out = fer_run(&["-m", &f.model, "--backend", "tract", "--json", &s(&dir)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out);
+    let files: Vec<&str> = lines.iter().map(|l| l["file"].as_str().unwrap()).collect();
+    let want: Vec<String> = names.iter().map(|n| s(&dir.join(n))).collect();
+    assert_eq!(files, want);
+    let png = lines[0]["probs"].as_object().unwrap();
+    for line in &lines[1..] {
+        for (class, p) in line["probs"].as_object().unwrap() {
+            let d = (p.as_f64().unwrap() - png[class].as_f64().unwrap()).abs();
+            assert!(d < 1e-6, "{}: {class} differs by {d}", line["file"]);
+        }
+    }
+}
+
 #[test]
 fn batch_size_does_not_change_results() {
     let f = fixture("cli-batch");

@@ -1,14 +1,12 @@
-//! ImageFolder reader: `<root>/<split>/<class>/*.{png,jpg,jpeg,bmp}`, the layout the peer's
+//! ImageFolder reader: `<root>/<split>/<class>/*.{png,jpg,bmp,webp,gif,tiff}`, the layout the peer's
 //! `load` reads. Samples are ordered class by class (in class order), files sorted by name
 //! within a class, so the order — and hence `every` and seeded permutations — is the peer's.
 
 use super::{decode_files, find_class, DataError, DataSpec, Dataset};
 use std::path::{Path, PathBuf};
 
-const EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "bmp"];
-
-/// Sorted entries of `dir` that are directories (`true`) or image files (`false`), skipping
-/// hidden names.
+/// Sorted entries of `dir` that are directories (`true`) or image files (`false`: an extension of a
+/// format the `image` crate decodes in this build, as fer-run's), skipping hidden names.
 fn list(dir: &Path, dirs: bool) -> Result<Vec<(String, PathBuf)>, DataError> {
     let rd = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
     let mut out = Vec::new();
@@ -22,8 +20,7 @@ fn list(dir: &Path, dirs: bool) -> Result<Vec<(String, PathBuf)>, DataError> {
         let keep = if dirs {
             path.is_dir()
         } else {
-            path.is_file()
-                && path.extension().is_some_and(|e| EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str()))
+            path.is_file() && image::ImageFormat::from_path(&path).is_ok_and(|f| f.reading_enabled())
         };
         if keep {
             out.push((name, path));
@@ -75,13 +72,15 @@ mod tests {
     use super::super::{load_split, Color, DataFormat};
     use super::*;
 
-    /// train/{b,a}/ with 2x2 gray PNGs whose pixels encode (class, file, position).
+    /// train/{b,a}/ with 2x2 gray images whose pixels encode (class, file, position): PNGs, but
+    /// b's second one is a (lossless) WebP, so the listing and decoding of other formats is tested.
     fn fixture() -> TempDir {
         let t = TempDir::new("folder");
         for (ci, c) in ["a", "b"].iter().enumerate() {
             for fi in 0..2u32 {
                 let v = (ci as u32 * 100 + fi * 10) as u8;
-                gray_png(&t.path().join(format!("train/{c}/img{fi}.png")), 2, 2, |x, y| v + (y * 2 + x) as u8);
+                let ext = if (ci, fi) == (1, 1) { "webp" } else { "png" };
+                gray_png(&t.path().join(format!("train/{c}/img{fi}.{ext}")), 2, 2, |x, y| v + (y * 2 + x) as u8);
             }
         }
         std::fs::write(t.path().join("train/a/notes.txt"), "ignored").unwrap();

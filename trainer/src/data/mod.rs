@@ -451,7 +451,8 @@ pub(crate) mod testutil {
         }
     }
 
-    /// Writes a w x h gray PNG whose pixel (x, y) is `f(x, y)`.
+    /// Writes a w x h gray image whose pixel (x, y) is `f(x, y)`, in the format `path`'s extension
+    /// names (a PNG in most tests).
     pub fn gray_png(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> u8) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         image::GrayImage::from_fn(w, h, |x, y| image::Luma([f(x, y)])).save(path).unwrap();

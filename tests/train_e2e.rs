@@ -194,6 +194,26 @@ fn resume_continues_exactly() {
     assert!(e.contains("train.channels_last=true"), "{e}");
 }
 
+/// A start that fails (a data root that is not there, `--resume` of a run that never saved) leaves
+/// no empty run folder behind, and never touches a folder that was there before it.
+#[test]
+fn a_failed_start_leaves_no_run_folder() {
+    let (root, out) = dataset("failed-start");
+    let missing = root.with_file_name("no-such-data");
+    let e = Trainer::new(config(&missing, &out, "typo", 1, "{ name: ce }"), false).err().expect("no data").to_string();
+    assert!(e.contains("no-such-data"), "{e}");
+    assert!(!out.join("typo").exists(), "the failed start left {}", out.join("typo").display());
+
+    let e = Trainer::new(config(&root, &out, "never_ran", 1, "{ name: ce }"), true).err().expect("nothing to resume").to_string();
+    assert!(e.contains("--resume") && e.contains("never_ran") && e.contains("no checkpoint"), "{e}");
+    assert!(!out.join("never_ran").exists());
+
+    let kept = out.join("kept");
+    std::fs::create_dir_all(&kept).unwrap();
+    assert!(Trainer::new(config(&missing, &out, "kept", 1, "{ name: ce }"), false).is_err());
+    assert!(kept.is_dir(), "a folder that was there before the start is left as it was");
+}
+
 /// `train.ema_decay`: the checkpoint keeps the raw weights (to train on) and their average;
 /// validation, `fer-train eval` of the checkpoint and the exported graph all use the average.
 #[test]

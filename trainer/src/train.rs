@@ -156,13 +156,30 @@ impl Trainer {
             tch::set_num_threads(cfg.train.threads);
         }
         let run_dir = cfg.run_dir();
-        if !resume && run_dir.join("last.safetensors").exists() {
+        let last = run_dir.join("last.safetensors");
+        if !resume && last.exists() {
             bail!(
                 "{} already holds a run; pass --resume to continue it, or choose another name (--set name=...)",
                 run_dir.display()
             );
         }
+        if resume && !last.exists() {
+            bail!("--resume: {} has no checkpoint (last.safetensors) to continue; leave out --resume to start the run", run_dir.display());
+        }
+        // Made before the data loads, so an unwritable place fails in seconds, not after minutes
+        // of decoding; and removed again if the start fails, so a typo leaves no empty run behind.
+        let made = !run_dir.exists();
         std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+        let started = Self::start(cfg, resume, device, run_dir.clone());
+        if started.is_err() && made {
+            // remove_dir, not remove_dir_all: it only ever deletes an empty folder.
+            let _ = std::fs::remove_dir(&run_dir);
+        }
+        started
+    }
+
+    /// The part of [`Trainer::new`] after the run directory exists.
+    fn start(cfg: Config, resume: bool, device: Device, run_dir: PathBuf) -> Result<Self> {
         let cache = cfg.splits.cache_dir.as_deref();
         let mut train = data::load_split_cached(&cfg.data, &cfg.splits.train, cache)?;
         // Targets are made for the whole split: checked against it, then subset with it.

@@ -215,13 +215,50 @@ struct InfoArgs {
     json: bool,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     // Rust ignores SIGPIPE, so a closed pipe (`fer-run info ... | head -1`) made println! panic;
     // the default action ends the process quietly, as other Unix tools do. SAFETY: no thread yet.
     #[cfg(unix)]
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {}", report(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// anyhow's report of a failed command, without its repeats. The project's errors put their
+/// cause's text into their own message (`x.png: cannot decode image: unexpected end of file`),
+/// so that a library user who prints only the message gets the reason; a cause is listed under
+/// "Caused by" only if the lines above have not said it. (trainer/src/main.rs has the same function: the
+/// design keeps the runtime and the trainer free of each other.)
+fn report(e: &anyhow::Error) -> String {
+    let mut said = e.to_string();
+    let mut causes = Vec::new();
+    for cause in e.chain().skip(1).map(|c| c.to_string()) {
+        if !said.contains(&cause) {
+            said = format!("{said}\n{cause}");
+            causes.push(cause);
+        }
+    }
+    let mut out = e.to_string();
+    if !causes.is_empty() {
+        out.push_str("\n\nCaused by:");
+    }
+    for (i, cause) in causes.iter().enumerate() {
+        match causes.len() {
+            1 => out.push_str(&format!("\n    {cause}")),
+            _ => out.push_str(&format!("\n    {i}: {cause}")),
+        }
+    }
+    out
+}
+
+fn run() -> Result<()> {
     // SAFETY: nothing else runs yet; tract reads the setting when a model is loaded.
     unsafe { fer_runtime::prefer_tile_use_kernels() };
     tracing_subscriber::fmt()
@@ -264,21 +301,6 @@ fn backend(a: &ModelArgs) -> Result<Backend> {
     })
 }
 
-/// One readable line for a library error: its message, plus any cause the message does not
-/// already spell out (library messages usually include their cause).
-fn one_line(e: &dyn std::error::Error) -> anyhow::Error {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg = format!("{msg}: {text}");
-        }
-        source = s.source();
-    }
-    anyhow::Error::msg(msg)
-}
-
 fn load_model(a: &ModelArgs) -> Result<Model> {
     let tta = match a.tta {
         TtaArg::None => Tta::None,
@@ -287,7 +309,7 @@ fn load_model(a: &ModelArgs) -> Result<Model> {
     };
     let model = Model::load(a.path(), backend(a)?)
         .and_then(|m| m.with_tta(tta))
-        .map_err(|e| one_line(&e).context("cannot use the model"))?;
+        .map_err(|e| anyhow::Error::new(e).context("cannot use the model"))?;
     tracing::info!("{} on {}", a.path().display(), model.backend_name());
     Ok(model)
 }
@@ -364,7 +386,7 @@ fn run_predict(a: PredictArgs) -> Result<()> {
         a.detect.clone()
     };
     let mut finder = FaceFinder::new(&detect, model.metadata().input_size)
-        .map_err(|e| one_line(&e).context("--detect"))?;
+        .map_err(|e| anyhow::Error::new(e).context("--detect"))?;
     finder.margin = a.face_margin;
     let limits = ImageLimits {
         max_pixels: (a.max_megapixels * 1e6) as u64,
@@ -609,17 +631,17 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     let model = load_model(&a.model)?;
     let batch = a.batch as usize;
     let report = match &a.images {
-        None => bench::bench_tensor(&model, batch, a.warmup, a.iters).map_err(|e| one_line(&e))?,
+        None => bench::bench_tensor(&model, batch, a.warmup, a.iters).map_err(|e| anyhow::Error::new(e))?,
         Some(spec) => {
             let files: Vec<PathBuf> = collect_inputs(&[spec])
                 .into_iter()
                 .collect::<fer_runtime::Result<_>>()
-                .map_err(|e| one_line(&e).context("--images"))?;
+                .map_err(|e| anyhow::Error::new(e).context("--images"))?;
             if files.is_empty() {
                 bail!("--images {spec}: no image files found ({})", fer_runtime::inputs::image_formats());
             }
             bench::bench_images(&model, &files, batch, a.warmup, a.iters)
-                .map_err(|e| one_line(&e))?
+                .map_err(|e| anyhow::Error::new(e))?
         }
     };
     if a.json {
@@ -655,7 +677,7 @@ fn run_bench(a: BenchArgs) -> Result<()> {
 
 fn run_info(a: InfoArgs) -> Result<()> {
     let info =
-        ModelInfo::read(&a.model).map_err(|e| one_line(&e).context("cannot read the model"))?;
+        ModelInfo::read(&a.model).map_err(|e| anyhow::Error::new(e).context("cannot read the model"))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&info)?);
         return Ok(());
@@ -731,7 +753,7 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         };
         let dir = e.path();
         for f in collect_inputs(&[dir.to_string_lossy()]) {
-            files.push((f.map_err(|e| one_line(&e))?, class));
+            files.push((f.map_err(|e| anyhow::Error::new(e))?, class));
         }
     }
     if files.is_empty() {
@@ -756,7 +778,7 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     let want_mistakes = a.mistakes.is_some() || a.mistakes_png.is_some();
     let mut done = 0;
     overlapped(files.chunks(a.batch as usize), decode, infer, |(ys, preds)| {
-        for (i, (&y, p)) in ys.iter().zip(preds.map_err(|e| one_line(&e))?).enumerate() {
+        for (i, (&y, p)) in ys.iter().zip(preds.map_err(|e| anyhow::Error::new(e))?).enumerate() {
             confusion[y][p.class_index] += 1;
             if want_mistakes && p.class_index != y {
                 mistakes.push(Mistake {

@@ -333,6 +333,13 @@ fn unusable_models_are_refused_with_the_reason() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an ONNX model"));
 
+    // The OS's reason is said once: in the file's line, not again under it.
+    let out = fer_run(&["-m", &s(&f.dir.join("absent.onnx")), &s(&f.images)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("absent.onnx: No such file"), "{err}");
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+
     // --cam on a model without a cam output.
     let spec = ConvSpec {
         channels: 1,

@@ -151,13 +151,50 @@ enum Command {
     },
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     // Rust ignores SIGPIPE, so a closed pipe (`fer-train doctor | head -1`) made println! panic;
     // the default action ends the process quietly, as other Unix tools do. SAFETY: no thread yet.
     #[cfg(unix)]
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {}", report(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// anyhow's report of a failed command, without its repeats. The project's errors put their
+/// cause's text into their own message (`x.png: cannot decode image: unexpected end of file`),
+/// so that a library user who prints only the message gets the reason; a cause is listed under
+/// "Caused by" only if the lines above have not said it. (runtime/src/main.rs has the same function: the
+/// design keeps the runtime and the trainer free of each other.)
+fn report(e: &anyhow::Error) -> String {
+    let mut said = e.to_string();
+    let mut causes = Vec::new();
+    for cause in e.chain().skip(1).map(|c| c.to_string()) {
+        if !said.contains(&cause) {
+            said = format!("{said}\n{cause}");
+            causes.push(cause);
+        }
+    }
+    let mut out = e.to_string();
+    if !causes.is_empty() {
+        out.push_str("\n\nCaused by:");
+    }
+    for (i, cause) in causes.iter().enumerate() {
+        match causes.len() {
+            1 => out.push_str(&format!("\n    {cause}")),
+            _ => out.push_str(&format!("\n    {i}: {cause}")),
+        }
+    }
+    out
+}
+
+fn run() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)

@@ -56,8 +56,10 @@ fn bad_configs_and_data_are_named() {
     let (ok, err) = fer_train(&["fit", "--config", c, "--set", "train.epoch=3"]);
     assert!(!ok && err.contains("unknown field `epoch`"), "{err}");
 
+    // The OS's reason is in the message; the report does not repeat it under "Caused by".
     let (ok, err) = fer_train(&["fit", "--config", "/nonexistent/c.yaml"]);
     assert!(!ok && err.contains("/nonexistent/c.yaml"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 
     let (ok, err) = fer_train(&["fit", "--config", c, "--set", "train.optimizer.name=adagrad"]);
     assert!(!ok && err.contains("adagrad"), "{err}");
@@ -71,8 +73,11 @@ fn bad_configs_and_data_are_named() {
     let (ok, err) = fer_train(&["fit", "--config", c]);
     assert!(!ok && err.contains("1.png"), "{err}");
 
+    // A context line over the file's error: both are said, each once.
     let (ok, err) = fer_train(&["eval", "--run", dir.join("nothing").to_str().unwrap()]);
     assert!(!ok && err.contains("nothing"), "{err}");
+    assert!(err.contains("Caused by:\n    ") && err.contains("nothing/config.yaml"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
 
 /// `fer-train doctor` runs a kernel on every device libtorch sees, also under bf16 autocast, and

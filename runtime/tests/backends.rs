@@ -37,13 +37,7 @@ fn ort_and_tract_agree_for_batch_1_and_8() {
         seed: 11,
     };
     let path = save(&conv_model(&spec), &dir.join("conv.onnx"));
-    let ort = Model::load(
-        &path,
-        Backend::Ort {
-            device: Device::Cpu,
-        },
-    )
-    .unwrap();
+    let ort = Model::load(&path, ORT_CPU).unwrap();
     let tract = Model::load(&path, Backend::Tract).unwrap();
     assert!(
         ort.backend_name().starts_with("onnxruntime"),
@@ -118,13 +112,10 @@ fn int8_weight_files_agree_across_backends_and_with_their_float32_original() {
     let (q, report) = fer_export::int8::quantize_weights(conv_model(&spec), 1).unwrap();
     assert_eq!(report.tensors, 3, "{report:?}: the conv, the classifier and the CAM's 1x1 conv");
     let path = save(&q, &dir.join("int8.onnx"));
-    let cpu = Backend::Ort {
-        device: Device::Cpu,
-    };
-    let ort = Model::load(&path, cpu).unwrap();
+    let ort = Model::load(&path, ORT_CPU).unwrap();
     let tract = Model::load(&path, Backend::Tract).unwrap();
     assert_eq!(ort.info().int8_weights, 3);
-    let reference = Model::load(&original, cpu).unwrap();
+    let reference = Model::load(&original, ORT_CPU).unwrap();
     assert_eq!(reference.info().int8_weights, 0);
     let x = random_batch(4, 3, 20, 16, 5);
     let (a, b, r) = (
@@ -168,9 +159,7 @@ fn hand_probs(x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
 fn backends() -> Vec<Backend> {
     let mut v = vec![Backend::Tract];
     if ort_ready("hand computation on ONNX Runtime") {
-        v.push(Backend::Ort {
-            device: Device::Cpu,
-        });
+        v.push(ORT_CPU);
     }
     v
 }
@@ -242,12 +231,9 @@ fn probs_match_a_hand_computation_rgb_gray_and_gray_replicated() {
 fn confidence_output_is_used_when_present_and_cam_is_the_predicted_class() {
     let dir = tmpdir("confidence");
     let spec = ConvSpec {
-        channels: 1,
-        color: ColorMode::Gray,
-        size: (12, 12),
         cam: true,
         confidence: true,
-        seed: 5,
+        ..ConvSpec::gray(12, 5)
     };
     let path = save(&conv_model(&spec), &dir.join("conf.onnx"));
     for backend in backends() {
@@ -373,14 +359,7 @@ fn broken_models_and_inputs_give_clear_errors() {
         "{e}"
     );
 
-    let spec = ConvSpec {
-        channels: 1,
-        color: ColorMode::Gray,
-        size: (8, 8),
-        cam: false,
-        confidence: false,
-        seed: 2,
-    };
+    let spec = ConvSpec::gray(8, 2);
     let model = Model::load(
         save(&conv_model(&spec), &dir.join("ok.onnx")),
         Backend::Tract,
@@ -435,22 +414,9 @@ fn cuda_request_without_a_cuda_provider_falls_back_to_cpu() {
         return;
     }
     let dir = tmpdir("cuda-fallback");
-    let spec = ConvSpec {
-        channels: 1,
-        color: ColorMode::Gray,
-        size: (8, 8),
-        cam: false,
-        confidence: false,
-        seed: 4,
-    };
+    let spec = ConvSpec::gray(8, 4);
     let path = save(&conv_model(&spec), &dir.join("m.onnx"));
-    let cpu = Model::load(
-        &path,
-        Backend::Ort {
-            device: Device::Cpu,
-        },
-    )
-    .unwrap();
+    let cpu = Model::load(&path, ORT_CPU).unwrap();
     for device in [Device::Cuda, Device::TensorRt] {
         let model = Model::load(&path, Backend::Ort { device }).unwrap();
         // The PyPI wheel here is CPU-only; on a CUDA build the name says CUDA instead.
@@ -477,12 +443,9 @@ fn tta_averages_the_views_and_ten_crop_needs_the_crop_pad() {
     use fer_runtime::Tta;
     let dir = tmpdir("tta");
     let spec = ConvSpec {
-        channels: 1,
-        color: ColorMode::Gray,
-        size: (16, 16),
         cam: true,
         confidence: true,
-        seed: 5,
+        ..ConvSpec::gray(16, 5)
     };
     let plain = save(&conv_model(&spec), &dir.join("plain.onnx"));
     let padded = save(&with_props(conv_model(&spec), &[("fer.crop_pad", "4")]), &dir.join("padded.onnx"));

@@ -58,12 +58,8 @@ struct Fixture {
 fn fixture(name: &str) -> Fixture {
     let dir = tmpdir(name);
     let spec = ConvSpec {
-        channels: 1,
-        color: ColorMode::Gray,
-        size: (24, 24),
         cam: true,
-        confidence: false,
-        seed: 21,
+        ..ConvSpec::gray(24, 21)
     };
     let model = save(&conv_model(&spec), &dir.join("model.onnx"))
         .display()
@@ -341,14 +337,7 @@ fn unusable_models_are_refused_with_the_reason() {
     assert_eq!(err.matches("No such file").count(), 1, "{err}");
 
     // --cam on a model without a cam output.
-    let spec = ConvSpec {
-        channels: 1,
-        color: ColorMode::Gray,
-        size: (8, 8),
-        cam: false,
-        confidence: false,
-        seed: 1,
-    };
+    let spec = ConvSpec::gray(8, 1);
     let nocam = s(&save(&conv_model(&spec), &f.dir.join("nocam.onnx")));
     let out = fer_run(&[
         "-m",
@@ -739,12 +728,8 @@ fn tta_is_reported_and_refused_where_it_cannot_apply() {
 fn cam_overlays_of_a_centre_crop_model_cover_what_it_saw() {
     let dir = tmpdir("cli_cam_centre");
     let spec = ConvSpec {
-        channels: 1,
-        color: ColorMode::Gray,
-        size: (24, 24),
         cam: true,
-        confidence: false,
-        seed: 9,
+        ..ConvSpec::gray(24, 9)
     };
     let proto = with_props(conv_model(&spec), &[("fer.crop_pad", "4"), ("fer.eval_view", "centre_crop")]);
     let model = save(&proto, &dir.join("m.onnx"));

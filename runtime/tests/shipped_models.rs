@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use fer_runtime::{Backend, Device, Model, ModelInfo};
+use fer_runtime::{Backend, Model, ModelInfo};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -100,13 +100,7 @@ fn shipped_models_agree_across_backends_on_a_photo() {
         if !ort_ready("shipped_models_agree_across_backends_on_a_photo (ORT half)") {
             continue;
         }
-        let ort = Model::load(
-            &onnx,
-            Backend::Ort {
-                device: Device::Cpu,
-            },
-        )
-        .unwrap();
+        let ort = Model::load(&onnx, ORT_CPU).unwrap();
         let q = ort.predict_image(&photo).unwrap();
         assert_eq!(p.label, q.label, "{}", onnx.display());
         for ((name, a), (_, b)) in p.probs.iter().zip(&q.probs) {

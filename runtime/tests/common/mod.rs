@@ -82,6 +82,26 @@ pub struct ConvSpec {
     pub seed: u64,
 }
 
+impl ConvSpec {
+    /// A gray model of `size` x `size` faces with neither a `cam` nor a `confidence` output; the
+    /// tests set what they need on top (`ConvSpec { cam: true, ..ConvSpec::gray(16, 5) }`).
+    pub fn gray(size: usize, seed: u64) -> Self {
+        ConvSpec {
+            channels: 1,
+            color: ColorMode::Gray,
+            size: (size, size),
+            cam: false,
+            confidence: false,
+            seed,
+        }
+    }
+}
+
+/// ONNX Runtime on the CPU.
+pub const ORT_CPU: fer_runtime::Backend = fer_runtime::Backend::Ort {
+    device: fer_runtime::Device::Cpu,
+};
+
 /// Conv 3x3 (8 filters) + ReLU = F; GAP + Gemm = logits; Softmax = probs; optionally
 /// `cam` = the classifier applied at every position of F (EAC's M = W·F, a 1x1 Conv with the
 /// Gemm's weights) and `confidence` = max probability.

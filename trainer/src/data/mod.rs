@@ -75,7 +75,7 @@ impl DataError {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum DataFormat {
-    /// `<root>/<split>/<class>/*.{png,jpg,jpeg,bmp}`
+    /// `<root>/<split>/<class>/*.{png,jpg,bmp,webp,gif,tiff}`
     Folder,
     /// Kaggle `fer2013.csv` (`<root>` itself or `<root>/fer2013.csv`)
     Fer2013Csv,

@@ -1,7 +1,7 @@
 //! `fer-run`: classifies facial expressions in images with a fer ONNX model (ONNX Runtime or
 //! tract), finds faces in full photos, writes CAM overlays, benchmarks, and shows model metadata.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fer_runtime::{
     annotate, bench, cam, collect_inputs, load_image, output, Backend, Detect, Device, FaceFinder, Faces,
@@ -234,8 +234,8 @@ fn main() -> std::process::ExitCode {
 /// anyhow's report of a failed command, without its repeats. The project's errors put their
 /// cause's text into their own message (`x.png: cannot decode image: unexpected end of file`),
 /// so that a library user who prints only the message gets the reason; a cause is listed under
-/// "Caused by" only if the lines above have not said it. (trainer/src/main.rs has the same function: the
-/// design keeps the runtime and the trainer free of each other.)
+/// "Caused by" only if the lines above have not said it. (trainer/src/main.rs has the same
+/// function: the design keeps the runtime and the trainer free of each other.)
 fn report(e: &anyhow::Error) -> String {
     let mut said = e.to_string();
     let mut causes = Vec::new();
@@ -309,7 +309,7 @@ fn load_model(a: &ModelArgs) -> Result<Model> {
     };
     let model = Model::load(a.path(), backend(a)?)
         .and_then(|m| m.with_tta(tta))
-        .map_err(|e| anyhow::Error::new(e).context("cannot use the model"))?;
+        .context("cannot use the model")?;
     tracing::info!("{} on {}", a.path().display(), model.backend_name());
     Ok(model)
 }
@@ -385,8 +385,7 @@ fn run_predict(a: PredictArgs) -> Result<()> {
     } else {
         a.detect.clone()
     };
-    let mut finder = FaceFinder::new(&detect, model.metadata().input_size)
-        .map_err(|e| anyhow::Error::new(e).context("--detect"))?;
+    let mut finder = FaceFinder::new(&detect, model.metadata().input_size).context("--detect")?;
     finder.margin = a.face_margin;
     let limits = ImageLimits {
         max_pixels: (a.max_megapixels * 1e6) as u64,
@@ -631,17 +630,16 @@ fn run_bench(a: BenchArgs) -> Result<()> {
     let model = load_model(&a.model)?;
     let batch = a.batch as usize;
     let report = match &a.images {
-        None => bench::bench_tensor(&model, batch, a.warmup, a.iters).map_err(|e| anyhow::Error::new(e))?,
+        None => bench::bench_tensor(&model, batch, a.warmup, a.iters)?,
         Some(spec) => {
             let files: Vec<PathBuf> = collect_inputs(&[spec])
                 .into_iter()
                 .collect::<fer_runtime::Result<_>>()
-                .map_err(|e| anyhow::Error::new(e).context("--images"))?;
+                .context("--images")?;
             if files.is_empty() {
                 bail!("--images {spec}: no image files found ({})", fer_runtime::inputs::image_formats());
             }
-            bench::bench_images(&model, &files, batch, a.warmup, a.iters)
-                .map_err(|e| anyhow::Error::new(e))?
+            bench::bench_images(&model, &files, batch, a.warmup, a.iters)?
         }
     };
     if a.json {
@@ -676,8 +674,7 @@ fn run_bench(a: BenchArgs) -> Result<()> {
 }
 
 fn run_info(a: InfoArgs) -> Result<()> {
-    let info =
-        ModelInfo::read(&a.model).map_err(|e| anyhow::Error::new(e).context("cannot read the model"))?;
+    let info = ModelInfo::read(&a.model).context("cannot read the model")?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&info)?);
         return Ok(());
@@ -753,7 +750,7 @@ fn run_eval(a: EvalArgs) -> Result<()> {
         };
         let dir = e.path();
         for f in collect_inputs(&[dir.to_string_lossy()]) {
-            files.push((f.map_err(|e| anyhow::Error::new(e))?, class));
+            files.push((f?, class));
         }
     }
     if files.is_empty() {
@@ -778,7 +775,7 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     let want_mistakes = a.mistakes.is_some() || a.mistakes_png.is_some();
     let mut done = 0;
     overlapped(files.chunks(a.batch as usize), decode, infer, |(ys, preds)| {
-        for (i, (&y, p)) in ys.iter().zip(preds.map_err(|e| anyhow::Error::new(e))?).enumerate() {
+        for (i, (&y, p)) in ys.iter().zip(preds?).enumerate() {
             confusion[y][p.class_index] += 1;
             if want_mistakes && p.class_index != y {
                 mistakes.push(Mistake {

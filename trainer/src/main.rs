@@ -170,8 +170,8 @@ fn main() -> std::process::ExitCode {
 /// anyhow's report of a failed command, without its repeats. The project's errors put their
 /// cause's text into their own message (`x.png: cannot decode image: unexpected end of file`),
 /// so that a library user who prints only the message gets the reason; a cause is listed under
-/// "Caused by" only if the lines above have not said it. (runtime/src/main.rs has the same function: the
-/// design keeps the runtime and the trainer free of each other.)
+/// "Caused by" only if the lines above have not said it. (runtime/src/main.rs has the same
+/// function: the design keeps the runtime and the trainer free of each other.)
 fn report(e: &anyhow::Error) -> String {
     let mut said = e.to_string();
     let mut causes = Vec::new();

@@ -1,6 +1,6 @@
 //! `fer-run --annotate`: each input picture with its faces' boxes and predicted expressions drawn
 //! on it, for people who would rather look than read a table. The tags are in the bitmap font of
-//! [`crate::draw`] (no font file needed on the device), enlarged by whole pixels on big pictures.
+//! the crate's private `draw` module (no font file needed on the device), enlarged by whole pixels on big pictures.
 
 use crate::draw;
 pub use crate::draw::percent;

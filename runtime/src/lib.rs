@@ -27,7 +27,7 @@
 //! Modules: [`metadata`] (what a file declares), [`preprocess`] (image → tensor), `backend`
 //! ([`Engine`] over ONNX Runtime and tract), [`face`] (Haar cascade detector, crops), [`cam`]
 //! (activation-map overlays), [`annotate`] (boxes and labels drawn on pictures), [`output`] (JSON
-//! lines, table), [`inputs`] (files, directories, globs), [`bench`] (latency), [`metrics`]
+//! lines, table), [`inputs`] (files, directories, globs), [`bench`](mod@bench) (latency), [`metrics`]
 //! (`fer-run eval`'s scores), [`intra_op`] (tract's thread pool).
 
 pub mod annotate;

@@ -1,5 +1,7 @@
 //! `fer-run`: classifies facial expressions in images with a fer ONNX model (ONNX Runtime or
 //! tract), finds faces in full photos, writes CAM overlays, benchmarks, and shows model metadata.
+// The doc comments below are clap's --help text, where <dir>/<class> is meant literally.
+#![allow(rustdoc::invalid_html_tags)]
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};

@@ -131,7 +131,7 @@ impl Scores {
     /// The confusion matrix as a picture: true classes down, predictions across, each cell shaded
     /// by its share of its row (white 0 % to deep blue 100 %; the diagonal is the class's recall)
     /// with that share and the count in it, under a line with the three scores. The text is in
-    /// the bitmap font of [`crate::draw`], so this works on a device without font files.
+    /// the crate's built-in bitmap font (its `draw` module), so this works on a device without font files.
     pub fn confusion_image(&self) -> RgbImage {
         let k = self.confusion.len() as u32;
         let names: Vec<String> = self

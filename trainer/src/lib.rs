@@ -10,7 +10,7 @@
 //! - [`autocast`]: bf16 mixed precision (`train.bf16`)
 //! - [`train`]: the training loop, optimisers, schedulers, checkpoints
 //! - [`fpenv`]: subnormal floats flushed to zero on the CPU (they slow x86 arithmetic down)
-//! - [`bench`]: the training step timed as the PyTorch peer's benchmark times it
+//! - [`bench`](mod@bench): the training step timed as the PyTorch peer's benchmark times it
 
 pub mod augment;
 pub mod autocast;

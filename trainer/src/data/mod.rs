@@ -8,7 +8,7 @@
 //! - `rafdb`: RAF-DB basic (`EmoLabel/list_patition_label.txt` + `Image/aligned`);
 //! - `csv`: a generic `path,label` list (AffectNet style).
 //!
-//! Every reader goes through the same decode path ([`to_chw`] / [`decode_files`]), so
+//! Every reader goes through the same decode path (`to_chw` / `decode_files`), so
 //! gray/rgb conversion and resizing are identical whatever the format. Images stay uint8 on
 //! the CPU until the training loop moves them ([`Dataset::to_device`]); augmentation happens on
 //! the device ([`crate::augment`]).

@@ -28,14 +28,7 @@ fn ort_and_tract_agree_for_batch_1_and_8() {
         return;
     }
     let dir = tmpdir("parity");
-    let spec = ConvSpec {
-        channels: 3,
-        color: ColorMode::Rgb,
-        size: (20, 16),
-        cam: true,
-        confidence: false,
-        seed: 11,
-    };
+    let spec = ConvSpec::rgb_with_cam((20, 16), 11);
     let path = save(&conv_model(&spec), &dir.join("conv.onnx"));
     let ort = Model::load(&path, ORT_CPU).unwrap();
     let tract = Model::load(&path, Backend::Tract).unwrap();
@@ -100,14 +93,7 @@ fn int8_weight_files_agree_across_backends_and_with_their_float32_original() {
         return;
     }
     let dir = tmpdir("int8");
-    let spec = ConvSpec {
-        channels: 3,
-        color: ColorMode::Rgb,
-        size: (20, 16),
-        cam: true,
-        confidence: false,
-        seed: 21,
-    };
+    let spec = ConvSpec::rgb_with_cam((20, 16), 21);
     let original = save(&conv_model(&spec), &dir.join("f32.onnx"));
     let (q, report) = fer_export::int8::quantize_weights(conv_model(&spec), 1).unwrap();
     assert_eq!(report.tensors, 3, "{report:?}: the conv, the classifier and the CAM's 1x1 conv");
@@ -379,12 +365,8 @@ fn broken_models_and_inputs_give_clear_errors() {
 fn one_model_serves_many_threads() {
     let dir = tmpdir("threads");
     let spec = ConvSpec {
-        channels: 3,
-        color: ColorMode::Rgb,
-        size: (10, 10),
         cam: false,
-        confidence: false,
-        seed: 9,
+        ..ConvSpec::rgb_with_cam((10, 10), 9)
     };
     let path = save(&conv_model(&spec), &dir.join("m.onnx"));
     for backend in backends() {

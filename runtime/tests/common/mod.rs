@@ -95,6 +95,18 @@ impl ConvSpec {
             seed,
         }
     }
+
+    /// An RGB model of `(height, width)` faces with a `cam` output (the backends' parity tests).
+    pub fn rgb_with_cam(size: (usize, usize), seed: u64) -> Self {
+        ConvSpec {
+            channels: 3,
+            color: ColorMode::Rgb,
+            size,
+            cam: true,
+            confidence: false,
+            seed,
+        }
+    }
 }
 
 /// ONNX Runtime on the CPU.

@@ -91,6 +91,10 @@ pub enum FerError {
     /// A glob pattern that is malformed or matches nothing.
     #[error("{pattern}: {reason}")]
     Glob { pattern: String, reason: String },
+    /// A frame of an image stream (`fer-run -`, [`crate::stream::FrameStream`]) that cannot be
+    /// cut out: the stream ended inside it, or its bytes are no image. `name` is `stdin:<i>`.
+    #[error("{name}: {reason}")]
+    Stream { name: String, reason: String },
 }
 
 /// `Result` with [`FerError`] as the default error.

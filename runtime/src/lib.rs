@@ -27,7 +27,8 @@
 //! Modules: [`metadata`] (what a file declares), [`preprocess`] (image → tensor), `backend`
 //! ([`Engine`] over ONNX Runtime and tract), [`face`] (Haar cascade detector, crops), [`cam`]
 //! (activation-map overlays), [`annotate`] (boxes and labels drawn on pictures), [`output`] (JSON
-//! lines, table), [`inputs`] (files, directories, globs), [`bench`](mod@bench) (latency), [`metrics`]
+//! lines, table), [`inputs`] (files, directories, globs), [`stream`] (images one after another
+//! on a pipe), [`bench`](mod@bench) (latency), [`metrics`]
 //! (`fer-run eval`'s scores), [`intra_op`] (tract's thread pool).
 
 pub mod annotate;
@@ -46,6 +47,7 @@ pub mod output;
 mod postprocess;
 pub mod preprocess;
 pub mod resize;
+pub mod stream;
 #[cfg(test)]
 mod test_rng;
 
@@ -56,4 +58,4 @@ pub use inputs::collect_inputs;
 pub use metadata::{ColorMode, EvalView, Metadata, ModelInfo};
 pub use model::{Model, Prediction};
 pub use postprocess::entropy_confidence;
-pub use preprocess::{load_image, ImageLimits, Preprocessor, Tta};
+pub use preprocess::{decode_image, load_image, ImageLimits, Preprocessor, Tta};

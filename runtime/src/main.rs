@@ -6,8 +6,8 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fer_runtime::{
-    annotate, bench, cam, collect_inputs, load_image, output, Backend, Detect, Device, FaceFinder, Faces,
-    FerError, ImageLimits, Model, ModelInfo, Prediction, Tta,
+    annotate, bench, cam, collect_inputs, decode_image, load_image, output, stream::FrameStream, Backend,
+    Detect, Device, FaceFinder, Faces, FerError, ImageLimits, Model, ModelInfo, Prediction, Tta,
 };
 use image::DynamicImage;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -24,6 +24,9 @@ Examples:
   fer-run -m eac_mbv2.onnx group.jpg --annotate out/   the photo with boxes and expressions drawn
   fer-run -m m.onnx group.jpg --detect haar:haarcascade_frontalface_default.xml
   fer-run -m m.onnx frames/ --backend ort --device cuda --batch 32
+  rpicam-vid -t 0 --codec mjpeg -o - | fer-run -m eac_mbv2.onnx --json -
+                                                      a live camera, frame by frame (Raspberry Pi)
+  ffmpeg -i /dev/video0 -c:v mjpeg -f image2pipe - | fer-run -m eac_mbv2.onnx -   (any webcam)
   fer-run bench -m m.onnx --batch 8 --iters 200        inference latency (p50/p95/p99) and img/s
   fer-run bench -m m.onnx --images photos/ --backend tract   decode + preprocess + inference
   fer-run info -m m.onnx                               labels, input size, colour, mean/std, I/O
@@ -153,7 +156,10 @@ enum TtaArg {
 struct PredictArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Images, directories (walked for png/jpg/bmp/webp/gif/tiff) or glob patterns (quote them).
+    /// Images, directories (walked for png/jpg/bmp/webp/gif/tiff) or glob patterns (quote them);
+    /// or `-` alone: images arriving on stdin, each answered as it comes (JPEG/MJPEG or PNG frames
+    /// one after another, as a camera or `ffmpeg -f image2pipe` writes them; or one image of any
+    /// readable format). Frames are named stdin:0, stdin:1, ...
     #[arg(value_name = "IMAGE", required = true)]
     images: Vec<String>,
     /// One JSON object per face (or failed input) per line, instead of a table.
@@ -324,8 +330,15 @@ fn subject(e: &FerError) -> String {
         | FerError::Decode { path, .. }
         | FerError::ImageTooLarge { path, .. } => path.display().to_string(),
         FerError::Glob { pattern, .. } => pattern.clone(),
+        FerError::Stream { name, .. } => name.clone(),
         _ => String::new(),
     }
+}
+
+/// Where an input's bytes come from: a file, or a frame of the image stream on stdin (`-`).
+enum Source {
+    File(fer_runtime::Result<PathBuf>),
+    Frame(fer_runtime::Result<Vec<u8>>),
 }
 
 /// One input after decoding and face finding.
@@ -393,14 +406,17 @@ fn run_predict(a: PredictArgs) -> Result<()> {
         max_pixels: (a.max_megapixels * 1e6) as u64,
     };
     let batch = a.batch as usize;
+    let from_stdin = a.images.iter().any(|i| i == "-");
+    if from_stdin && a.images.len() > 1 {
+        bail!("`-` (images from stdin) cannot be mixed with other inputs: give it alone");
+    }
 
-    let items = collect_inputs(&a.images);
+    let items = if from_stdin { Vec::new() } else { collect_inputs(&a.images) };
     // What --cam / --annotate must not write over.
     let input_files: HashSet<PathBuf> = match a.cam.is_some() || a.annotate.is_some() {
         true => items.iter().flatten().filter_map(|p| std::fs::canonicalize(p).ok()).collect(),
         false => HashSet::new(),
     };
-    let total = items.len();
     let names: Vec<String> = items
         .iter()
         .map(|i| match i {
@@ -408,13 +424,12 @@ fn run_predict(a: PredictArgs) -> Result<()> {
             Err(e) => subject(e),
         })
         .collect();
-    let file_width = names
-        .iter()
-        .map(|n| n.chars().count())
-        .max()
-        .unwrap_or(4)
-        .clamp(4, 60);
-    let pb = progress_bar(total, a.json);
+    let file_width = match from_stdin {
+        true => "stdin:00000".len(),
+        false => names.iter().map(|n| n.chars().count()).max().unwrap_or(4).clamp(4, 60),
+    };
+    // A stream's length is unknown: no bar.
+    let pb = progress_bar(items.len(), a.json);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if !a.json {
@@ -435,19 +450,40 @@ fn run_predict(a: PredictArgs) -> Result<()> {
         writeln!(out, "{}", output::table_header(file_width))?;
     }
 
+    let mut total = 0usize;
     let mut failed = 0usize;
     let mut faces_done = 0usize;
     let mut used_names = HashSet::new();
     let mut annotated = 0usize;
-    let mut queue = items.into_iter().zip(names);
-    let chunks = std::iter::from_fn(|| Some(queue.by_ref().take(batch).collect::<Vec<_>>()))
-        .take_while(|chunk| !chunk.is_empty());
+    let mut queue = items.into_iter().map(Source::File).zip(names);
+    let chunks: Box<dyn Iterator<Item = Vec<(Source, String)>> + Send> = if from_stdin {
+        // One frame at a time, each answered before the next is read: a camera's frames are
+        // classified as they come, not when a batch has filled.
+        Box::new(FrameStream::new(std::io::stdin(), "stdin").map(|frame| {
+            vec![match frame {
+                Ok(f) => (Source::Frame(Ok(f.bytes)), f.name),
+                Err(e) => {
+                    let name = subject(&e);
+                    (Source::Frame(Err(e)), name)
+                }
+            }]
+        }))
+    } else {
+        Box::new(
+            std::iter::from_fn(move || Some(queue.by_ref().take(batch).collect::<Vec<_>>()))
+                .take_while(|chunk| !chunk.is_empty()),
+        )
+    };
     // Decode and find faces in parallel; inputs that fail keep their place with the error.
-    let decode = |chunk: Vec<(std::result::Result<PathBuf, FerError>, String)>| -> Vec<Item> {
+    let decode = |chunk: Vec<(Source, String)>| -> Vec<Item> {
         chunk
             .into_par_iter()
-            .map(|(item, name)| {
-                let (faces, picture) = match item.and_then(|p| load_image(&p, &limits)) {
+            .map(|(source, name)| {
+                let image = match source {
+                    Source::File(path) => path.and_then(|p| load_image(&p, &limits)),
+                    Source::Frame(bytes) => bytes.and_then(|b| decode_image(&b, Path::new(&name), &limits)),
+                };
+                let (faces, picture) = match image {
                     Ok(img) => (Ok(finder.find(&img)), a.annotate.is_some().then_some(img)),
                     Err(e) => (Err(e.to_string()), None),
                 };
@@ -464,9 +500,10 @@ fn run_predict(a: PredictArgs) -> Result<()> {
         classify(&model, &mut prepared, batch);
         prepared
     };
-    overlapped(chunks, decode, infer, |prepared| {
+    overlapped(chunks, !from_stdin, decode, infer, |prepared| {
         for item in &prepared {
             pb.inc(1);
+            total += 1;
             let faces = match &item.faces {
                 Ok(f) => f,
                 Err(e) => {
@@ -546,6 +583,9 @@ fn run_predict(a: PredictArgs) -> Result<()> {
         Ok(())
     })?;
     pb.finish_and_clear();
+    if from_stdin && total == 0 {
+        bail!("stdin: the stream ended before any image came in");
+    }
     if !a.json {
         eprintln!("{total} input(s), {faces_done} face(s) classified, {failed} failed");
         if let Some(dir) = &a.annotate {
@@ -558,16 +598,21 @@ fn run_predict(a: PredictArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs `chunks` through `decode`, then `infer`, then `emit`, in order, with the decoding of
-/// each chunk overlapping the inference of the one before: the cores that the inference leaves
-/// idle decode the next images. `emit` runs on the calling thread (it may hold stdout) and its
-/// first error stops the loop.
+/// Runs `chunks` through `decode`, then `infer`, then `emit`, in order. With `prefetch`, the
+/// decoding of each chunk overlaps the inference of the one before: the cores that the inference
+/// leaves idle decode the next images. Without it each chunk is emitted before the next is taken
+/// (a live stream, whose next frame may not exist yet). `emit` runs on the calling thread (it may
+/// hold stdout) and its first error stops the loop.
 fn overlapped<C: Send, D: Send, R: Send>(
     mut chunks: impl Iterator<Item = C>,
+    prefetch: bool,
     decode: impl Fn(C) -> D + Sync,
     infer: impl Fn(D) -> R + Sync,
     mut emit: impl FnMut(R) -> Result<()>,
 ) -> Result<()> {
+    if !prefetch {
+        return chunks.try_for_each(|chunk| emit(infer(decode(chunk))));
+    }
     let mut next = chunks.next().map(&decode);
     while let Some(current) = next.take() {
         let following = chunks.next();
@@ -776,7 +821,7 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     let mut mistakes: Vec<Mistake> = Vec::new();
     let want_mistakes = a.mistakes.is_some() || a.mistakes_png.is_some();
     let mut done = 0;
-    overlapped(files.chunks(a.batch as usize), decode, infer, |(ys, preds)| {
+    overlapped(files.chunks(a.batch as usize), true, decode, infer, |(ys, preds)| {
         for (i, (&y, p)) in ys.iter().zip(preds?).enumerate() {
             confusion[y][p.class_index] += 1;
             if want_mistakes && p.class_index != y {

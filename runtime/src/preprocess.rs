@@ -39,33 +39,55 @@ impl Default for ImageLimits {
 /// # Ok::<(), fer_runtime::FerError>(())
 /// ```
 pub fn load_image(path: &Path, limits: &ImageLimits) -> Result<DynamicImage> {
-    let open = || -> Result<ImageReader<std::io::BufReader<std::fs::File>>> {
-        // The content decides, not the extension: text named `.jpg` is "not an image", not a
-        // JPEG decoding error.
-        let mut magic = [0u8; 16];
-        let n = read_prefix(path, &mut magic).map_err(|e| FerError::io(path, e))?;
-        let mut reader = ImageReader::open(path).map_err(|e| FerError::io(path, e))?;
-        match image::guess_format(&magic[..n]) {
-            Ok(format) => reader.set_format(format),
-            Err(_) => {
-                return Err(FerError::NotAnImage {
-                    path: path.to_path_buf(),
-                })
-            }
-        }
-        Ok(reader)
+    let mut magic = [0u8; 16];
+    let n = read_prefix(path, &mut magic).map_err(|e| FerError::io(path, e))?;
+    decode_checked(
+        || ImageReader::open(path).map_err(|e| FerError::io(path, e)),
+        &magic[..n],
+        path,
+        limits,
+    )
+}
+
+/// Decodes an image held in memory (a frame of [`crate::stream::FrameStream`], an upload, a
+/// camera buffer) as [`load_image`] decodes a file, with the same checks; `name` stands for the
+/// file in errors ("stdin:3: cannot decode image: …").
+///
+/// ```no_run
+/// use fer_runtime::{decode_image, ImageLimits};
+/// let bytes = std::fs::read("face.jpg")?;
+/// let img = decode_image(&bytes, "upload".as_ref(), &ImageLimits::default())?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn decode_image(bytes: &[u8], name: &Path, limits: &ImageLimits) -> Result<DynamicImage> {
+    let open = || Ok(ImageReader::new(std::io::Cursor::new(bytes)));
+    decode_checked(open, &bytes[..bytes.len().min(16)], name, limits)
+}
+
+/// What [`load_image`] and [`decode_image`] share: the format from the first bytes (`magic`), the
+/// header's size against `limits`, then the decode. `open` gives a fresh reader at the start.
+fn decode_checked<R: std::io::BufRead + std::io::Seek>(
+    open: impl Fn() -> Result<ImageReader<R>>,
+    magic: &[u8],
+    path: &Path,
+    limits: &ImageLimits,
+) -> Result<DynamicImage> {
+    // The content decides, not the extension: text named `.jpg` is "not an image", not a JPEG
+    // decoding error.
+    let format = image::guess_format(magic).map_err(|_| FerError::NotAnImage {
+        path: path.to_path_buf(),
+    })?;
+    let decode_error = |source| FerError::Decode {
+        path: path.to_path_buf(),
+        source,
     };
     // Header only: the decoder reads the dimensions without allocating the pixel buffer. The
     // image crate's own limits are lifted for this read so that our check, with its clearer
     // message, is the one that refuses a huge image.
     let mut header = open()?;
+    header.set_format(format);
     header.no_limits();
-    let (width, height) = header
-        .into_dimensions()
-        .map_err(|source| FerError::Decode {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let (width, height) = header.into_dimensions().map_err(decode_error)?;
     if width as u64 * height as u64 > limits.max_pixels {
         return Err(FerError::ImageTooLarge {
             path: path.to_path_buf(),
@@ -75,14 +97,12 @@ pub fn load_image(path: &Path, limits: &ImageLimits) -> Result<DynamicImage> {
         });
     }
     let mut reader = open()?;
+    reader.set_format(format);
     let mut lim = image::Limits::default();
     // Second guard for formats whose header lies: at most 16 bytes per allowed pixel (RGBA16).
     lim.max_alloc = Some(limits.max_pixels.saturating_mul(16));
     reader.limits(lim);
-    reader.decode().map_err(|source| FerError::Decode {
-        path: path.to_path_buf(),
-        source,
-    })
+    reader.decode().map_err(decode_error)
 }
 
 /// Reads up to `buf.len()` bytes from the start of the file.

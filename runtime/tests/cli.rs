@@ -180,6 +180,109 @@ fn webp_gif_and_tiff_faces_classify_as_their_png() {
     }
 }
 
+/// fer-run with `stdin` as its input; the bytes are written from another thread, so a fer-run
+/// that answers early cannot block on a full pipe.
+fn fer_run_stdin(args: &[&str], input: Vec<u8>) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = fer_run_command()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("fer-run runs");
+    let mut stdin = child.stdin.take().unwrap();
+    // fer-run may stop reading (and close the pipe) at a broken frame: not an error here.
+    let writer = std::thread::spawn(move || drop(stdin.write_all(&input)));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    eprintln!(
+        "fer-run {} < stdin\n--- status {:?}\n--- stdout\n{}--- stderr\n{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `-` reads images one after another from stdin (a camera's MJPEG, ffmpeg's image2pipe): each
+/// frame gets exactly what its file gets, under the name stdin:<i>, and is answered while the
+/// stream is still open, before the next frame has come.
+#[test]
+fn frames_on_stdin_are_classified_as_they_arrive() {
+    use std::io::{BufRead, Write};
+    use std::process::Stdio;
+    let f = fixture("cli-stdin");
+    let files: Vec<String> = ["a.png", "b.jpg", "more/e.jpeg", "d.PNG"]
+        .iter()
+        .map(|n| s(&f.images.join(n)))
+        .collect();
+    let frames: Vec<Vec<u8>> = files.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let args = ["-m", f.model.as_str(), "--backend", "tract", "--json"];
+    let file_args: Vec<&str> = args.iter().copied().chain(files.iter().map(|f| f.as_str())).collect();
+    let by_file = json_lines(&fer_run(&file_args));
+    assert_eq!(by_file.len(), 4);
+
+    let mut child = fer_run_command()
+        .args(args)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    stdin.write_all(&frames[0]).unwrap();
+    stdin.flush().unwrap();
+    let first = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("frame 0 is answered while stdin is still open");
+    for frame in &frames[1..] {
+        stdin.write_all(frame).unwrap();
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    let lines: Vec<Value> = std::iter::once(first)
+        .chain(rx.iter())
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    for (i, (line, want)) in lines.iter().zip(&by_file).enumerate() {
+        assert_eq!(line["file"], format!("stdin:{i}"));
+        assert_eq!(line["probs"], want["probs"], "frame {i} against {}", want["file"]);
+    }
+
+    // A stream cut inside its second frame: the first is classified, the second is a named
+    // error, and the exit status says so.
+    let cut = [&frames[0][..], &frames[1][..frames[1].len() / 2]].concat();
+    let out = fer_run_stdin(&[&args[..], &["-"]].concat(), cut);
+    assert_eq!(out.status.code(), Some(1));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["probs"], by_file[0]["probs"]);
+    assert_eq!(lines[1]["file"], "stdin:1");
+    let error = lines[1]["error"].as_str().unwrap();
+    assert!(error.contains("the stream ended inside this frame"), "{error}");
+
+    // Nothing on stdin, and `-` beside other inputs.
+    let out = fer_run_stdin(&["-m", &f.model, "--backend", "tract", "-"], Vec::new());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("stdin: the stream ended before any image came in"), "{stderr}");
+    let out = fer_run(&["-m", &f.model, "-", &files[0]]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot be mixed with other inputs"), "{stderr}");
+}
+
 #[test]
 fn batch_size_does_not_change_results() {
     let f = fixture("cli-batch");

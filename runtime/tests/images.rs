@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use fer_runtime::{load_image, FerError, ImageLimits};
+use fer_runtime::{decode_image, load_image, FerError, ImageLimits};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -79,4 +79,33 @@ fn a_20000_by_20000_png_is_refused_before_decoding() {
         Err(FerError::ImageTooLarge { .. })
     ));
     assert!(load_image(&small, &ImageLimits { max_pixels: 10_000 }).is_ok());
+}
+
+/// Bytes in memory decode as their file does, with the same checks, and the errors carry the
+/// name given for them.
+#[test]
+fn decode_image_reads_bytes_as_load_image_reads_files() {
+    let dir = tmpdir("img-bytes");
+    let limits = ImageLimits::default();
+    let name = std::path::Path::new("stdin:7");
+    for ext in ["png", "jpg", "webp"] {
+        let p = dir.join(format!("a.{ext}"));
+        pattern(33, 21, 3).save(&p).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        let from_bytes = decode_image(&bytes, name, &limits).unwrap();
+        let from_file = load_image(&p, &limits).unwrap();
+        assert_eq!(from_bytes.as_bytes(), from_file.as_bytes(), "{ext}");
+    }
+    let message = |bytes: &[u8], limits: &ImageLimits| decode_image(bytes, name, limits).unwrap_err();
+    let e = message(b"just text", &limits);
+    assert!(matches!(e, FerError::NotAnImage { .. }), "{e:?}");
+    assert!(e.to_string().starts_with("stdin:7: not a supported image"), "{e}");
+    let e = message(&[], &limits);
+    assert!(matches!(e, FerError::NotAnImage { .. }), "{e:?}");
+    let cut = dir.join("cut.png");
+    truncated_png(&cut);
+    let e = message(&std::fs::read(&cut).unwrap(), &limits);
+    assert!(matches!(e, FerError::Decode { .. }) && e.to_string().starts_with("stdin:7: cannot decode"), "{e}");
+    let e = message(&huge_png_header(20_000, 20_000), &limits);
+    assert!(e.to_string().starts_with("stdin:7: image is 20000x20000"), "{e}");
 }

@@ -1,0 +1,428 @@
+//! Images arriving one after another on a byte stream — a camera's MJPEG (`libcamera-vid --codec
+//! mjpeg -o -`), ffmpeg's `image2pipe`, `cat a.png b.png` — split into one encoded image each, as
+//! they arrive, by the structure of their own format: JPEG segments (with the entropy-coded data
+//! scanned for the next marker) and PNG chunks. Nothing waits for the stream to end, so `fer-run
+//! -` answers frame by frame. A stream that starts with another format the build decodes (WebP,
+//! GIF, BMP, TIFF) is read to its end as one image.
+
+use crate::error::{FerError, Result};
+use std::io::{BufRead, BufReader, Read};
+
+/// Largest encoded frame accepted (a 100-megapixel JPEG is ~50 MB): a stream that never reaches
+/// the end of its frame fails here instead of filling the memory.
+pub const MAX_FRAME_BYTES: usize = 256 << 20;
+
+/// One encoded image of a stream and the name it goes by in output and errors (`<stream>:<i>`,
+/// counted from 0).
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Iterator over the frames of a byte stream. An error (a frame cut off, bytes that are no image)
+/// is yielded once and ends the iteration: past a broken frame there is no reliable place to
+/// start again.
+///
+/// ```no_run
+/// use fer_runtime::{decode_image, stream::FrameStream, ImageLimits};
+/// for frame in FrameStream::new(std::io::stdin(), "stdin") {
+///     let frame = frame?;
+///     let img = decode_image(&frame.bytes, frame.name.as_ref(), &ImageLimits::default())?;
+///     println!("{}: {}x{}", frame.name, img.width(), img.height());
+/// }
+/// # Ok::<(), fer_runtime::FerError>(())
+/// ```
+pub struct FrameStream<R> {
+    reader: BufReader<R>,
+    name: String,
+    next_index: usize,
+    done: bool,
+    max_bytes: usize,
+}
+
+impl<R: Read> FrameStream<R> {
+    /// Frames of `reader`; `name` ("stdin") prefixes their names.
+    pub fn new(reader: R, name: impl Into<String>) -> Self {
+        FrameStream {
+            reader: BufReader::with_capacity(1 << 16, reader),
+            name: name.into(),
+            next_index: 0,
+            done: false,
+            max_bytes: MAX_FRAME_BYTES,
+        }
+    }
+
+    /// Lowers the size cap ([`MAX_FRAME_BYTES`]), for tests and small devices.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+}
+
+impl<R: Read> Iterator for FrameStream<R> {
+    type Item = Result<Frame>;
+
+    fn next(&mut self) -> Option<Result<Frame>> {
+        if self.done {
+            return None;
+        }
+        let name = format!("{}:{}", self.name, self.next_index);
+        self.next_index += 1;
+        let mut taker = Taker {
+            reader: &mut self.reader,
+            bytes: Vec::new(),
+            max: self.max_bytes,
+        };
+        match taker.frame() {
+            Ok(true) => Some(Ok(Frame {
+                name,
+                bytes: taker.bytes,
+            })),
+            Ok(false) => {
+                self.done = true;
+                None
+            }
+            Err(why) => {
+                self.done = true;
+                let reason = match why {
+                    Why::Io(e) => format!("reading the stream: {e}"),
+                    Why::Cut => format!(
+                        "the stream ended inside this frame (after {} bytes)",
+                        taker.bytes.len()
+                    ),
+                    Why::TooLarge => format!(
+                        "no end of the frame in its first {} MiB",
+                        self.max_bytes >> 20
+                    ),
+                    Why::Bad(what) => what,
+                };
+                Some(Err(FerError::Stream { name, reason }))
+            }
+        }
+    }
+}
+
+enum Why {
+    Io(std::io::Error),
+    /// End of stream inside a frame.
+    Cut,
+    TooLarge,
+    Bad(String),
+}
+
+/// Reads one frame's bytes into `bytes`.
+struct Taker<'a, R> {
+    reader: &'a mut BufReader<R>,
+    bytes: Vec<u8>,
+    max: usize,
+}
+
+impl<R: Read> Taker<'_, R> {
+    /// One frame into `self.bytes`: `Ok(false)` at a clean end of the stream (no byte left).
+    fn frame(&mut self) -> std::result::Result<bool, Why> {
+        if self.reader.fill_buf().map_err(Why::Io)?.is_empty() {
+            return Ok(false);
+        }
+        match (self.byte()?, self.byte()?) {
+            (0xFF, 0xD8) => self.jpeg()?,
+            (0x89, b'P') => self.png()?,
+            _ => self.whole_stream()?,
+        }
+        Ok(true)
+    }
+
+    fn byte(&mut self) -> std::result::Result<u8, Why> {
+        let mut b = [0u8];
+        match self.reader.read_exact(&mut b) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(Why::Cut),
+            Err(e) => return Err(Why::Io(e)),
+        }
+        self.keep(&b)?;
+        Ok(b[0])
+    }
+
+    fn keep(&mut self, b: &[u8]) -> std::result::Result<(), Why> {
+        if self.bytes.len() + b.len() > self.max {
+            return Err(Why::TooLarge);
+        }
+        self.bytes.extend_from_slice(b);
+        Ok(())
+    }
+
+    /// The next `n` bytes, kept.
+    fn skip(&mut self, n: usize) -> std::result::Result<(), Why> {
+        if self.bytes.len() + n > self.max {
+            return Err(Why::TooLarge);
+        }
+        let before = self.bytes.len();
+        let got = (&mut *self.reader)
+            .take(n as u64)
+            .read_to_end(&mut self.bytes)
+            .map_err(Why::Io)?;
+        debug_assert_eq!(self.bytes.len(), before + got);
+        if got < n {
+            return Err(Why::Cut);
+        }
+        Ok(())
+    }
+
+    /// JPEG after its SOI (FF D8): segments by their lengths up to EOI (FF D9). A scan's
+    /// entropy-coded data has no length: it runs to the next marker, an FF not followed by 00
+    /// (a stuffed FF) or D0–D7 (restart markers, which stay inside the scan). APPn segments — EXIF
+    /// with its thumbnail, whose own FF D9 must not end the frame — are skipped by their lengths.
+    fn jpeg(&mut self) -> std::result::Result<(), Why> {
+        let mut found: Option<u8> = None;
+        loop {
+            let marker = match found.take() {
+                Some(m) => m,
+                None => {
+                    let b = self.byte()?;
+                    if b != 0xFF {
+                        return Err(Why::Bad(format!(
+                            "JPEG: a marker was due at byte {}, found 0x{b:02X}",
+                            self.bytes.len() - 1
+                        )));
+                    }
+                    self.marker()?
+                }
+            };
+            match marker {
+                0xD9 => return Ok(()),
+                0xD0..=0xD7 | 0x01 => {}
+                _ => {
+                    let len = u16::from_be_bytes([self.byte()?, self.byte()?]) as usize;
+                    if len < 2 {
+                        return Err(Why::Bad(format!(
+                            "JPEG: segment FF{marker:02X} at byte {} has length {len}",
+                            self.bytes.len() - 4
+                        )));
+                    }
+                    self.skip(len - 2)?;
+                    if marker == 0xDA {
+                        found = Some(self.entropy_coded()?);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The marker byte after an FF, past fill bytes (more FFs).
+    fn marker(&mut self) -> std::result::Result<u8, Why> {
+        let mut m = self.byte()?;
+        while m == 0xFF {
+            m = self.byte()?;
+        }
+        Ok(m)
+    }
+
+    /// A scan's data, up to and including the marker that ends it; returns that marker.
+    fn entropy_coded(&mut self) -> std::result::Result<u8, Why> {
+        loop {
+            // Whole buffered runs up to the next FF at a time: the data is most of a JPEG's bytes.
+            let buf = self.reader.fill_buf().map_err(Why::Io)?;
+            if buf.is_empty() {
+                return Err(Why::Cut);
+            }
+            let ff = buf.iter().position(|&b| b == 0xFF);
+            let run = ff.unwrap_or(buf.len());
+            if self.bytes.len() + run > self.max {
+                return Err(Why::TooLarge);
+            }
+            self.bytes.extend_from_slice(&buf[..run]);
+            self.reader.consume(run);
+            if ff.is_none() {
+                continue;
+            }
+            self.byte()?; // the FF
+            match self.marker()? {
+                0x00 | 0xD0..=0xD7 => {}
+                m => return Ok(m),
+            }
+        }
+    }
+
+    /// PNG after its first two bytes: the rest of the signature, then chunks (length, type, data,
+    /// CRC) up to IEND.
+    fn png(&mut self) -> std::result::Result<(), Why> {
+        for &want in b"NG\r\n\x1a\n" {
+            if self.byte()? != want {
+                return Err(Why::Bad("starts like a PNG but its signature is broken".into()));
+            }
+        }
+        loop {
+            let len = u32::from_be_bytes([self.byte()?, self.byte()?, self.byte()?, self.byte()?]);
+            if len > i32::MAX as u32 {
+                return Err(Why::Bad(format!("PNG: chunk length {len} at byte {}", self.bytes.len() - 4)));
+            }
+            let kind = [self.byte()?, self.byte()?, self.byte()?, self.byte()?];
+            self.skip(len as usize + 4)?;
+            if &kind == b"IEND" {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Another format the build decodes, whose end cannot be found from outside: the rest of the
+    /// stream is the image. Anything else is refused with what was expected.
+    fn whole_stream(&mut self) -> std::result::Result<(), Why> {
+        // Enough of the start to recognise the format (WebP's signature is 12 bytes).
+        while self.bytes.len() < 16 {
+            match self.byte() {
+                Ok(_) => {}
+                Err(Why::Cut) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let known = image::guess_format(&self.bytes).is_ok_and(|f| f.reading_enabled());
+        if !known {
+            let start: Vec<String> = self.bytes.iter().take(8).map(|b| format!("{b:02X}")).collect();
+            return Err(Why::Bad(format!(
+                "not an image (starts with {}): a stream takes JPEG (MJPEG) or PNG frames one \
+                 after another, or one image in any readable format ({})",
+                start.join(" "),
+                crate::inputs::image_formats()
+            )));
+        }
+        let max = self.max - self.bytes.len();
+        let got = (&mut *self.reader)
+            .take(max as u64 + 1)
+            .read_to_end(&mut self.bytes)
+            .map_err(Why::Io)?;
+        if got > max {
+            return Err(Why::TooLarge);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageFormat, Rgb, RgbImage};
+    use std::io::Cursor;
+
+    fn picture(w: u32, h: u32, seed: u32) -> RgbImage {
+        // Busy content, so that the JPEG's entropy-coded data holds stuffed FF 00 bytes.
+        RgbImage::from_fn(w, h, |x, y| {
+            let v = (x * 37 + y * 91 + seed * 53) ^ (x * y + seed);
+            Rgb([(v % 251) as u8, (v / 3 % 256) as u8, (v * 7 % 253) as u8])
+        })
+    }
+
+    fn encode(img: &RgbImage, format: ImageFormat) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, format).unwrap();
+        out.into_inner()
+    }
+
+    fn frames(bytes: &[u8]) -> Vec<Result<Frame>> {
+        FrameStream::new(Cursor::new(bytes.to_vec()), "s").collect()
+    }
+
+    #[test]
+    fn splits_jpeg_and_png_frames_back_to_back() {
+        let parts = [
+            encode(&picture(64, 48, 1), ImageFormat::Jpeg),
+            encode(&picture(30, 20, 2), ImageFormat::Png),
+            encode(&picture(97, 33, 3), ImageFormat::Jpeg),
+            encode(&picture(16, 16, 4), ImageFormat::Png),
+        ];
+        assert!(
+            parts[0].windows(2).any(|w| w == [0xFF, 0x00]),
+            "the test JPEG should hold stuffed bytes"
+        );
+        let got = frames(&parts.concat());
+        assert_eq!(got.len(), 4);
+        for (i, (f, want)) in got.into_iter().zip(&parts).enumerate() {
+            let f = f.unwrap();
+            assert_eq!(f.name, format!("s:{i}"));
+            assert!(f.bytes == *want, "frame {i}: {} bytes, want {}", f.bytes.len(), want.len());
+        }
+        assert!(frames(&[]).is_empty(), "an empty stream has no frames and no error");
+    }
+
+    /// A JPEG with an APP1 segment holding a whole JPEG (as EXIF thumbnails do), restart markers
+    /// in the scan and two scans (as progressive JPEGs have): the frame ends at the outer EOI.
+    #[test]
+    fn jpeg_structure_not_byte_patterns_ends_a_frame() {
+        let thumb = encode(&picture(8, 8, 5), ImageFormat::Jpeg);
+        let mut jpeg = vec![0xFF, 0xD8];
+        jpeg.extend([0xFF, 0xE1]);
+        jpeg.extend(((thumb.len() + 2) as u16).to_be_bytes());
+        jpeg.extend(&thumb);
+        let scan = |data: &[u8]| {
+            let mut s = vec![0xFF, 0xDA, 0x00, 0x04, 0x01, 0x02];
+            s.extend(data);
+            s
+        };
+        jpeg.extend(scan(&[0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56, 0xFF, 0xFF, 0xD1, 0x78]));
+        jpeg.extend([0xFF, 0xC4, 0x00, 0x03, 0x99]); // a table between the scans
+        jpeg.extend(scan(&[0xAB; 5000]));
+        jpeg.extend([0xFF, 0xFF, 0xD9]); // the EOI after a fill byte
+        let png = encode(&picture(5, 5, 6), ImageFormat::Png);
+        let got = frames(&[jpeg.clone(), png.clone(), jpeg.clone()].concat());
+        let got: Vec<Vec<u8>> = got.into_iter().map(|f| f.unwrap().bytes).collect();
+        assert_eq!(got, vec![jpeg.clone(), png, jpeg]);
+        // Read through a one-byte buffer the same way (runs of data cut at every byte).
+        let slow = FrameStream {
+            reader: BufReader::with_capacity(1, Cursor::new(thumb.clone())),
+            name: "s".into(),
+            next_index: 0,
+            done: false,
+            max_bytes: MAX_FRAME_BYTES,
+        };
+        let got: Vec<Vec<u8>> = slow.map(|f| f.unwrap().bytes).collect();
+        assert_eq!(got, vec![thumb]);
+    }
+
+    #[test]
+    fn other_formats_are_the_whole_stream() {
+        let gif = encode(&picture(20, 10, 7), ImageFormat::Gif);
+        let got = frames(&gif);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].as_ref().unwrap().bytes == gif);
+    }
+
+    #[test]
+    fn broken_streams_are_named_errors_that_end_the_stream() {
+        let jpeg = encode(&picture(40, 30, 8), ImageFormat::Jpeg);
+        let png = encode(&picture(40, 30, 9), ImageFormat::Png);
+        let message = |r: &Result<Frame>| r.as_ref().unwrap_err().to_string();
+
+        // Cut off inside the second frame: the first still comes out whole.
+        let cut = [&jpeg[..], &png[..png.len() - 5]].concat();
+        let got = frames(&cut);
+        assert_eq!(got.len(), 2);
+        assert!(got[0].as_ref().unwrap().bytes == jpeg);
+        let m = message(&got[1]);
+        assert!(m.starts_with("s:1: the stream ended inside this frame"), "{m}");
+
+        // Text after a good frame.
+        let got = frames(&[&png[..], b"hello, this is not an image"].concat());
+        assert_eq!(got.len(), 2);
+        let m = message(&got[1]);
+        assert!(m.starts_with("s:1: not an image (starts with 68 65 6C 6C"), "{m}");
+        assert!(m.contains("JPEG (MJPEG) or PNG"), "{m}");
+
+        // A JPEG with garbage where a marker belongs, and one whose segment length is 0.
+        let got = frames(&[0xFF, 0xD8, 0x42, 0x00]);
+        let m = message(&got[0]);
+        assert!(m.contains("a marker was due at byte 2, found 0x42"), "{m}");
+        let got = frames(&[0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x00]);
+        assert!(message(&got[0]).contains("has length 0"));
+        let got = frames(b"\x89PNX....");
+        assert!(message(&got[0]).contains("signature is broken"));
+
+        // Over the size cap.
+        let got: Vec<_> = FrameStream::new(Cursor::new(jpeg.clone()), "s")
+            .with_max_bytes(jpeg.len() - 1)
+            .collect();
+        assert!(message(&got[0]).contains("no end of the frame"), "{}", message(&got[0]));
+        let got: Vec<_> = FrameStream::new(Cursor::new(jpeg.clone()), "s")
+            .with_max_bytes(jpeg.len())
+            .collect();
+        assert!(got[0].as_ref().unwrap().bytes == jpeg);
+    }
+}

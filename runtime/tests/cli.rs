@@ -30,9 +30,13 @@ fn fer_run(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("fer-run runs");
+    logged(&format!("fer-run {}", args.join(" ")), out)
+}
+
+/// `out`, after printing it for a failing test's log.
+fn logged(command: &str, out: Output) -> Output {
     eprintln!(
-        "fer-run {}\n--- status {:?}\n--- stdout\n{}--- stderr\n{}",
-        args.join(" "),
+        "{command}\n--- status {:?}\n--- stdout\n{}--- stderr\n{}",
         out.status.code(),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
@@ -197,14 +201,7 @@ fn fer_run_stdin(args: &[&str], input: Vec<u8>) -> Output {
     let writer = std::thread::spawn(move || drop(stdin.write_all(&input)));
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap();
-    eprintln!(
-        "fer-run {} < stdin\n--- status {:?}\n--- stdout\n{}--- stderr\n{}",
-        args.join(" "),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    logged(&format!("fer-run {} < stdin", args.join(" ")), out)
 }
 
 /// `-` reads images one after another from stdin (a camera's MJPEG, ffmpeg's image2pipe): each

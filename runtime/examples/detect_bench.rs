@@ -1,0 +1,41 @@
+//! Times the Haar face detector (`HaarCascade::detect` with fer-run's default parameters, the same
+//! as OpenCV's `detectMultiScale(scaleFactor=1.1, minNeighbors=3, minSize=(30, 30))`) on images,
+//! and prints one JSON line per image: its size, the median and minimum milliseconds per
+//! detection, and the boxes. `bench/detect_vs_opencv.py` runs it beside OpenCV on the same images.
+//!
+//! `cargo run --release -p fer-runtime --example detect_bench -- <cascade.xml> <iters> <image>...`
+use fer_runtime::{load_image, preprocess::to_gray, HaarCascade, HaarParams, ImageLimits};
+use std::time::Instant;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [cascade, iters, images @ ..] = &args[..] else {
+        return Err("usage: detect_bench <cascade.xml> <iters> <image>...".into());
+    };
+    let cascade = HaarCascade::load(cascade.as_ref())?;
+    let iters: usize = iters.parse()?;
+    let params = HaarParams::default();
+    for path in images {
+        let gray = to_gray(&load_image(path.as_ref(), &ImageLimits::default())?);
+        let boxes = cascade.detect(&gray, &params); // warm-up (and the answer)
+        let mut ms: Vec<f64> = (0..iters.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(cascade.detect(&gray, &params));
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        let boxes: Vec<[u32; 4]> = boxes.iter().map(|b| [b.x, b.y, b.w, b.h]).collect();
+        println!(
+            "{{\"image\": {:?}, \"size\": [{}, {}], \"p50_ms\": {:.3}, \"min_ms\": {:.3}, \"boxes\": {:?}}}",
+            path,
+            gray.width(),
+            gray.height(),
+            ms[ms.len() / 2],
+            ms[0],
+            boxes
+        );
+    }
+    Ok(())
+}

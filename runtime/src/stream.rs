@@ -385,6 +385,41 @@ mod tests {
         assert!(got[0].as_ref().unwrap().bytes == gif);
     }
 
+    /// Streams of good frames with random bytes changed, inserted or cut: the splitter and the
+    /// decoder never panic, and every stream ends (an error ends it at the frame it is in).
+    #[test]
+    fn damaged_streams_never_panic() {
+        let good = [
+            encode(&picture(24, 20, 10), ImageFormat::Jpeg),
+            encode(&picture(12, 9, 11), ImageFormat::Png),
+            encode(&picture(17, 13, 12), ImageFormat::Jpeg),
+        ]
+        .concat();
+        let mut rng = crate::test_rng::lcg(7);
+        let mut next = |n: usize| (rng.next().unwrap() >> 33) as usize % n.max(1);
+        let limits = crate::ImageLimits::default();
+        for case in 0..1500 {
+            let mut bytes = good.clone();
+            for _ in 0..1 + next(4) {
+                let at = next(bytes.len());
+                match next(4) {
+                    0 => bytes[at] = next(256) as u8,
+                    1 => bytes[at] = 0xFF,
+                    2 => bytes.insert(at, next(256) as u8),
+                    _ => bytes.truncate(at),
+                }
+            }
+            let mut frames = 0;
+            for frame in FrameStream::new(Cursor::new(bytes.clone()), "s") {
+                frames += 1;
+                assert!(frames <= bytes.len(), "case {case}: the stream does not end");
+                if let Ok(f) = frame {
+                    let _ = crate::decode_image(&f.bytes, "s".as_ref(), &limits);
+                }
+            }
+        }
+    }
+
     #[test]
     fn broken_streams_are_named_errors_that_end_the_stream() {
         let jpeg = encode(&picture(40, 30, 8), ImageFormat::Jpeg);

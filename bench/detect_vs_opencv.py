@@ -7,9 +7,8 @@ rounds interleaved), the ratio, and whether the two found the same faces.
     .venv/bin/python bench/detect_vs_opencv.py [--iters 20] [--rounds 3] [IMAGE ...]
 
 Without images it uses the set-up's astronaut portrait (512x512) and two camera-sized frames made
-from it (640x480 and 1280x720, the face pasted on a gray background). OpenCV comes from the wheel
-the set-up takes the cascade from (opencv-python-headless 4.11.0.86), installed on first use into
-.cache/opencv (no dependencies; the venv's numpy serves). fer-run's side is
+from it (640x480 and 1280x720, the face pasted on a gray background). OpenCV is the set-up's
+opencv-python-headless 4.11.0.86 (scripts/requirements.txt), whose cascade fer-run uses. fer-run's side is
 `runtime/examples/detect_bench.rs`, built here in release mode. fer-run first shrinks an image
 whose longer side is over 800 px to 800 (`HaarParams::max_side`: faces in such photos are large);
 OpenCV scans it whole, so on the 1280x720 frame part of the gap is that, not the evaluation.
@@ -23,9 +22,11 @@ import sys
 import tempfile
 import time
 
+import cv2
+import numpy as np
+from PIL import Image
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OPENCV = "opencv-python-headless==4.11.0.86"
-TARGET = os.path.join(ROOT, ".cache", "opencv")
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("images", nargs="*")
@@ -34,14 +35,6 @@ ap.add_argument("--rounds", type=int, default=3)
 ap.add_argument("--cascade", default=os.path.join(ROOT, ".cache", "assets", "haarcascade_frontalface_default.xml"))
 a = ap.parse_args()
 
-if not os.path.isdir(os.path.join(TARGET, "cv2")):
-    print(f"installing {OPENCV} into {TARGET} (once)", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
-                    "--target", TARGET, OPENCV], check=True)
-sys.path.insert(0, TARGET)
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
 images = a.images
 if not images:

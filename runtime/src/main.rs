@@ -186,6 +186,10 @@ struct PredictArgs {
     /// Margin added around each detected face, as a fraction of its size per side.
     #[arg(long, default_value_t = 0.15)]
     face_margin: f32,
+    /// A face needs more than this many overlapping raw detections (OpenCV's minNeighbors; its
+    /// default, 3). Raise it (5) to drop false faces on busy backgrounds, lower it for small faces.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    min_neighbors: u16,
     /// Images with more pixels than this are refused before decoding.
     #[arg(long, default_value_t = 100.0, value_name = "MP")]
     max_megapixels: f64,
@@ -402,6 +406,7 @@ fn run_predict(a: PredictArgs) -> Result<()> {
     };
     let mut finder = FaceFinder::new(&detect, model.metadata().input_size).context("--detect")?;
     finder.margin = a.face_margin;
+    finder.params.min_neighbors = a.min_neighbors as usize;
     let limits = ImageLimits {
         max_pixels: (a.max_megapixels * 1e6) as u64,
     };

@@ -533,6 +533,36 @@ fn annotated_pictures_frame_each_face_in_its_class_colour() {
     assert!(text.contains("a.png") && text.contains("writing the annotated picture"), "{text}");
 }
 
+/// The astronaut's face on a 640x480 gray frame: OpenCV's cascade with its default 3 neighbours
+/// also finds a false face on the suit (OpenCV itself does, `tests/detector_vs_opencv.rs`);
+/// `--min-neighbors 5` keeps the real one only.
+#[test]
+fn min_neighbors_drops_a_false_face() {
+    let Some(assets) = assets("min_neighbors_drops_a_false_face") else {
+        return;
+    };
+    let f = fixture("cli-neighbours");
+    let face = image::open(assets.join("astronaut.png")).unwrap().to_luma8();
+    let mut frame = image::GrayImage::from_pixel(640, 480, image::Luma([96]));
+    let face = image::imageops::resize(&face, 400, 400, image::imageops::FilterType::Triangle);
+    image::imageops::overlay(&mut frame, &face, 120, 40);
+    let path = f.dir.join("frame.png");
+    frame.save(&path).unwrap();
+    let boxes = |extra: &[&str]| -> Vec<u64> {
+        let args: Vec<&str> = ["-m", f.model.as_str(), "--backend", "tract", "--json"]
+            .iter()
+            .chain(extra)
+            .copied()
+            .chain([path.to_str().unwrap()])
+            .collect();
+        let out = fer_run(&args);
+        assert!(out.status.success());
+        json_lines(&out).iter().map(|l| l["box"]["x"].as_u64().unwrap()).collect()
+    };
+    assert_eq!(boxes(&[]), vec![257, 340], "the face, then the false one below it to the right");
+    assert_eq!(boxes(&["--min-neighbors", "5"]), vec![257]);
+}
+
 #[test]
 fn the_astronaut_photo_gets_one_face_box() {
     if assets("the_astronaut_photo_gets_one_face_box").is_none() {

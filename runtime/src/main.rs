@@ -190,6 +190,10 @@ struct PredictArgs {
     /// default, 3). Raise it (5) to drop false faces on busy backgrounds, lower it for small faces.
     #[arg(long, default_value_t = 3, value_name = "N")]
     min_neighbors: u16,
+    /// Smallest face searched for, in pixels of the picture (OpenCV's minSize). Faces near a
+    /// camera are large: 80 makes a 640x480 frame's search 2-3 times as fast.
+    #[arg(long, default_value_t = 30, value_name = "PX")]
+    min_face: u32,
     /// Images with more pixels than this are refused before decoding.
     #[arg(long, default_value_t = 100.0, value_name = "MP")]
     max_megapixels: f64,
@@ -407,6 +411,7 @@ fn run_predict(a: PredictArgs) -> Result<()> {
     let mut finder = FaceFinder::new(&detect, model.metadata().input_size).context("--detect")?;
     finder.margin = a.face_margin;
     finder.params.min_neighbors = a.min_neighbors as usize;
+    finder.params.min_size = a.min_face;
     let limits = ImageLimits {
         max_pixels: (a.max_megapixels * 1e6) as u64,
     };

@@ -535,7 +535,7 @@ fn annotated_pictures_frame_each_face_in_its_class_colour() {
 
 /// The astronaut's face on a 640x480 gray frame: OpenCV's cascade with its default 3 neighbours
 /// also finds a false face on the suit (OpenCV itself does, `tests/detector_vs_opencv.rs`);
-/// `--min-neighbors 5` keeps the real one only.
+/// `--min-neighbors 5` keeps the real one only; `--min-face` bounds the search from below.
 #[test]
 fn min_neighbors_drops_a_false_face() {
     let Some(assets) = assets("min_neighbors_drops_a_false_face") else {
@@ -548,7 +548,8 @@ fn min_neighbors_drops_a_false_face() {
     image::imageops::overlay(&mut frame, &face, 120, 40);
     let path = f.dir.join("frame.png");
     frame.save(&path).unwrap();
-    let boxes = |extra: &[&str]| -> Vec<u64> {
+    // Each face's box's x, or None for the whole picture.
+    let boxes = |extra: &[&str]| -> Vec<Option<u64>> {
         let args: Vec<&str> = ["-m", f.model.as_str(), "--backend", "tract", "--json"]
             .iter()
             .chain(extra)
@@ -557,10 +558,12 @@ fn min_neighbors_drops_a_false_face() {
             .collect();
         let out = fer_run(&args);
         assert!(out.status.success());
-        json_lines(&out).iter().map(|l| l["box"]["x"].as_u64().unwrap()).collect()
+        json_lines(&out).iter().map(|l| l["box"]["x"].as_u64()).collect()
     };
-    assert_eq!(boxes(&[]), vec![257, 340], "the face, then the false one below it to the right");
-    assert_eq!(boxes(&["--min-neighbors", "5"]), vec![257]);
+    assert_eq!(boxes(&[]), vec![Some(257), Some(340)], "the face, then the false one below it to the right");
+    assert_eq!(boxes(&["--min-neighbors", "5"]), vec![Some(257)]);
+    // Both are under 110 px: searching for larger faces only finds none (the whole picture).
+    assert_eq!(boxes(&["--min-face", "110"]), vec![None]);
 }
 
 #[test]

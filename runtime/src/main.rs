@@ -388,10 +388,11 @@ fn unique_png(dir: &Path, base: &str, used: &mut HashSet<PathBuf>, inputs: &Hash
 }
 
 /// An input's file name without its folder and extension, to name what fer-run writes about it.
+/// A stream's frames (`stdin:3`) become `stdin_3`.
 fn stem(file: &str) -> String {
     Path::new(file)
         .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
+        .map(|s| s.to_string_lossy().replace(':', "_"))
         .unwrap_or_else(|| "image".into())
 }
 

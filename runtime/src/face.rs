@@ -431,12 +431,15 @@ impl HaarCascade {
                 if sw < ww || sh < wh {
                     return Vec::new();
                 }
+                // The first level is the picture itself: no copy.
+                let shrunk;
                 let level = if sw == img.width() as usize && sh == img.height() as usize {
-                    img.clone()
+                    &img
                 } else {
-                    pyramid_level(&img, sw as u32, sh as u32)
+                    shrunk = pyramid_level(&img, sw as u32, sh as u32);
+                    &shrunk
                 };
-                let ii = Integral::new(&level);
+                let ii = Integral::new(level);
                 let laid_out = LevelCascade::new(self, ii.stride);
                 // OpenCV's stride: every other window at fine scales, every window at coarse ones.
                 let stride = if sc >= 2.0 { 1 } else { 2 };
@@ -666,8 +669,12 @@ impl LevelCascade {
 }
 
 /// OpenCV's `groupRectangles`: clusters of similar boxes are averaged; clusters with at most
-/// `threshold` members are dropped, as are boxes inside a stronger neighbouring box.
+/// `threshold` members are dropped, as are boxes inside a stronger neighbouring box. A threshold
+/// of 0 groups nothing and returns the boxes as they are, as OpenCV does.
 pub fn group_rectangles(rects: &[BBox], threshold: usize, eps: f64) -> Vec<BBox> {
+    if threshold == 0 {
+        return rects.to_vec();
+    }
     let n = rects.len();
     let similar = |a: &BBox, b: &BBox| {
         let delta = eps * (a.w.min(b.w) + a.h.min(b.h)) as f64 * 0.5;
@@ -1023,6 +1030,7 @@ mod tests {
         // x averages to 100.5, which rounds to even (OpenCV's cvRound); y to 99.75, w and h to 50.
         assert_eq!(g, vec![b(100, 100, 50)]);
         assert!(group_rectangles(&rects, 4, 0.2).is_empty());
+        assert_eq!(group_rectangles(&rects, 0, 0.2), rects.to_vec(), "0: no grouping, as OpenCV");
     }
 
     #[test]

@@ -188,10 +188,11 @@ struct PredictArgs {
     face_margin: f32,
     /// A face needs more than this many overlapping raw detections (OpenCV's minNeighbors; its
     /// default, 3). Raise it (5) to drop false faces on busy backgrounds, lower it for small faces.
-    #[arg(long, default_value_t = 3, value_name = "N")]
+    /// At least 1: OpenCV's 0 returns every raw window ungrouped, dozens per face.
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     min_neighbors: u16,
     /// Smallest face searched for, in pixels of the picture (OpenCV's minSize). Faces near a
-    /// camera are large: 80 makes a 640x480 frame's search 2-3 times as fast.
+    /// camera are large: 80 made a 640x480 stream 2.2 times as fast (docs/RESULTS.md).
     #[arg(long, default_value_t = 30, value_name = "PX")]
     min_face: u32,
     /// Images with more pixels than this are refused before decoding.

@@ -572,6 +572,10 @@ fn min_neighbors_drops_a_false_face() {
     assert_eq!(boxes(&["--min-neighbors", "5"]), vec![Some(257)]);
     // Both are under 110 px: searching for larger faces only finds none (the whole picture).
     assert_eq!(boxes(&["--min-face", "110"]), vec![None]);
+    // 0 would classify every raw window (OpenCV's ungrouped output): refused.
+    let out = fer_run(&["-m", &f.model, "--min-neighbors", "0", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--min-neighbors"));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The face detector against its reference: OpenCV's own `CascadeClassifier.detectMultiScale`
 //! (the set-up's opencv-python-headless 4.11) with the same cascade file and parameters (scale
-//! factor 1.1, 3 neighbours, 30 px minimum), on the same gray pixels (lossless PNGs written here).
+//! factor 1.1, 3 neighbours, 30 px minimum; then faces of 45 to 80 px only, OpenCV's minSize and
+//! maxSize), on the same gray pixels (lossless PNGs written here).
 //! Pictures: the astronaut portrait, and frames made from it — a face pasted on a camera-sized
 //! background, two faces of different sizes (one mirrored), a dim low-contrast copy.
 //! Skipped with a message without `$FER_ASSETS` or the set-up's Python.
@@ -57,15 +58,19 @@ import json, sys
 import cv2
 cascade = cv2.CascadeClassifier(sys.argv[1])
 assert not cascade.empty(), sys.argv[1]
-for path in sys.argv[2:]:
-    gray = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
-    boxes = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=3, minSize=(30, 30))
-    print(json.dumps(sorted([int(v) for v in b] for b in boxes)))
+for low, high in json.loads(sys.argv[2]):
+    for path in sys.argv[3:]:
+        gray = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+        boxes = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=3, minSize=(low, low), maxSize=(high, high))
+        print(json.dumps(sorted([int(v) for v in b] for b in boxes)))
 "#;
+    // OpenCV's defaults (30 px, no largest size: maxSize 0x0), then a band of face sizes.
+    let sizes = [(30u32, 0u32), (45, 80)];
     let out = std::process::Command::new(python)
         .arg("-c")
         .arg(script)
         .arg(&cascade_path)
+        .arg(serde_json::to_string(&sizes).unwrap())
         .args(&paths)
         .output()
         .unwrap();
@@ -74,18 +79,28 @@ for path in sys.argv[2:]:
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(opencv.len(), pictures.len());
+    assert_eq!(opencv.len(), sizes.len() * pictures.len());
 
     let cascade = HaarCascade::load(&cascade_path).unwrap();
-    // OpenCV scans every picture whole: no shrinking of large ones first.
-    let params = HaarParams { max_side: 0, ..HaarParams::default() };
-    let mut faces = 0;
-    for ((name, img), want) in pictures.iter().zip(&opencv) {
-        let mut got: Vec<[u32; 4]> = cascade.detect(img, &params).iter().map(|b| [b.x, b.y, b.w, b.h]).collect();
-        got.sort();
-        eprintln!("{name}: fer {got:?}, OpenCV {want:?}");
-        assert_eq!(&got, want, "{name}");
-        faces += got.len();
+    let mut faces = Vec::new();
+    for (&(min_size, max_size), want) in sizes.iter().zip(opencv.chunks(pictures.len())) {
+        // OpenCV scans every picture whole: no shrinking of large ones first.
+        let params = HaarParams {
+            min_size,
+            max_size,
+            max_side: 0,
+            ..HaarParams::default()
+        };
+        let mut found = 0;
+        for ((name, img), want) in pictures.iter().zip(want) {
+            let mut got: Vec<[u32; 4]> = cascade.detect(img, &params).iter().map(|b| [b.x, b.y, b.w, b.h]).collect();
+            got.sort();
+            eprintln!("{name}, faces of {min_size}..{max_size} px: fer {got:?}, OpenCV {want:?}");
+            assert_eq!(&got, want, "{name}, faces of {min_size}..{max_size} px");
+            found += got.len();
+        }
+        faces.push(found);
     }
-    assert!(faces >= 5, "the pictures should hold at least five faces between them, found {faces}");
+    assert!(faces[0] >= 5, "the pictures should hold at least five faces between them, found {}", faces[0]);
+    assert!(faces[1] < faces[0], "the band of sizes should leave some faces out: {faces:?}");
 }

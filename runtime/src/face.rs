@@ -31,6 +31,22 @@ pub struct BBox {
 }
 
 impl BBox {
+    /// Intersection over union: 1 for the same box, 0 for boxes apart.
+    ///
+    /// ```
+    /// use fer_runtime::BBox;
+    /// let a = BBox { x: 0, y: 0, w: 10, h: 10 };
+    /// assert_eq!(a.iou(&a), 1.0);
+    /// assert_eq!(a.iou(&BBox { x: 5, y: 0, w: 10, h: 10 }), 50.0 / 150.0);
+    /// assert_eq!(a.iou(&BBox { x: 20, y: 0, w: 5, h: 5 }), 0.0);
+    /// ```
+    pub fn iou(&self, other: &BBox) -> f64 {
+        let w = (self.x + self.w).min(other.x + other.w).saturating_sub(self.x.max(other.x)) as f64;
+        let h = (self.y + self.h).min(other.y + other.h).saturating_sub(self.y.max(other.y)) as f64;
+        let inter = w * h;
+        inter / ((self.w as f64 * self.h as f64) + (other.w as f64 * other.h as f64) - inter)
+    }
+
     /// The box grown by `margin` of its size on every side, clipped to a `width` x `height` image.
     ///
     /// ```
@@ -65,6 +81,8 @@ pub struct HaarParams {
     pub min_neighbors: usize,
     /// Smallest face side, in source pixels.
     pub min_size: u32,
+    /// Largest face side, in source pixels (0: no limit), as OpenCV's `maxSize`.
+    pub max_size: u32,
     /// Photos are first shrunk to this longest side (boxes are mapped back): keeps detection
     /// fast on multi-megapixel frames where faces are large anyway.
     pub max_side: u32,
@@ -76,6 +94,7 @@ impl Default for HaarParams {
             scale_factor: 1.1,
             min_neighbors: 3,
             min_size: 30,
+            max_size: 0,
             max_side: 800,
         }
     }
@@ -413,6 +432,10 @@ impl HaarCascade {
         loop {
             let win = (cv_round(ww as f64 * factor), cv_round(wh as f64 * factor));
             if win.0 > img.width() as i64 || win.1 > img.height() as i64 {
+                break;
+            }
+            let too_big = |side: i64| params.max_size > 0 && side as f64 * pre > params.max_size as f64;
+            if too_big(win.0) || too_big(win.1) {
                 break;
             }
             if (win.0 as f64 * pre) >= params.min_size as f64 && (win.1 as f64 * pre) >= params.min_size as f64 {
@@ -873,24 +896,24 @@ impl FaceFinder {
 
     /// The regions to classify in `img`.
     pub fn find(&self, img: &DynamicImage) -> Faces {
-        let whole = |notice| Faces {
-            faces: vec![Face {
-                bbox: None,
-                image: img.clone(),
-            }],
-            notice,
-        };
-        let Some(cascade) = &self.cascade else {
-            return whole(None);
-        };
-        if img.width().min(img.height()) < self.min_photo_side {
-            return whole(None);
+        match self.searches(img) {
+            Some(cascade) => self.faces_at(img, cascade.detect(&to_gray(img), &self.params)),
+            None => Faces::whole(img, None),
         }
-        let mut boxes = cascade.detect(&to_gray(img), &self.params);
+    }
+
+    /// The cascade to search `img` with, or `None` when `img` is used whole (no detector, or in
+    /// auto mode an image too small to be a photo).
+    pub(crate) fn searches(&self, img: &DynamicImage) -> Option<&HaarCascade> {
+        self.cascade.as_ref().filter(|_| img.width().min(img.height()) >= self.min_photo_side)
+    }
+
+    /// The faces at `boxes` in reading order (top to bottom, then left to right), each cropped
+    /// with the margin; the whole image, with a notice, when there are none.
+    pub(crate) fn faces_at(&self, img: &DynamicImage, mut boxes: Vec<BBox>) -> Faces {
         if boxes.is_empty() {
-            return whole(Some("no face found; the whole image was classified".into()));
+            return Faces::whole(img, Some("no face found; the whole image was classified".into()));
         }
-        // Reading order: top to bottom, then left to right.
         boxes.sort_by_key(|b| (b.y, b.x));
         let faces = boxes
             .into_iter()
@@ -905,6 +928,19 @@ impl FaceFinder {
         Faces {
             faces,
             notice: None,
+        }
+    }
+}
+
+impl Faces {
+    /// The whole image as the one region.
+    fn whole(img: &DynamicImage, notice: Option<String>) -> Faces {
+        Faces {
+            faces: vec![Face {
+                bbox: None,
+                image: img.clone(),
+            }],
+            notice,
         }
     }
 }

@@ -48,6 +48,7 @@ mod postprocess;
 pub mod preprocess;
 pub mod resize;
 pub mod stream;
+pub mod track;
 #[cfg(test)]
 mod test_rng;
 

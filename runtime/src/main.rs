@@ -6,8 +6,8 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fer_runtime::{
-    annotate, bench, cam, collect_inputs, decode_image, load_image, output, stream::FrameStream, Backend,
-    Detect, Device, FaceFinder, Faces, FerError, ImageLimits, Model, ModelInfo, Prediction, Tta,
+    annotate, bench, cam, collect_inputs, decode_image, load_image, output, stream::FrameStream,
+    track::FaceTracker, Backend, Detect, Device, FaceFinder, Faces, FerError, ImageLimits, Model, ModelInfo, Prediction, Tta,
 };
 use image::DynamicImage;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -195,6 +196,12 @@ struct PredictArgs {
     /// camera are large: 80 made a 640x480 stream 2.2 times as fast (docs/RESULTS.md).
     #[arg(long, default_value_t = 30, value_name = "PX")]
     min_face: u32,
+    /// On a stream (`-`), search the whole frame for faces every N frames; in between, look for
+    /// each face only near where it was in the frame before (a face not found there brings the
+    /// full search back at once). A face that comes into view is found within N frames. 1: the
+    /// whole frame every frame.
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    detect_every: u16,
     /// Images with more pixels than this are refused before decoding.
     #[arg(long, default_value_t = 100.0, value_name = "MP")]
     max_megapixels: f64,
@@ -486,6 +493,8 @@ fn run_predict(a: PredictArgs) -> Result<()> {
                 .take_while(|chunk| !chunk.is_empty()),
         )
     };
+    // A stream's frames follow each other: faces are tracked between full searches.
+    let tracker = from_stdin.then(|| Mutex::new(FaceTracker::new(&finder, a.detect_every as usize)));
     // Decode and find faces in parallel; inputs that fail keep their place with the error.
     let decode = |chunk: Vec<(Source, String)>| -> Vec<Item> {
         chunk
@@ -495,8 +504,13 @@ fn run_predict(a: PredictArgs) -> Result<()> {
                     Source::File(path) => path.and_then(|p| load_image(&p, &limits)),
                     Source::Frame(bytes) => bytes.and_then(|b| decode_image(&b, Path::new(&name), &limits)),
                 };
+                let found = |img: &DynamicImage| match &tracker {
+                    // A poisoned lock held no broken invariant: the tracker state is whole boxes.
+                    Some(t) => t.lock().unwrap_or_else(|e| e.into_inner()).find(img),
+                    None => finder.find(img),
+                };
                 let (faces, picture) = match image {
-                    Ok(img) => (Ok(finder.find(&img)), a.annotate.is_some().then_some(img)),
+                    Ok(img) => (Ok(found(&img)), a.annotate.is_some().then_some(img)),
                     Err(e) => (Err(e.to_string()), None),
                 };
                 Item {

@@ -579,6 +579,54 @@ fn min_neighbors_drops_a_false_face() {
 }
 
 #[test]
+fn a_stream_tracks_faces_between_full_searches() {
+    let Some(_) = assets("a_stream_tracks_faces_between_full_searches") else {
+        return;
+    };
+    let f = fixture("cli-track");
+    // Six 640x480 JPEG frames, one after another as a camera writes them: a face drifting, and
+    // from frame 2 a second one.
+    let portrait = astronaut();
+    let stream: Vec<u8> = (0..6u32)
+        .flat_map(|i| {
+            let mut jpeg = Vec::new();
+            close_up(&portrait, 240 + 4 * i, (40 + 8 * i as i64, 20 + 4 * i as i64), i >= 2)
+                .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+                .unwrap();
+            jpeg
+        })
+        .collect();
+    // Each frame's boxes, in order.
+    let boxes = |every: &str| -> Vec<Vec<fer_runtime::BBox>> {
+        let args = ["-m", f.model.as_str(), "--backend", "tract", "--json", "--detect-every", every, "-"];
+        let out = fer_run_stdin(&args, stream.clone());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut frames = vec![Vec::new(); 6];
+        for l in json_lines(&out) {
+            let i: usize = l["file"].as_str().unwrap()["stdin:".len()..].parse().unwrap();
+            let b = &l["box"];
+            let [x, y, w, h] = ["x", "y", "w", "h"].map(|k| b[k].as_u64().unwrap() as u32);
+            frames[i].push(fer_runtime::BBox { x, y, w, h });
+        }
+        frames
+    };
+    let full = boxes("1");
+    let tracked = boxes("4");
+    let counts = |frames: &[Vec<fer_runtime::BBox>]| frames.iter().map(Vec::len).collect::<Vec<_>>();
+    assert_eq!(counts(&full), [1, 1, 2, 2, 2, 2]);
+    // Frames 0 and 4 are searched whole; 1 to 3 follow frame 0's one face.
+    assert_eq!(counts(&tracked), [1, 1, 1, 1, 2, 2]);
+    for (i, (t, f)) in tracked.iter().zip(&full).enumerate() {
+        for (a, b) in t.iter().zip(f) {
+            assert!(a.iou(b) > 0.8, "frame {i}: tracked {a:?}, full search {b:?}");
+        }
+    }
+    let out = fer_run(&["-m", &f.model, "--detect-every", "0", "-"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--detect-every"));
+}
+
+#[test]
 fn the_astronaut_photo_gets_one_face_box() {
     if assets("the_astronaut_photo_gets_one_face_box").is_none() {
         return;

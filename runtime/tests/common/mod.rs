@@ -44,6 +44,26 @@ pub fn assets(test: &str) -> Option<PathBuf> {
     }
 }
 
+/// The astronaut portrait from `$FER_ASSETS` (see [`assets`]).
+pub fn astronaut() -> image::RgbImage {
+    let dir = PathBuf::from(std::env::var_os("FER_ASSETS").expect("FER_ASSETS"));
+    image::open(dir.join("astronaut.png")).unwrap().to_rgb8()
+}
+
+/// A webcam close-up: the astronaut's face (the portrait's 210 px square around it) at `side` px
+/// with its corner at `at`, and optionally the face mirrored at 140 px at (490, 330), on a flat
+/// 640x480 frame.
+pub fn close_up(portrait: &image::RgbImage, side: u32, at: (i64, i64), second: bool) -> image::DynamicImage {
+    use image::imageops::{flip_horizontal, overlay, resize, FilterType};
+    let face = image::imageops::crop_imm(portrait, 118, 8, 210, 210).to_image();
+    let mut frame = image::RgbImage::from_pixel(640, 480, image::Rgb([96, 96, 96]));
+    overlay(&mut frame, &resize(&face, side, side, FilterType::Triangle), at.0, at.1);
+    if second {
+        overlay(&mut frame, &flip_horizontal(&resize(&face, 140, 140, FilterType::Triangle)), 490, 330);
+    }
+    image::DynamicImage::ImageRgb8(frame)
+}
+
 /// Deterministic values in [-scale, scale).
 pub fn lcg(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);

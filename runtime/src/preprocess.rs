@@ -121,21 +121,29 @@ fn read_prefix(path: &Path, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// BT.601 luma, rounded, from any image (alpha is ignored).
 pub fn to_gray(img: &DynamicImage) -> GrayImage {
-    if let DynamicImage::ImageLuma8(g) = img {
-        return g.clone();
-    }
-    let rgb = img.to_rgb8();
+    let converted;
+    let rgb = match img {
+        DynamicImage::ImageLuma8(g) => return g.clone(),
+        // Most decoded photos and frames: read in place, not copied first.
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        other => {
+            converted = other.to_rgb8();
+            &converted
+        }
+    };
     let (w, h) = rgb.dimensions();
-    let data = rgb
-        .pixels()
-        .map(|p| {
-            let [r, g, b] = p.0;
-            (0.299 * r as f32 + 0.587 * g as f32 + 0.114 * b as f32)
-                .round()
-                .clamp(0.0, 255.0) as u8
-        })
-        .collect();
+    let data = rgb.as_raw().chunks_exact(3).map(|p| luma(p[0], p[1], p[2])).collect();
     GrayImage::from_raw(w, h, data).expect("buffer length matches dimensions")
+}
+
+/// One pixel's BT.601 luma, rounded half up. `+ 0.5` and truncation give `round()`'s answer for
+/// every 8-bit colour (no weighted sum lands within rounding error of a half; the tests try all
+/// 2^24), and unlike `round()`, which is a libm call on baseline x86-64, it vectorises: a
+/// 640x480 frame took 1 ms before.
+#[inline]
+fn luma(r: u8, g: u8, b: u8) -> u8 {
+    // `as u8` saturates: 255 stays 255.
+    (0.299 * r as f32 + 0.587 * g as f32 + 0.114 * b as f32 + 0.5) as u8
 }
 
 /// Test-time augmentation: several views of each face, their class probabilities averaged
@@ -374,6 +382,17 @@ mod tests {
         let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(1, 1, image::Rgb([100, 150, 200])));
         let want = (0.299f32 * 100.0 + 0.587 * 150.0 + 0.114 * 200.0).round() as u8;
         assert_eq!(to_gray(&img).get_pixel(0, 0).0[0], want);
+        let rgba = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(1, 1, image::Rgba([100, 150, 200, 7])));
+        assert_eq!(to_gray(&rgba).get_pixel(0, 0).0[0], want);
+    }
+
+    #[test]
+    fn fast_luma_rounds_as_round_does_for_every_colour() {
+        for rgb in 0..1u32 << 24 {
+            let [r, g, b, _] = rgb.to_le_bytes();
+            let want = (0.299 * r as f32 + 0.587 * g as f32 + 0.114 * b as f32).round().clamp(0.0, 255.0) as u8;
+            assert_eq!(luma(r, g, b), want, "{r} {g} {b}");
+        }
     }
 
     fn gradient(w: u32, h: u32) -> DynamicImage {

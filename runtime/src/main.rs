@@ -38,6 +38,7 @@ Faces: with --detect auto (the default) images whose shorter side is at least
 max(2 x model input side, 200) px are treated as photos and searched with OpenCV's frontal-face
 Haar cascade ($FER_ASSETS/haarcascade_frontalface_default.xml, or next to fer-run); smaller images
 are taken as face crops. When no face is found the whole image is classified, with a notice.
+On a stream (`-`) faces are tracked: whole frames are searched every --detect-every frames.
 
 Backends: auto = ONNX Runtime (CPU) if libonnxruntime loads (ORT_DYLIB_PATH, or the library path),
 else tract. --device cuda|tensorrt needs ONNX Runtime with that provider; without it fer-run warns

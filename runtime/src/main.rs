@@ -173,7 +173,9 @@ struct PredictArgs {
     #[arg(long, value_name = "DIR")]
     cam: Option<PathBuf>,
     /// Write, per input, a PNG of the picture with each face's box and predicted expression drawn
-    /// on it (<name>_annotated.png; face crops under 256 px are enlarged first).
+    /// on it (<name>_annotated.png; face crops under 256 px are enlarged first). A stream's (`-`)
+    /// frames go into one Motion-JPEG file instead, DIR/stdin_annotated.mjpeg, replaced each run
+    /// (watch it with `ffplay -f mjpeg`, or VLC).
     #[arg(long, value_name = "DIR")]
     annotate: Option<PathBuf>,
     /// Face detector: auto, none, or haar:<cascade.xml>.
@@ -396,6 +398,9 @@ fn unique_png(dir: &Path, base: &str, used: &mut HashSet<PathBuf>, inputs: &Hash
     p
 }
 
+/// The file `--annotate DIR` writes a stream's frames to.
+const STREAM_VIDEO: &str = "stdin_annotated.mjpeg";
+
 /// An input's file name without its folder and extension, to name what fer-run writes about it.
 /// A stream's frames (`stdin:3`) become `stdin_3`.
 fn stem(file: &str) -> String {
@@ -496,6 +501,11 @@ fn run_predict(a: PredictArgs) -> Result<()> {
     };
     // A stream's frames follow each other: faces are tracked between full searches.
     let tracker = from_stdin.then(|| Mutex::new(FaceTracker::new(&finder, a.detect_every as usize)));
+    // Opened before the first frame is read: a folder that cannot be written to fails at once.
+    let mut video = match (&a.annotate, from_stdin) {
+        (Some(dir), true) => Some(annotate::AnnotatedVideo::create(&dir.join(STREAM_VIDEO)).context("--annotate")?),
+        _ => None,
+    };
     // Decode and find faces in parallel; inputs that fail keep their place with the error.
     let decode = |chunk: Vec<(Source, String)>| -> Vec<Item> {
         chunk
@@ -594,9 +604,15 @@ fn run_predict(a: PredictArgs) -> Result<()> {
                 drawn.push((face.bbox, pred));
             }
             if let (Some(dir), Some(picture)) = (&a.annotate, &item.picture) {
-                let p = unique_png(dir, &format!("{}_annotated", stem(&item.name)), &mut used_names, &input_files);
                 let faces: Vec<_> = drawn.iter().map(|(b, p)| (*b, p)).collect();
-                match annotate::save_annotated(&p, picture, &faces) {
+                let written = match &mut video {
+                    Some(video) => video.push(picture, &faces),
+                    None => {
+                        let p = unique_png(dir, &format!("{}_annotated", stem(&item.name)), &mut used_names, &input_files);
+                        annotate::save_annotated(&p, picture, &faces)
+                    }
+                };
+                match written {
                     Ok(()) => annotated += 1,
                     Err(e) => {
                         item_failed = true;
@@ -615,8 +631,13 @@ fn run_predict(a: PredictArgs) -> Result<()> {
     }
     if !a.json {
         eprintln!("{total} input(s), {faces_done} face(s) classified, {failed} failed");
-        if let Some(dir) = &a.annotate {
-            eprintln!("{annotated} annotated picture(s) in {}", dir.display());
+        match (&a.annotate, &video) {
+            (_, Some(video)) => eprintln!(
+                "{annotated} annotated frame(s) in {} (ffplay -f mjpeg plays it)",
+                video.path().display()
+            ),
+            (Some(dir), None) => eprintln!("{annotated} annotated picture(s) in {}", dir.display()),
+            (None, None) => {}
         }
     }
     if failed > 0 {

@@ -541,6 +541,47 @@ fn annotated_pictures_frame_each_face_in_its_class_colour() {
     assert!(text.contains("a.png") && text.contains("writing the annotated picture"), "{text}");
 }
 
+#[test]
+fn a_streams_annotated_frames_go_into_one_motion_jpeg_file() {
+    let f = fixture("cli-annotate-stream");
+    let names = ["a.png", "b.jpg", "d.PNG"];
+    let stream: Vec<u8> = names.iter().flat_map(|n| std::fs::read(f.images.join(n)).unwrap()).collect();
+    // The same pictures as files: their annotated PNGs are what each frame should show.
+    let pngs = f.dir.join("pngs");
+    let files: Vec<String> = names.iter().map(|n| s(&f.images.join(n))).collect();
+    let args = ["-m", f.model.as_str(), "--backend", "tract", "--json", "--annotate"];
+    let out = fer_run(&[&args[..], &[pngs.to_str().unwrap()], &files.iter().map(|f| f.as_str()).collect::<Vec<_>>()[..]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let dir = f.dir.join("video");
+    let out = fer_run_stdin(&[&args[..], &[dir.to_str().unwrap(), "-"]].concat(), stream);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let written: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(written, ["stdin_annotated.mjpeg"], "one file, no PNG per frame");
+    let video = std::fs::File::open(dir.join("stdin_annotated.mjpeg")).unwrap();
+    let frames: Vec<_> = fer_runtime::stream::FrameStream::new(video, "video").map(|f| f.unwrap()).collect();
+    assert_eq!(frames.len(), 3);
+    for (frame, name) in frames.iter().zip(names) {
+        assert_eq!(image::guess_format(&frame.bytes).unwrap(), image::ImageFormat::Jpeg);
+        let got = image::load_from_memory(&frame.bytes).unwrap().to_rgb8();
+        let stem = std::path::Path::new(name).file_stem().unwrap().to_string_lossy().to_string();
+        let want = image::open(pngs.join(format!("{stem}_annotated.png"))).unwrap().to_rgb8();
+        assert_eq!(got.dimensions(), want.dimensions(), "{name}");
+        // JPEG is lossy: close on average, not equal.
+        let diff: f64 = got.as_raw().iter().zip(want.as_raw()).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum::<f64>()
+            / got.as_raw().len() as f64;
+        assert!(diff < 4.0, "{name}: mean |difference| {diff:.2} from its annotated PNG");
+    }
+
+    // A folder that cannot be made fails before any frame is read, naming the path.
+    let blocked = f.dir.join("a-file");
+    std::fs::write(&blocked, "not a folder").unwrap();
+    let out = fer_run_stdin(&["-m", &f.model, "--annotate", blocked.to_str().unwrap(), "-"], Vec::new());
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("--annotate") && text.contains("a-file"), "{text}");
+}
+
 /// The astronaut's face on a 640x480 gray frame: OpenCV's cascade with its default 3 neighbours
 /// also finds a false face on the suit (OpenCV itself does, `tests/detector_vs_opencv.rs`);
 /// `--min-neighbors 5` keeps the real one only; `--min-face` bounds the search from below.

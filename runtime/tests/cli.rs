@@ -269,12 +269,13 @@ fn frames_on_stdin_are_classified_as_they_arrive() {
     let error = lines[1]["error"].as_str().unwrap();
     assert!(error.contains("the stream ended inside this frame"), "{error}");
 
-    // What fer-run writes per frame is named after it.
-    let annotated = f.dir.join("stdin-annotated");
-    let out = fer_run_stdin(&["-m", &f.model, "--backend", "tract", "--annotate", &s(&annotated), "-"], frames[..2].concat());
+    // What fer-run writes per frame is named after it (annotated frames go into one video
+    // instead: `a_streams_annotated_frames_go_into_one_motion_jpeg_file`).
+    let cams = f.dir.join("stdin-cams");
+    let out = fer_run_stdin(&["-m", &f.model, "--backend", "tract", "--cam", &s(&cams), "-"], frames[..2].concat());
     assert!(out.status.success());
     for i in 0..2 {
-        assert!(annotated.join(format!("stdin_{i}_annotated.png")).is_file(), "frame {i}");
+        assert!(cams.join(format!("stdin_{i}_cam.png")).is_file(), "frame {i}");
     }
 
     // Nothing on stdin, and `-` beside other inputs.

@@ -475,6 +475,8 @@ fn run_predict(a: PredictArgs) -> Result<()> {
         writeln!(out, "{}", output::table_header(file_width))?;
     }
 
+    // From the first input read, not the model load: a stream's rate is its frames per second.
+    let started = std::time::Instant::now();
     let mut total = 0usize;
     let mut failed = 0usize;
     let mut faces_done = 0usize;
@@ -630,7 +632,11 @@ fn run_predict(a: PredictArgs) -> Result<()> {
         bail!("stdin: the stream ended before any image came in");
     }
     if !a.json {
-        eprintln!("{total} input(s), {faces_done} face(s) classified, {failed} failed");
+        let seconds = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{total} input(s), {faces_done} face(s) classified, {failed} failed, in {seconds:.1} s ({:.1} inputs/s)",
+            total as f64 / seconds.max(1e-9)
+        );
         match (&a.annotate, &video) {
             (_, Some(video)) => eprintln!(
                 "{annotated} annotated frame(s) in {} (ffplay -f mjpeg plays it)",

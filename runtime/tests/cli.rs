@@ -343,6 +343,9 @@ fn the_table_lists_every_image_and_globs_expand() {
     // The header says what the model is and its recorded accuracy (a stand-in shows as one).
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("[tiny, eac, val accuracy 50.0%] on tract"), "{err}");
+    // The summary: counts, then time and rate.
+    let summary = err.lines().last().unwrap();
+    assert!(summary.starts_with("2 input(s), 2 face(s) classified, 0 failed, in ") && summary.ends_with(" inputs/s)"), "{summary}");
 }
 
 #[test]

@@ -364,7 +364,7 @@ impl HaarCascade {
         if stages.is_empty() {
             return Err(err("no stages".into()));
         }
-        let shape = CascadeShape::new(window, &stages, &features);
+        let shape = CascadeShape::new(&stages, &features);
         Ok(HaarCascade {
             path: path.to_path_buf(),
             window,
@@ -610,7 +610,6 @@ fn pyramid_level(img: &GrayImage, width: u32, height: u32) -> GrayImage {
 /// Each pyramid level turns the corners into offsets for its row stride ([`LevelCascade::new`]).
 #[derive(Debug, Clone)]
 struct CascadeShape {
-    window: (usize, usize),
     /// Per stage: its threshold ([`stage_threshold`]) and its range in `trees`.
     stages: Vec<(f32, std::ops::Range<usize>)>,
     /// Per tree: its first node in `nodes` and its first leaf in `leaves`.
@@ -640,9 +639,8 @@ fn corners(x: usize, y: usize, w: usize, h: usize, stride: usize) -> [usize; 4] 
 }
 
 impl CascadeShape {
-    fn new(window: (usize, usize), stages: &[Stage], features: &[Vec<Rect>]) -> CascadeShape {
+    fn new(stages: &[Stage], features: &[Vec<Rect>]) -> CascadeShape {
         let mut out = CascadeShape {
-            window,
             stages: Vec::with_capacity(stages.len()),
             trees: Vec::new(),
             nodes: Vec::new(),
@@ -700,7 +698,7 @@ impl<'c> LevelCascade<'c> {
     /// `None` for a level so wide (over 170 million pixels a row) that its offsets overflow u32.
     fn new(cascade: &'c HaarCascade, stride: usize) -> Option<LevelCascade<'c>> {
         let shape = &cascade.shape;
-        let (ww, wh) = shape.window;
+        let (ww, wh) = cascade.window;
         let reach = corners(ww, wh, 0, 0, stride)[0];
         u32::try_from(reach).ok()?;
         // No offset is past `reach`: each fits in u32.

@@ -4,7 +4,7 @@
 //! the crate's private `draw` module (no font file needed on the device), enlarged by whole pixels on big pictures.
 
 use crate::draw;
-pub use crate::draw::percent;
+pub use crate::draw::{class_name, percent};
 use crate::error::{FerError, Result};
 use crate::face::BBox;
 use crate::model::Prediction;
@@ -74,7 +74,7 @@ pub fn annotate(img: &DynamicImage, faces: &[(Option<BBox>, &Prediction)]) -> Rg
         };
         draw_box(&mut canvas, b, thickness, color);
         let prob = p.probs.get(p.class_index).map_or(0.0, |(_, v)| *v);
-        let tag = draw::tag(&format!("{} {}", p.label, percent(prob)), color, tag_scale);
+        let tag = draw::tag(&format!("{} {}", class_name(&p.label, p.class_index), percent(prob)), color, tag_scale);
         let x = b.x.min(canvas.width().saturating_sub(tag.width()));
         let y = if b.y >= tag.height() {
             b.y - tag.height()
@@ -243,6 +243,22 @@ mod tests {
             cam: None,
             face_box: None,
         }
+    }
+
+    /// A label the font cannot draw is tagged by its class number: the picture is the one a
+    /// model labelled "class 1" gives, where it was "??" before.
+    #[test]
+    fn labels_the_font_lacks_are_tagged_by_class_number() {
+        let img = DynamicImage::new_rgb8(300, 300);
+        let b = Some(BBox { x: 50, y: 60, w: 100, h: 100 });
+        let tagged = |label: &str| {
+            let p = Prediction { label: label.into(), ..prediction(1, 0.9) };
+            annotate(&img, &[(b, &p)])
+        };
+        assert_eq!(tagged("愤怒"), tagged("class 1"));
+        assert_ne!(tagged("colère"), tagged("class 1"), "Latin-1 labels are drawn as they are");
+        assert_eq!(class_name("überrascht", 4), "überrascht");
+        assert_eq!(class_name("a\tb", 0), "class 0");
     }
 
     /// A box is drawn in its class's colour along its edges and nowhere inside; its tag sits above

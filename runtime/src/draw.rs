@@ -1,7 +1,7 @@
 //! Text on the pictures fer-run writes (annotated photos, the confusion matrix), in
 //! embedded-graphics' built-in bitmap font: nothing (no font file) is needed on the device. The
-//! font has the Latin-1 characters (labels such as "colère" or "überrascht"); others are drawn
-//! as '?'.
+//! font has the Latin-1 characters (labels such as "colère" or "überrascht"); a label with
+//! others ("愤怒") is written as its class number instead ([`class_name`]), not as '?'s.
 
 use embedded_graphics::mono_font::iso_8859_1::{FONT_9X15, FONT_9X15_BOLD};
 use embedded_graphics::mono_font::{MonoFont, MonoTextStyle};
@@ -14,6 +14,17 @@ use image::{Rgb, RgbImage};
 /// Pixel size of one character of the font (both weights), spacing included.
 pub(crate) const CHAR_WIDTH: u32 = 9;
 pub(crate) const CHAR_HEIGHT: u32 = 15;
+
+/// A class's label as the pictures write it: the label when the font has all its characters,
+/// else "class <index>" (the JSON and the table keep the label itself).
+pub fn class_name(label: &str, index: usize) -> std::borrow::Cow<'_, str> {
+    // Latin-1 and printable: what the font draws.
+    let drawable = |c: char| (c as u32) < 0x100 && !c.is_control();
+    match label.chars().all(drawable) {
+        true => label.into(),
+        false => format!("class {index}").into(),
+    }
+}
 
 /// How wide `text` is drawn, in pixels.
 pub(crate) fn text_width(text: &str) -> u32 {

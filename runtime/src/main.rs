@@ -966,8 +966,11 @@ fn save_mistakes_png(path: &Path, mistakes: &[Mistake], files: &[(PathBuf, usize
         .zip(&faces)
         .map(|(m, face)| annotate::SheetTile {
             face,
-            upper: (m.label, format!("{} {}", labels[m.label], annotate::percent(m.p_label))),
-            lower: (m.predicted, format!("{} {}", labels[m.predicted], annotate::percent(m.p_predicted))),
+            upper: (m.label, format!("{} {}", annotate::class_name(&labels[m.label], m.label), annotate::percent(m.p_label))),
+            lower: (
+                m.predicted,
+                format!("{} {}", annotate::class_name(&labels[m.predicted], m.predicted), annotate::percent(m.p_predicted)),
+            ),
         })
         .collect();
     let title = format!(

@@ -137,7 +137,8 @@ impl Scores {
         let names: Vec<String> = self
             .per_class
             .iter()
-            .map(|c| c.label.chars().take(NAME_CHARS).collect())
+            .enumerate()
+            .map(|(i, c)| draw::class_name(&c.label, i).chars().take(NAME_CHARS).collect())
             .collect();
         let pad = 12;
         let left = names.iter().map(|n| draw::text_width(n)).max().unwrap_or(0) + 2 * pad;
@@ -309,6 +310,18 @@ mod tests {
     /// The picture: each cell is shaded by its share of its row (the hand-computed case: row 0 is
     /// 2/3, 1/3, 0; row 2 is all in the last cell), with that share and the count drawn in the
     /// cell's ink; a class without faces has white cells. Saving to a missing folder names it.
+    /// Labels the font cannot draw are written as their class numbers.
+    #[test]
+    fn confusion_picture_names_undrawable_labels_by_number() {
+        let confusion = vec![vec![1, 0], vec![0, 1]];
+        let named = |labels: &[&str]| {
+            let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+            Scores::from_confusion(&labels, confusion.clone()).confusion_image()
+        };
+        assert_eq!(named(&["愤怒", "happy"]), named(&["class 0", "happy"]));
+        assert_ne!(named(&["angry", "happy"]), named(&["class 0", "happy"]));
+    }
+
     #[test]
     fn confusion_picture_shades_cells_by_row_share() {
         let s = Scores::from_confusion(

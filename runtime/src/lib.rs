@@ -24,11 +24,34 @@
 //! # Ok::<(), fer_runtime::FerError>(())
 //! ```
 //!
+//! A camera on stdin (`rpicam-vid --codec mjpeg -o - | my_app`), frame by frame, its faces tracked
+//! between full searches and its frames annotated into one Motion-JPEG file, as `fer-run -` does:
+//!
+//! ```no_run
+//! use fer_runtime::{annotate::AnnotatedVideo, decode_image, stream::FrameStream, track::FaceTracker};
+//! use fer_runtime::{Backend, Detect, FaceFinder, ImageLimits, Model};
+//!
+//! let model = Model::load("eac_mbv2.onnx", Backend::Auto)?;
+//! let finder = FaceFinder::new(&Detect::Auto, model.metadata().input_size)?;
+//! let mut tracker = FaceTracker::new(&finder, 10); // the whole frame every 10th frame
+//! let mut video = AnnotatedVideo::create("annotated.mjpeg".as_ref())?;
+//! for frame in FrameStream::new(std::io::stdin(), "stdin") {
+//!     let frame = frame?;
+//!     let img = decode_image(&frame.bytes, frame.name.as_ref(), &ImageLimits::default())?;
+//!     let faces = tracker.find(&img);
+//!     let crops: Vec<_> = faces.faces.iter().map(|f| f.image.clone()).collect();
+//!     let predictions = model.predict_batch(&crops)?;
+//!     let drawn: Vec<_> = faces.faces.iter().zip(&predictions).map(|(f, p)| (f.bbox, p)).collect();
+//!     video.push(&img, &drawn)?;
+//! }
+//! # Ok::<(), fer_runtime::FerError>(())
+//! ```
+//!
 //! Modules: [`metadata`] (what a file declares), [`preprocess`] (image → tensor), `backend`
 //! ([`Engine`] over ONNX Runtime and tract), [`face`] (Haar cascade detector, crops), [`cam`]
 //! (activation-map overlays), [`annotate`] (boxes and labels drawn on pictures), [`output`] (JSON
 //! lines, table), [`inputs`] (files, directories, globs), [`stream`] (images one after another
-//! on a pipe), [`bench`](mod@bench) (latency), [`metrics`]
+//! on a pipe), [`track`] (faces followed from frame to frame), [`bench`](mod@bench) (latency), [`metrics`]
 //! (`fer-run eval`'s scores), [`intra_op`] (tract's thread pool).
 
 pub mod annotate;

@@ -16,7 +16,7 @@ pub(crate) const CHAR_WIDTH: u32 = 9;
 pub(crate) const CHAR_HEIGHT: u32 = 15;
 
 /// A class's label as the pictures write it: the label when the font has all its characters,
-/// else "class <index>" (the JSON and the table keep the label itself).
+/// else "class N" for class index N (the JSON and the table keep the label itself).
 pub fn class_name(label: &str, index: usize) -> std::borrow::Cow<'_, str> {
     // Latin-1 and printable: what the font draws.
     let drawable = |c: char| (c as u32) < 0x100 && !c.is_control();

@@ -1,6 +1,6 @@
 //! `fer-run --annotate`: each input picture with its faces' boxes and predicted expressions drawn
-//! on it, for people who would rather look than read a table (a PNG per picture; a stream's
-//! frames as one Motion-JPEG file). The tags are in the bitmap font of
+//! on it, for people who would rather look than read a table (a PNG per picture; fer-run writes
+//! a stream's frames into one [`crate::stream::MjpegWriter`] file). The tags are in the bitmap font of
 //! the crate's private `draw` module (no font file needed on the device), enlarged by whole pixels on big pictures.
 
 use crate::draw;
@@ -96,55 +96,6 @@ pub fn save_annotated(
         std::fs::create_dir_all(dir).map_err(|e| FerError::io(dir, e))?;
     }
     annotate(img, faces).save(path).map_err(FerError::from)
-}
-
-/// A stream's annotated frames as one Motion-JPEG file: JPEG after JPEG, as cameras write them,
-/// which ffplay (`ffplay -f mjpeg FILE`), VLC and [`crate::stream::FrameStream`] read back. A
-/// camera's frames as PNGs, one file each, would fill a card in hours, and take longer to encode.
-pub struct AnnotatedVideo {
-    path: std::path::PathBuf,
-    out: std::fs::File,
-    frames: usize,
-}
-
-/// JPEG quality of [`AnnotatedVideo`] frames: boxes and tags stay sharp, and a 640x480 frame is
-/// tens of kilobytes.
-const VIDEO_QUALITY: u8 = 85;
-
-impl AnnotatedVideo {
-    /// Creates (or truncates) the file at `path`, and its folder.
-    pub fn create(path: &Path) -> Result<AnnotatedVideo> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| FerError::io(dir, e))?;
-        }
-        let file = std::fs::File::create(path).map_err(|e| FerError::io(path, e))?;
-        Ok(AnnotatedVideo {
-            path: path.to_path_buf(),
-            out: file,
-            frames: 0,
-        })
-    }
-
-    /// Appends `img`, [`annotate`]d, as one frame in one write: what was written survives a
-    /// kill, and a player reading the file (or a FIFO) sees the frame at once.
-    pub fn push(&mut self, img: &DynamicImage, faces: &[(Option<BBox>, &Prediction)]) -> Result<()> {
-        use std::io::Write;
-        let mut jpeg = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, VIDEO_QUALITY).encode_image(&annotate(img, faces))?;
-        self.out.write_all(&jpeg).map_err(|e| FerError::io(&self.path, e))?;
-        self.frames += 1;
-        Ok(())
-    }
-
-    /// Frames written so far.
-    pub fn frames(&self) -> usize {
-        self.frames
-    }
-
-    /// Where the frames go.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 /// One face of a [`contact_sheet`] and the two classes written under it.

@@ -80,12 +80,15 @@ pub fn overlay(img: &DynamicImage, map: ArrayView2<f32>, alpha: f32) -> RgbImage
     rgb
 }
 
+/// The heat map's weight in fer-run's overlays.
+pub const ALPHA: f32 = 0.45;
+
 /// Writes [`overlay`] as a PNG.
 pub fn save_overlay(path: &Path, img: &DynamicImage, map: ArrayView2<f32>) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| FerError::io(dir, e))?;
     }
-    overlay(img, map, 0.45).save(path).map_err(FerError::from)
+    overlay(img, map, ALPHA).save(path).map_err(FerError::from)
 }
 
 #[cfg(test)]

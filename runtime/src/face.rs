@@ -893,6 +893,8 @@ pub struct Face {
     pub bbox: Option<BBox>,
     /// The pixels the model will see: the box grown by the margin, or the whole image.
     pub image: DynamicImage,
+    /// Where `image` lies in the picture.
+    pub region: BBox,
 }
 
 /// The regions found in one image.
@@ -989,6 +991,7 @@ impl FaceFinder {
                 Face {
                     bbox: Some(b),
                     image: img.crop_imm(m.x, m.y, m.w, m.h),
+                    region: m,
                 }
             })
             .collect();
@@ -1006,6 +1009,12 @@ impl Faces {
             faces: vec![Face {
                 bbox: None,
                 image: img.clone(),
+                region: BBox {
+                    x: 0,
+                    y: 0,
+                    w: img.width(),
+                    h: img.height(),
+                },
             }],
             notice,
         }

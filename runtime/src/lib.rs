@@ -28,13 +28,14 @@
 //! between full searches and its frames annotated into one Motion-JPEG file, as `fer-run -` does:
 //!
 //! ```no_run
-//! use fer_runtime::{annotate::AnnotatedVideo, decode_image, stream::FrameStream, track::FaceTracker};
+//! use fer_runtime::stream::{FrameStream, MjpegWriter};
+//! use fer_runtime::{annotate::annotate, decode_image, track::FaceTracker};
 //! use fer_runtime::{Backend, Detect, FaceFinder, ImageLimits, Model};
 //!
 //! let model = Model::load("eac_mbv2.onnx", Backend::Auto)?;
 //! let finder = FaceFinder::new(&Detect::Auto, model.metadata().input_size)?;
 //! let mut tracker = FaceTracker::new(&finder, 10); // the whole frame every 10th frame
-//! let mut video = AnnotatedVideo::create("annotated.mjpeg".as_ref())?;
+//! let mut video = MjpegWriter::create("annotated.mjpeg".as_ref())?;
 //! for frame in FrameStream::new(std::io::stdin(), "stdin") {
 //!     let frame = frame?;
 //!     let img = decode_image(&frame.bytes, frame.name.as_ref(), &ImageLimits::default())?;
@@ -42,7 +43,7 @@
 //!     let crops: Vec<_> = faces.faces.iter().map(|f| f.image.clone()).collect();
 //!     let predictions = model.predict_batch(&crops)?;
 //!     let drawn: Vec<_> = faces.faces.iter().zip(&predictions).map(|(f, p)| (f.bbox, p)).collect();
-//!     video.push(&img, &drawn)?;
+//!     video.push(&annotate(&img, &drawn))?;
 //! }
 //! # Ok::<(), fer_runtime::FerError>(())
 //! ```

@@ -6,7 +6,8 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fer_runtime::{
-    annotate, bench, cam, collect_inputs, decode_image, load_image, output, stream::FrameStream,
+    annotate, bench, cam, collect_inputs, decode_image, load_image, output,
+    stream::{FrameStream, MjpegWriter},
     track::FaceTracker, Backend, Detect, Device, FaceFinder, Faces, FerError, ImageLimits, Model, ModelInfo, Prediction, Tta,
 };
 use image::DynamicImage;
@@ -169,7 +170,8 @@ struct PredictArgs {
     json: bool,
     /// Write, per face, a PNG of the face with the predicted class's activation map over it
     /// (models with a `cam` output; for a centre-crop model or --tta ten-crop, the middle of the
-    /// face, which that view showed the model).
+    /// face, which that view showed the model). A stream's (`-`) frames go into one Motion-JPEG
+    /// file instead, DIR/stdin_cam.mjpeg: each frame with its faces' maps where they are.
     #[arg(long, value_name = "DIR")]
     cam: Option<PathBuf>,
     /// Write, per input, a PNG of the picture with each face's box and predicted expression drawn
@@ -398,11 +400,12 @@ fn unique_png(dir: &Path, base: &str, used: &mut HashSet<PathBuf>, inputs: &Hash
     p
 }
 
-/// The file `--annotate DIR` writes a stream's frames to.
+/// The files `--annotate DIR` and `--cam DIR` write a stream's frames to.
 const STREAM_VIDEO: &str = "stdin_annotated.mjpeg";
+const STREAM_CAM_VIDEO: &str = "stdin_cam.mjpeg";
 
 /// An input's file name without its folder and extension, to name what fer-run writes about it.
-/// A stream's frames (`stdin:3`) become `stdin_3`.
+/// A ':' becomes '_' (Windows refuses it in names).
 fn stem(file: &str) -> String {
     Path::new(file)
         .file_stem()
@@ -503,11 +506,17 @@ fn run_predict(a: PredictArgs) -> Result<()> {
     };
     // A stream's frames follow each other: faces are tracked between full searches.
     let tracker = from_stdin.then(|| Mutex::new(FaceTracker::new(&finder, a.detect_every as usize)));
-    // Opened before the first frame is read: a folder that cannot be written to fails at once.
-    let mut video = match (&a.annotate, from_stdin) {
-        (Some(dir), true) => Some(annotate::AnnotatedVideo::create(&dir.join(STREAM_VIDEO)).context("--annotate")?),
-        _ => None,
+    // A stream's pictures go into videos, opened before the first frame is read: a folder that
+    // cannot be written to fails at once.
+    let stream_video = |dir: &Option<PathBuf>, name: &str, option: &str| -> Result<Option<MjpegWriter>> {
+        match (dir, from_stdin) {
+            (Some(dir), true) => Ok(Some(MjpegWriter::create(&dir.join(name)).context(option.to_string())?)),
+            _ => Ok(None),
+        }
     };
+    let mut video = stream_video(&a.annotate, STREAM_VIDEO, "--annotate")?;
+    let mut cam_video = stream_video(&a.cam, STREAM_CAM_VIDEO, "--cam")?;
+    let keep_pictures = a.annotate.is_some() || cam_video.is_some();
     // Decode and find faces in parallel; inputs that fail keep their place with the error.
     let decode = |chunk: Vec<(Source, String)>| -> Vec<Item> {
         chunk
@@ -523,7 +532,7 @@ fn run_predict(a: PredictArgs) -> Result<()> {
                     None => finder.find(img),
                 };
                 let (faces, picture) = match image {
-                    Ok(img) => (Ok(found(&img)), a.annotate.is_some().then_some(img)),
+                    Ok(img) => (Ok(found(&img)), keep_pictures.then_some(img)),
                     Err(e) => (Err(e.to_string()), None),
                 };
                 Item {
@@ -553,6 +562,8 @@ fn run_predict(a: PredictArgs) -> Result<()> {
             };
             let mut item_failed = false;
             let mut drawn = Vec::new();
+            // A stream's CAM frame: the picture, each face's heat map over what the model saw.
+            let mut cam_frame = item.picture.as_ref().filter(|_| cam_video.is_some()).map(|p| p.to_rgb8());
             for (i, (face, pred)) in faces.faces.iter().zip(&item.predictions).enumerate() {
                 let mut pred = match pred {
                     Ok(p) => p.clone(),
@@ -564,17 +575,23 @@ fn run_predict(a: PredictArgs) -> Result<()> {
                 };
                 pred.face_box = face.bbox;
                 let mut cam_file = None;
-                if let (Some(dir), Some(map)) = (&a.cam, &pred.cam) {
+                // The CAM covers what its view saw: for a centre crop (the model's view or
+                // ten-crop's first), the face's middle.
+                let seen = || {
+                    let (x, y, w, h) = model.preprocessor().seen_region(face.image.width(), face.image.height(), model.tta());
+                    ((face.region.x + x, face.region.y + y), face.image.crop_imm(x, y, w, h))
+                };
+                if let (Some(frame), Some(map)) = (&mut cam_frame, &pred.cam) {
+                    let ((x, y), seen) = seen();
+                    image::imageops::replace(frame, &cam::overlay(&seen, map.view(), cam::ALPHA), x as i64, y as i64);
+                    cam_file = cam_video.as_ref().map(|v| v.path().display().to_string());
+                } else if let (Some(dir), Some(map)) = (&a.cam, &pred.cam) {
                     let base = match faces.faces.len() {
                         1 => format!("{}_cam", stem(&item.name)),
                         _ => format!("{}_face{i}_cam", stem(&item.name)),
                     };
                     let p = unique_png(dir, &base, &mut used_names, &input_files);
-                    // The CAM covers what its view saw: for a centre crop (the model's view or
-                    // ten-crop's first), the face's middle.
-                    let (x, y, w, h) = model.preprocessor().seen_region(face.image.width(), face.image.height(), model.tta());
-                    let seen = face.image.crop_imm(x, y, w, h);
-                    match cam::save_overlay(&p, &seen, map.view()) {
+                    match cam::save_overlay(&p, &seen().1, map.view()) {
                         Ok(()) => cam_file = Some(p.display().to_string()),
                         Err(e) => {
                             item_failed = true;
@@ -605,10 +622,16 @@ fn run_predict(a: PredictArgs) -> Result<()> {
                 faces_done += 1;
                 drawn.push((face.bbox, pred));
             }
+            if let (Some(video), Some(frame)) = (&mut cam_video, &cam_frame) {
+                if let Err(e) = video.push(frame) {
+                    item_failed = true;
+                    pb.suspend(|| report_error(&mut out, a.json, &item.name, &format!("writing the CAM frame: {e}")))?;
+                }
+            }
             if let (Some(dir), Some(picture)) = (&a.annotate, &item.picture) {
                 let faces: Vec<_> = drawn.iter().map(|(b, p)| (*b, p)).collect();
                 let written = match &mut video {
-                    Some(video) => video.push(picture, &faces),
+                    Some(video) => video.push(&annotate::annotate(picture, &faces)),
                     None => {
                         let p = unique_png(dir, &format!("{}_annotated", stem(&item.name)), &mut used_names, &input_files);
                         annotate::save_annotated(&p, picture, &faces)
@@ -644,6 +667,9 @@ fn run_predict(a: PredictArgs) -> Result<()> {
             ),
             (Some(dir), None) => eprintln!("{annotated} annotated picture(s) in {}", dir.display()),
             (None, None) => {}
+        }
+        if let Some(video) = &cam_video {
+            eprintln!("{} CAM frame(s) in {}", video.frames(), video.path().display());
         }
     }
     if failed > 0 {

@@ -3,10 +3,60 @@
 //! they arrive, by the structure of their own format: JPEG segments (with the entropy-coded data
 //! scanned for the next marker) and PNG chunks. Nothing waits for the stream to end, so `fer-run
 //! -` answers frame by frame. A stream that starts with another format the build decodes (WebP,
-//! GIF, BMP, TIFF) is read to its end as one image.
+//! GIF, BMP, TIFF) is read to its end as one image. [`MjpegWriter`] writes such a stream.
 
 use crate::error::{FerError, Result};
 use std::io::{BufRead, BufReader, Read};
+
+/// Pictures written one after another as JPEGs into one file, as a camera writes MJPEG: ffplay
+/// (`ffplay -f mjpeg FILE`), VLC, OpenCV's `VideoCapture` and [`FrameStream`] read it back.
+/// `fer-run -` writes a stream's annotated frames (and CAM frames) this way: a camera's frames
+/// as PNGs, one file each, would fill a card within hours and take longer to encode.
+pub struct MjpegWriter {
+    path: std::path::PathBuf,
+    out: std::fs::File,
+    frames: usize,
+}
+
+/// JPEG quality of [`MjpegWriter`] frames: boxes and tags stay sharp, and a 640x480 frame is
+/// tens of kilobytes.
+pub const MJPEG_QUALITY: u8 = 85;
+
+impl MjpegWriter {
+    /// Creates (or truncates) the file at `path`, and its folder.
+    pub fn create(path: &std::path::Path) -> Result<MjpegWriter> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| FerError::io(dir, e))?;
+        }
+        let out = std::fs::File::create(path).map_err(|e| FerError::io(path, e))?;
+        Ok(MjpegWriter {
+            path: path.to_path_buf(),
+            out,
+            frames: 0,
+        })
+    }
+
+    /// Appends `frame` as one JPEG in one write: what was written survives a kill, and a player
+    /// reading the file (or a FIFO) sees the frame at once.
+    pub fn push(&mut self, frame: &image::RgbImage) -> Result<()> {
+        use std::io::Write;
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, MJPEG_QUALITY).encode_image(frame)?;
+        self.out.write_all(&jpeg).map_err(|e| FerError::io(&self.path, e))?;
+        self.frames += 1;
+        Ok(())
+    }
+
+    /// Frames written so far.
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+
+    /// Where the frames go.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
 
 /// Largest encoded frame accepted (a 100-megapixel JPEG is ~50 MB): a stream that never reaches
 /// the end of its frame fails here instead of filling the memory.

@@ -269,15 +269,6 @@ fn frames_on_stdin_are_classified_as_they_arrive() {
     let error = lines[1]["error"].as_str().unwrap();
     assert!(error.contains("the stream ended inside this frame"), "{error}");
 
-    // What fer-run writes per frame is named after it (annotated frames go into one video
-    // instead: `a_streams_annotated_frames_go_into_one_motion_jpeg_file`).
-    let cams = f.dir.join("stdin-cams");
-    let out = fer_run_stdin(&["-m", &f.model, "--backend", "tract", "--cam", &s(&cams), "-"], frames[..2].concat());
-    assert!(out.status.success());
-    for i in 0..2 {
-        assert!(cams.join(format!("stdin_{i}_cam.png")).is_file(), "frame {i}");
-    }
-
     // Nothing on stdin, and `-` beside other inputs.
     let out = fer_run_stdin(&["-m", &f.model, "--backend", "tract", "-"], Vec::new());
     assert_eq!(out.status.code(), Some(1));
@@ -545,45 +536,121 @@ fn annotated_pictures_frame_each_face_in_its_class_colour() {
     assert!(text.contains("a.png") && text.contains("writing the annotated picture"), "{text}");
 }
 
+/// The pictures fer-run writes per input go, for a stream, into one Motion-JPEG file each, whose
+/// frames show what the same pictures show as files.
 #[test]
-fn a_streams_annotated_frames_go_into_one_motion_jpeg_file() {
+fn a_streams_pictures_go_into_motion_jpeg_files() {
     let f = fixture("cli-annotate-stream");
     let names = ["a.png", "b.jpg", "d.PNG"];
     let stream: Vec<u8> = names.iter().flat_map(|n| std::fs::read(f.images.join(n)).unwrap()).collect();
-    // The same pictures as files: their annotated PNGs are what each frame should show.
+    // The same pictures as files: their annotated and CAM PNGs are what each frame should show.
     let pngs = f.dir.join("pngs");
     let files: Vec<String> = names.iter().map(|n| s(&f.images.join(n))).collect();
-    let args = ["-m", f.model.as_str(), "--backend", "tract", "--json", "--annotate"];
-    let out = fer_run(&[&args[..], &[pngs.to_str().unwrap()], &files.iter().map(|f| f.as_str()).collect::<Vec<_>>()[..]].concat());
+    let args = ["-m", f.model.as_str(), "--backend", "tract", "--json"];
+    let outputs = |dir: &std::path::Path| ["--annotate".to_string(), s(dir), "--cam".to_string(), s(&dir.join("cams"))];
+    let to_files: Vec<String> = outputs(&pngs).into_iter().chain(files.iter().cloned()).collect();
+    let out = fer_run(&[&args[..], &to_files.iter().map(|a| a.as_str()).collect::<Vec<_>>()[..]].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let dir = f.dir.join("video");
-    let out = fer_run_stdin(&[&args[..], &[dir.to_str().unwrap(), "-"]].concat(), stream);
+    let to_videos: Vec<String> = outputs(&dir).into_iter().chain(["-".to_string()]).collect();
+    let out = fer_run_stdin(&[&args[..], &to_videos.iter().map(|a| a.as_str()).collect::<Vec<_>>()[..]].concat(), stream);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let written: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(written, ["stdin_annotated.mjpeg"], "one file, no PNG per frame");
-    let video = std::fs::File::open(dir.join("stdin_annotated.mjpeg")).unwrap();
-    let frames: Vec<_> = fer_runtime::stream::FrameStream::new(video, "video").map(|f| f.unwrap()).collect();
-    assert_eq!(frames.len(), 3);
-    for (frame, name) in frames.iter().zip(names) {
-        assert_eq!(image::guess_format(&frame.bytes).unwrap(), image::ImageFormat::Jpeg);
-        let got = image::load_from_memory(&frame.bytes).unwrap().to_rgb8();
+    let mut written: Vec<_> = walk(&dir);
+    written.sort();
+    assert_eq!(written, [dir.join("cams/stdin_cam.mjpeg"), dir.join("stdin_annotated.mjpeg")], "one file each, no PNG per frame");
+    for line in json_lines(&out) {
+        assert_eq!(line["cam"], s(&dir.join("cams/stdin_cam.mjpeg")), "each face's CAM is in the stream's CAM video");
+    }
+    // Each video's frames are the pictures the files got, JPEG-encoded: byte for byte.
+    let frames = |video: std::path::PathBuf| -> Vec<Vec<u8>> {
+        let frames: Vec<_> = fer_runtime::stream::FrameStream::new(std::fs::File::open(&video).unwrap(), "video")
+            .map(|f| f.unwrap().bytes)
+            .collect();
+        assert_eq!(frames.len(), 3, "{}", video.display());
+        frames
+    };
+    let as_jpeg = |png: std::path::PathBuf| {
+        let mut jpeg = Vec::new();
+        let quality = fer_runtime::stream::MJPEG_QUALITY;
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, quality)
+            .encode_image(&image::open(&png).unwrap().to_rgb8())
+            .unwrap();
+        jpeg
+    };
+    let annotated = frames(dir.join("stdin_annotated.mjpeg"));
+    let cams = frames(dir.join("cams/stdin_cam.mjpeg"));
+    for (i, name) in names.iter().enumerate() {
         let stem = std::path::Path::new(name).file_stem().unwrap().to_string_lossy().to_string();
-        let want = image::open(pngs.join(format!("{stem}_annotated.png"))).unwrap().to_rgb8();
-        assert_eq!(got.dimensions(), want.dimensions(), "{name}");
-        // JPEG is lossy: close on average, not equal.
-        let diff: f64 = got.as_raw().iter().zip(want.as_raw()).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum::<f64>()
-            / got.as_raw().len() as f64;
-        assert!(diff < 4.0, "{name}: mean |difference| {diff:.2} from its annotated PNG");
+        assert!(annotated[i] == as_jpeg(pngs.join(format!("{stem}_annotated.png"))), "{name}, annotated");
+        // These pictures are classified whole and the model sees all of each: the CAM frame is
+        // the picture's overlay.
+        assert!(cams[i] == as_jpeg(pngs.join(format!("cams/{stem}_cam.png"))), "{name}, CAM");
     }
 
     // A folder that cannot be made fails before any frame is read, naming the path.
     let blocked = f.dir.join("a-file");
     std::fs::write(&blocked, "not a folder").unwrap();
-    let out = fer_run_stdin(&["-m", &f.model, "--annotate", blocked.to_str().unwrap(), "-"], Vec::new());
-    assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(text.contains("--annotate") && text.contains("a-file"), "{text}");
+    for option in ["--annotate", "--cam"] {
+        let out = fer_run_stdin(&["-m", &f.model, option, blocked.to_str().unwrap(), "-"], Vec::new());
+        assert_eq!(out.status.code(), Some(1));
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(text.contains(option) && text.contains("a-file"), "{text}");
+    }
+}
+
+/// On a stream's CAM frame each face's overlay sits where the face is in the picture: the frame
+/// is the picture with the PNGs the same picture gets as a file pasted at the faces' crops.
+#[test]
+fn a_streams_cam_frames_paint_each_face_where_it_is() {
+    let Some(_) = assets("a_streams_cam_frames_paint_each_face_where_it_is") else {
+        return;
+    };
+    let f = fixture("cli-cam-stream");
+    let mut jpeg = Vec::new();
+    close_up(&astronaut(), 260, (60, 40), true)
+        .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+        .unwrap();
+    let file = f.dir.join("frame.jpg");
+    std::fs::write(&file, &jpeg).unwrap();
+    let pngs = f.dir.join("pngs");
+    let out = fer_run(&["-m", &f.model, "--backend", "tract", "--json", "--cam", &s(&pngs), &s(&file)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 2, "the close-up and the second face");
+    let video = f.dir.join("video");
+    let out = fer_run_stdin(&["-m", &f.model, "--backend", "tract", "--cam", &s(&video), "-"], jpeg.clone());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let mut want = image::load_from_memory(&jpeg).unwrap().to_rgb8();
+    for (i, line) in lines.iter().enumerate() {
+        let [x, y, w, h] = ["x", "y", "w", "h"].map(|k| line["box"][k].as_u64().unwrap() as u32);
+        let crop = fer_runtime::BBox { x, y, w, h }.expand(0.15, 640, 480);
+        let overlay = image::open(pngs.join(format!("frame_face{i}_cam.png"))).unwrap().to_rgb8();
+        // This model sees the whole crop.
+        assert_eq!(overlay.dimensions(), (crop.w, crop.h), "face {i}");
+        image::imageops::replace(&mut want, &overlay, crop.x as i64, crop.y as i64);
+    }
+    let mut want_jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut want_jpeg, fer_runtime::stream::MJPEG_QUALITY)
+        .encode_image(&want)
+        .unwrap();
+    assert!(std::fs::read(video.join("stdin_cam.mjpeg")).unwrap() == want_jpeg, "the CAM frame differs");
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flat_map(|e| {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p)
+            } else {
+                vec![p]
+            }
+        })
+        .collect()
 }
 
 /// The astronaut's face on a 640x480 gray frame: OpenCV's cascade with its default 3 neighbours

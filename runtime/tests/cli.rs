@@ -599,6 +599,33 @@ fn a_streams_pictures_go_into_motion_jpeg_files() {
     }
 }
 
+/// The README's live view: made a FIFO first, the annotated video feeds a player frame by frame.
+#[test]
+fn a_streams_annotated_video_can_be_a_fifo_for_a_live_view() {
+    let f = fixture("cli-annotate-fifo");
+    let dir = f.dir.join("live");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("stdin_annotated.mjpeg");
+    match std::process::Command::new("mkfifo").arg(&fifo).status() {
+        Ok(status) if status.success() => {}
+        _ => {
+            eprintln!("skipping a_streams_annotated_video_can_be_a_fifo_for_a_live_view: no mkfifo here");
+            return;
+        }
+    }
+    // The player: reads the FIFO to its end.
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    let stream: Vec<u8> = ["a.png", "b.jpg"].iter().flat_map(|n| std::fs::read(f.images.join(n)).unwrap()).collect();
+    let out = fer_run_stdin(&["-m", &f.model, "--backend", "tract", "--annotate", &s(&dir), "-"], stream);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen = reader.join().unwrap();
+    let frames: Vec<_> = fer_runtime::stream::FrameStream::new(&seen[..], "fifo").map(|f| f.unwrap()).collect();
+    assert_eq!(frames.len(), 2, "both frames came through the FIFO");
+}
+
 /// On a stream's CAM frame each face's overlay sits where the face is in the picture: the frame
 /// is the picture with the PNGs the same picture gets as a file pasted at the faces' crops.
 #[test]

@@ -63,6 +63,7 @@ tmp = tempfile.mkdtemp(prefix="stream_track-")
 stream_path = os.path.join(tmp, "cam.mjpeg")
 with open(stream_path, "wb") as f:
     f.write(stream)
+print(f"stream: {stream_path}")
 
 subprocess.run(["cargo", "build", "-q", "--release", "-p", "fer-runtime", "--bin", "fer-run"], cwd=ROOT, check=True)
 fer_run = os.path.join(ROOT, "target", "release", "fer-run")

@@ -92,9 +92,7 @@ pub fn save_annotated(
     img: &DynamicImage,
     faces: &[(Option<BBox>, &Prediction)],
 ) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| FerError::io(dir, e))?;
-    }
+    crate::error::create_parent(path)?;
     annotate(img, faces).save(path).map_err(FerError::from)
 }
 

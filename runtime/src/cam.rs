@@ -85,9 +85,7 @@ pub const ALPHA: f32 = 0.45;
 
 /// Writes [`overlay`] as a PNG.
 pub fn save_overlay(path: &Path, img: &DynamicImage, map: ArrayView2<f32>) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| FerError::io(dir, e))?;
-    }
+    crate::error::create_parent(path)?;
     overlay(img, map, ALPHA).save(path).map_err(FerError::from)
 }
 

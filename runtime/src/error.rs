@@ -108,3 +108,11 @@ impl FerError {
         }
     }
 }
+
+/// Creates the folder a file is about to be written into; the error names the folder.
+pub(crate) fn create_parent(path: &std::path::Path) -> Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir).map_err(|e| FerError::io(dir, e)),
+        None => Ok(()),
+    }
+}

@@ -171,13 +171,15 @@ struct PredictArgs {
     /// Write, per face, a PNG of the face with the predicted class's activation map over it
     /// (models with a `cam` output; for a centre-crop model or --tta ten-crop, the middle of the
     /// face, which that view showed the model). A stream's (`-`) frames go into one Motion-JPEG
-    /// file instead, DIR/stdin_cam.mjpeg: each frame with its faces' maps where they are.
+    /// file instead, DIR/stdin_cam.mjpeg (named as --annotate's video): each frame with its
+    /// faces' maps where they are.
     #[arg(long, value_name = "DIR")]
     cam: Option<PathBuf>,
     /// Write, per input, a PNG of the picture with each face's box and predicted expression drawn
     /// on it (<name>_annotated.png; face crops under 256 px are enlarged first). A stream's (`-`)
-    /// frames go into one Motion-JPEG file instead, DIR/stdin_annotated.mjpeg, replaced each run
-    /// (watch it with `ffplay -f mjpeg`, or VLC).
+    /// frames go into one Motion-JPEG file instead, DIR/stdin_annotated.mjpeg (an earlier run's
+    /// is kept: the new one is then stdin_annotated_1.mjpeg, ...; a FIFO there is written to).
+    /// Watch it with `ffplay -f mjpeg`, or VLC.
     #[arg(long, value_name = "DIR")]
     annotate: Option<PathBuf>,
     /// Face detector: auto, none, or haar:<cascade.xml>.
@@ -404,6 +406,21 @@ fn unique_png(dir: &Path, base: &str, used: &mut HashSet<PathBuf>, inputs: &Hash
 const STREAM_VIDEO: &str = "stdin_annotated.mjpeg";
 const STREAM_CAM_VIDEO: &str = "stdin_cam.mjpeg";
 
+/// Where a stream's video goes: `dir/name`, or, when a file is already there (an earlier run's
+/// recording, which no input could make again), the first free `name_1`, `name_2`, ... A FIFO at
+/// `dir/name` is written to: that is how a player watches live.
+fn video_path(dir: &Path, name: &str) -> PathBuf {
+    let taken = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file());
+    let (base, ext) = name.rsplit_once('.').unwrap_or((name, "mjpeg"));
+    let mut p = dir.join(name);
+    let mut k = 1;
+    while taken(&p) {
+        p = dir.join(format!("{base}_{k}.{ext}"));
+        k += 1;
+    }
+    p
+}
+
 /// An input's file name without its folder and extension, to name what fer-run writes about it.
 /// A ':' becomes '_' (Windows refuses it in names).
 fn stem(file: &str) -> String {
@@ -510,7 +527,7 @@ fn run_predict(a: PredictArgs) -> Result<()> {
     // cannot be written to fails at once.
     let stream_video = |dir: &Option<PathBuf>, name: &str, option: &str| -> Result<Option<MjpegWriter>> {
         match (dir, from_stdin) {
-            (Some(dir), true) => Ok(Some(MjpegWriter::create(&dir.join(name)).context(option.to_string())?)),
+            (Some(dir), true) => Ok(Some(MjpegWriter::create(&video_path(dir, name)).context(option.to_string())?)),
             _ => Ok(None),
         }
     };

@@ -307,9 +307,6 @@ mod tests {
         );
     }
 
-    /// The picture: each cell is shaded by its share of its row (the hand-computed case: row 0 is
-    /// 2/3, 1/3, 0; row 2 is all in the last cell), with that share and the count drawn in the
-    /// cell's ink; a class without faces has white cells. Saving to a missing folder names it.
     /// Labels the font cannot draw are written as their class numbers.
     #[test]
     fn confusion_picture_names_undrawable_labels_by_number() {
@@ -322,6 +319,9 @@ mod tests {
         assert_ne!(named(&["angry", "happy"]), named(&["class 0", "happy"]));
     }
 
+    /// The picture: each cell is shaded by its share of its row (the hand-computed case: row 0 is
+    /// 2/3, 1/3, 0; row 2 is all in the last cell), with that share and the count drawn in the
+    /// cell's ink; a class without faces has white cells. Saving to a missing folder names it.
     #[test]
     fn confusion_picture_shades_cells_by_row_share() {
         let s = Scores::from_confusion(

@@ -25,9 +25,7 @@ pub const MJPEG_QUALITY: u8 = 85;
 impl MjpegWriter {
     /// Creates (or truncates) the file at `path`, and its folder.
     pub fn create(path: &std::path::Path) -> Result<MjpegWriter> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| FerError::io(dir, e))?;
-        }
+        crate::error::create_parent(path)?;
         let out = std::fs::File::create(path).map_err(|e| FerError::io(path, e))?;
         Ok(MjpegWriter {
             path: path.to_path_buf(),

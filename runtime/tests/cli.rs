@@ -588,6 +588,18 @@ fn a_streams_pictures_go_into_motion_jpeg_files() {
         assert!(cams[i] == as_jpeg(pngs.join(format!("cams/{stem}_cam.png"))), "{name}, CAM");
     }
 
+    // A second run keeps the first run's videos and records beside them.
+    let before = std::fs::read(dir.join("stdin_annotated.mjpeg")).unwrap();
+    let one_frame = std::fs::read(f.images.join("a.png")).unwrap();
+    let out = fer_run_stdin(&[&args[..], &to_videos.iter().map(|a| a.as_str()).collect::<Vec<_>>()[..]].concat(), one_frame);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(dir.join("stdin_annotated.mjpeg")).unwrap() == before, "the first recording was overwritten");
+    assert_eq!(frames(dir.join("cams/stdin_cam.mjpeg")).len(), 3);
+    for second in [dir.join("stdin_annotated_1.mjpeg"), dir.join("cams/stdin_cam_1.mjpeg")] {
+        let n = fer_runtime::stream::FrameStream::new(std::fs::File::open(&second).unwrap(), "second").count();
+        assert_eq!(n, 1, "{}", second.display());
+    }
+
     // A folder that cannot be made fails before any frame is read, naming the path.
     let blocked = f.dir.join("a-file");
     std::fs::write(&blocked, "not a folder").unwrap();

@@ -54,6 +54,15 @@ impl OrtEngine {
         let env = environment()?;
         let mut last_err = None;
         for (label, mut builder) in ep::candidates(env, device)? {
+            // ONNX Runtime's intra-op threads spin between its operators, which keeps a call fast,
+            // and by default go on spinning after the call returns, waiting for the next. That
+            // took the cores from what fer-run does between calls: decoding, and searching for
+            // faces, which was 1.7x slower on a stream (2 cores). Stopping the spin when a call
+            // returns cut a stream's time by 30 % and a folder of photos' by 14 %, with the same
+            // per-call latency (docs/RESULTS.md).
+            builder = builder
+                .with_config_entry("session.force_spinning_stop", "1")
+                .map_err(|e| FerError::Ort(e.into()))?;
             if info.int8_weights > 0 {
                 // ONNX Runtime keeps every DequantizeLinear for its QDQ fusions, so int8 weights
                 // would be dequantized on every call (ResNet-18 at 112 px: 23.5 against 13.1 ms

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""fer-run on a live-camera-like stream, with faces tracked between full searches
-(`--detect-every N`) against a full search on every frame (`--detect-every 1`): seconds for the
-whole stream (median of alternated rounds), and how the faces found compare frame by frame.
+"""fer-run on a live-camera-like stream, with faces tracked and the search for new ones spread
+over frames (`--detect-every N`) against a full search on every frame (`--detect-every 1`):
+seconds for the whole stream (median of alternated rounds), how the faces found compare frame by
+frame, and what finding the faces costs each frame (median, 95th percentile and slowest frame,
+from `runtime/examples/track_bench.rs`, which times `FaceTracker::find` alone on the same frames).
 
-    .venv/bin/python bench/stream_track.py [--frames 150] [--rounds 3] [--every 10] [--backend ort]
+    .venv/bin/python bench/stream_track.py [--frames 150] [--rounds 3] [--every 10] [--backend ort] [--scene empty]
 
 The stream is made here from the set-up's astronaut portrait: 640x480 JPEG frames (quality 80)
 one after another, as `rpicam-vid --codec mjpeg` writes them. The face drifts across the frame and
@@ -11,7 +13,8 @@ grows and shrinks; a second, mirrored face comes in a third of the way through a
 thirds. The comparison matches each frame's boxes by overlap (IoU): the same faces should be
 found, in nearly the same boxes, except that a face coming in is found at the next full search
 (up to N-1 frames late). fer-run is target/release/fer-run, built here; the model is the shipped
-eac_mbv2.onnx.
+eac_mbv2.onnx. `--scene empty` makes frames without any face: a still camera watching an empty room
+(a fixed, blotchy texture of seeded noise, which the detector has to look at, unlike a flat wall).
 """
 import argparse
 import io
@@ -24,6 +27,7 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,6 +38,7 @@ ap.add_argument("--rounds", type=int, default=3)
 ap.add_argument("--every", type=int, default=10, help="--detect-every of the tracked runs")
 ap.add_argument("--backend", default="ort", choices=["ort", "tract"])
 ap.add_argument("--model", default=os.path.join(ROOT, "models-onnx", "eac_mbv2.onnx"))
+ap.add_argument("--scene", default="faces", choices=["faces", "empty"])
 a = ap.parse_args()
 
 assets = os.environ.get("FER_ASSETS", os.path.join(ROOT, ".cache", "assets"))
@@ -42,10 +47,16 @@ face = Image.open(os.path.join(assets, "astronaut.png")).convert("RGB").crop((11
 mirrored = face.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
 
 
+# The empty room: coarse seeded noise, enlarged into soft blotches of light and shade.
+room = Image.fromarray(np.random.default_rng(0).integers(40, 220, (30, 40, 3), dtype=np.uint8)).resize((640, 480), Image.BICUBIC)
+
+
 def frame(i):
     """Frame `i`: the face drifting (a slow ellipse) and breathing in size; the second face
     in view for the middle third, walking in from the right."""
     t = i / max(a.frames - 1, 1)
+    if a.scene == "empty":
+        return jpeg(room)
     img = Image.new("RGB", (640, 480), (90, 90, 90))
     side = int(240 + 40 * math.sin(2 * math.pi * t))
     x = int(40 + 120 * (1 - math.cos(2 * math.pi * t)))
@@ -53,6 +64,10 @@ def frame(i):
     img.paste(face.resize((side, side)), (x, y))
     if a.frames // 3 <= i < 2 * a.frames // 3:
         img.paste(mirrored.resize((140, 140)), (int(560 - 120 * (3 * t - 1)), 320))
+    return jpeg(img)
+
+
+def jpeg(img):
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=80)
     return buf.getvalue()
@@ -65,7 +80,8 @@ with open(stream_path, "wb") as f:
     f.write(stream)
 print(f"stream: {stream_path}")
 
-subprocess.run(["cargo", "build", "-q", "--release", "-p", "fer-runtime", "--bin", "fer-run"], cwd=ROOT, check=True)
+subprocess.run(["cargo", "build", "-q", "--release", "-p", "fer-runtime", "--bin", "fer-run", "--example", "track_bench"],
+               cwd=ROOT, check=True)
 fer_run = os.path.join(ROOT, "target", "release", "fer-run")
 env = dict(os.environ, FER_ASSETS=assets)
 
@@ -128,6 +144,20 @@ for every, ts in times.items():
     found = sum(len(f) for f in (full if every == 1 else tracked))
     ratio = statistics.median(times[1]) / med
     print(f"| {every} | {med:.2f} | {a.frames / med:.1f} | {found} | {ratio:.2f}x |")
-print(f"faces of the full searches found by tracking: {matched} of {matched + missing}; "
-      f"IoU median {statistics.median(ious):.3f}, min {min(ious):.3f}; "
-      f"missed on frames {late}; {extra} tracked face(s) the full search did not have")
+if ious:
+    print(f"faces of the full searches found by tracking: {matched} of {matched + missing}; "
+          f"IoU median {statistics.median(ious):.3f}, min {min(ious):.3f}; "
+          f"missed on frames {late}; {extra} tracked face(s) the full search did not have")
+else:
+    print(f"no face found by the full searches; {extra} by tracking")
+
+# Finding the faces alone, frame by frame: the full search's cost shows as the slowest frames.
+bench = os.path.join(ROOT, "target", "release", "examples", "track_bench")
+out = subprocess.run([bench, stream_path, str(a.rounds), "1", str(a.every)], env=env, check=True,
+                     capture_output=True, text=True).stdout
+print(f"finding the faces of each frame ({a.rounds} rounds pooled; {os.path.relpath(bench, ROOT)}):")
+print("| --detect-every | median frame (ms) | 95th percentile (ms) | slowest (ms) | stream (ms) | searched whole at once |")
+print("| --- | --- | --- | --- | --- | --- |")
+for line in out.splitlines():
+    r = json.loads(line)
+    print(f"| {r['every']} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['max_ms']:.2f} | {r['stream_ms']:.0f} | {r['full_searches']} |")

@@ -15,6 +15,7 @@ use crate::preprocess::to_gray;
 use image::{DynamicImage, GrayImage};
 use rayon::prelude::*;
 use serde::Serialize;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -45,6 +46,23 @@ impl BBox {
         let h = (self.y + self.h).min(other.y + other.h).saturating_sub(self.y.max(other.y)) as f64;
         let inter = w * h;
         inter / ((self.w as f64 * self.h as f64) + (other.w as f64 * other.h as f64) - inter)
+    }
+
+    /// Whether the centre of `other` lies inside this box.
+    ///
+    /// ```
+    /// use fer_runtime::BBox;
+    /// let a = BBox { x: 0, y: 0, w: 10, h: 10 };
+    /// assert!(a.holds_centre_of(&BBox { x: 4, y: 0, w: 10, h: 2 })); // centre (9, 1)
+    /// assert!(!a.holds_centre_of(&BBox { x: 6, y: 0, w: 10, h: 10 }));
+    /// ```
+    pub fn holds_centre_of(&self, other: &BBox) -> bool {
+        // In doubled pixels, so that the centre is a whole number.
+        let inside = |start: u32, len: u32, o_start: u32, o_len: u32| {
+            let c = 2 * o_start as u64 + o_len as u64;
+            2 * start as u64 <= c && c < 2 * (start as u64 + len as u64)
+        };
+        inside(self.x, self.w, other.x, other.w) && inside(self.y, self.h, other.y, other.h)
     }
 
     /// The box grown by `margin` of its size on every side, clipped to a `width` x `height` image.
@@ -429,34 +447,34 @@ impl HaarCascade {
     /// single-precision evaluation and grouping (`tests/detector_vs_opencv.rs` holds it to
     /// OpenCV's own answers), after shrinking a photo larger than `params.max_side`.
     pub fn detect(&self, gray: &GrayImage, params: &HaarParams) -> Vec<BBox> {
-        let (w0, h0) = gray.dimensions();
-        if w0 == 0 || h0 == 0 {
-            return Vec::new();
-        }
-        // Shrink big photos first; `pre` maps boxes back to source pixels.
+        let pyramid = self.pyramid(gray.dimensions(), params);
+        let raw = self.raw_windows(gray, &pyramid, 0..pyramid.scales.len());
+        group_rectangles(&raw, params.min_neighbors, 0.2)
+    }
+
+    /// The pyramid a search of an image of `size` walks, as OpenCV's scales: the factor grows in
+    /// double precision and each level keeps it in single.
+    pub(crate) fn pyramid(&self, size: (u32, u32), params: &HaarParams) -> Pyramid {
+        let (w0, h0) = size;
+        // Big photos are shrunk first; `pre` maps boxes back to source pixels.
         let longest = w0.max(h0);
-        let (img, pre) = if params.max_side > 0 && longest > params.max_side {
+        let (searched, pre) = if params.max_side > 0 && longest > params.max_side {
             let r = params.max_side as f64 / longest as f64;
-            let (w, h) = (
-                ((w0 as f64 * r).round() as u32).max(1),
-                ((h0 as f64 * r).round() as u32).max(1),
-            );
             (
-                crate::resize::gray(gray, w, h),
+                (((w0 as f64 * r).round() as u32).max(1), ((h0 as f64 * r).round() as u32).max(1)),
                 longest as f64 / params.max_side as f64,
             )
         } else {
-            (gray.clone(), 1.0)
+            (size, 1.0)
         };
         let (ww, wh) = self.window;
-        let (iw, ih) = (img.width() as f32, img.height() as f32);
-        // OpenCV's scales: the factor grows in double precision and each level keeps it in single.
         let step = params.scale_factor.max(1.01);
         let mut scales: Vec<f32> = Vec::new();
         let mut factor = 1.0f64;
+        // Ends: the window (at least 3 px, checked on loading) outgrows the image.
         loop {
             let win = (cv_round(ww as f64 * factor), cv_round(wh as f64 * factor));
-            if win.0 > img.width() as i64 || win.1 > img.height() as i64 {
+            if win.0 > searched.0 as i64 || win.1 > searched.1 as i64 {
                 break;
             }
             let too_big = |side: i64| params.max_size > 0 && side as f64 * pre > params.max_size as f64;
@@ -468,54 +486,149 @@ impl HaarCascade {
             }
             factor *= step;
         }
-        let raw: Vec<BBox> = scales
+        Pyramid {
+            source: size,
+            searched,
+            pre,
+            window: self.window,
+            scales,
+        }
+    }
+
+    /// The windows of `gray` that pass the whole cascade at the pyramid's levels `levels`
+    /// (before grouping), in source pixels. `gray` is the size the pyramid was made for.
+    pub(crate) fn raw_windows(&self, gray: &GrayImage, pyramid: &Pyramid, levels: Range<usize>) -> Vec<BBox> {
+        debug_assert_eq!(gray.dimensions(), pyramid.source);
+        let scales = &pyramid.scales[levels];
+        if scales.is_empty() || gray.dimensions() != pyramid.source {
+            return Vec::new();
+        }
+        let pre = pyramid.pre;
+        let shrunk_photo;
+        let img = if pyramid.searched == pyramid.source {
+            gray
+        } else {
+            shrunk_photo = crate::resize::gray(gray, pyramid.searched.0, pyramid.searched.1);
+            &shrunk_photo
+        };
+        let (ww, wh) = self.window;
+        scales
             .par_iter()
             .flat_map_iter(|&sc| {
                 let win = (
                     cv_round((ww as f32 * sc) as f64),
                     cv_round((wh as f32 * sc) as f64),
                 );
-                let (sw, sh) = (cv_round((iw / sc) as f64) as usize, cv_round((ih / sc) as f64) as usize);
+                let (sw, sh) = pyramid.level_size(sc);
                 if sw < ww || sh < wh {
                     return Vec::new();
                 }
                 // The first level is the picture itself: no copy.
                 let shrunk;
                 let level = if sw == img.width() as usize && sh == img.height() as usize {
-                    &img
+                    img
                 } else {
-                    shrunk = pyramid_level(&img, sw as u32, sh as u32);
+                    shrunk = pyramid_level(img, sw as u32, sh as u32);
                     &shrunk
                 };
                 let ii = Integral::new(level);
                 let Some(laid_out) = LevelCascade::new(self, ii.stride) else {
                     return Vec::new();
                 };
-                // OpenCV's stride: every other window at fine scales, every window at coarse ones.
-                let stride = if sc >= 2.0 { 1 } else { 2 };
-                let mut found = Vec::new();
-                for y in (0..=(sh - wh)).step_by(stride) {
-                    let mut x = 0;
-                    while x <= sw - ww {
-                        match laid_out.verdict(&ii, y * ii.stride + x) {
-                            Verdict::Face => found.push(BBox {
-                                x: (cv_round((x as f32 * sc) as f64) as f64 * pre).round() as u32,
-                                y: (cv_round((y as f32 * sc) as f64) as f64 * pre).round() as u32,
-                                w: (win.0 as f64 * pre).round() as u32,
-                                h: (win.1 as f64 * pre).round() as u32,
-                            }),
-                            // OpenCV's shortcut: past a window the first stage rejects, the
-                            // next one is not tried.
-                            Verdict::FirstStage => x += stride,
-                            Verdict::LaterStage | Verdict::Flat => {}
+                let stride = window_stride(sc);
+                // Rows are searched in parallel too: a level can be most of a search, and the
+                // stream tracker searches a few levels at a time.
+                let rows: Vec<usize> = (0..=(sh - wh)).step_by(stride).collect();
+                rows.par_chunks(8)
+                    .flat_map_iter(|rows| {
+                        let mut found = Vec::new();
+                        for &y in rows {
+                            let mut x = 0;
+                            while x <= sw - ww {
+                                match laid_out.verdict(&ii, y * ii.stride + x) {
+                                    Verdict::Face => found.push(BBox {
+                                        x: (cv_round((x as f32 * sc) as f64) as f64 * pre).round() as u32,
+                                        y: (cv_round((y as f32 * sc) as f64) as f64 * pre).round() as u32,
+                                        w: (win.0 as f64 * pre).round() as u32,
+                                        h: (win.1 as f64 * pre).round() as u32,
+                                    }),
+                                    // OpenCV's shortcut: past a window the first stage rejects,
+                                    // the next one is not tried.
+                                    Verdict::FirstStage => x += stride,
+                                    Verdict::LaterStage | Verdict::Flat => {}
+                                }
+                                x += stride;
+                            }
                         }
-                        x += stride;
-                    }
-                }
-                found
+                        found
+                    })
+                    .collect::<Vec<BBox>>()
             })
-            .collect();
-        group_rectangles(&raw, params.min_neighbors, 0.2)
+            .collect()
+    }
+}
+
+/// The levels of one search: the image's size, the size it is searched at (`max_side`) and the
+/// scales of its pyramid, smallest first. Made by [`HaarCascade::pyramid`]; a search may walk its
+/// levels in parts ([`HaarCascade::raw_windows`]), as the stream tracker does.
+#[derive(Debug, Clone)]
+pub(crate) struct Pyramid {
+    source: (u32, u32),
+    searched: (u32, u32),
+    /// Source pixels per searched pixel.
+    pre: f64,
+    window: (usize, usize),
+    scales: Vec<f32>,
+}
+
+impl Pyramid {
+    pub(crate) fn levels(&self) -> usize {
+        self.scales.len()
+    }
+
+    /// The level's image size at scale `sc`.
+    fn level_size(&self, sc: f32) -> (usize, usize) {
+        let (iw, ih) = (self.searched.0 as f32, self.searched.1 as f32);
+        (cv_round((iw / sc) as f64) as usize, cv_round((ih / sc) as f64) as usize)
+    }
+
+    /// How many windows level `i` evaluates: what its search costs, near enough.
+    fn windows(&self, i: usize) -> u64 {
+        let sc = self.scales[i];
+        let ((sw, sh), (ww, wh)) = (self.level_size(sc), self.window);
+        if sw < ww || sh < wh {
+            return 0;
+        }
+        let stride = window_stride(sc);
+        (((sw - ww) / stride + 1) * ((sh - wh) / stride + 1)) as u64
+    }
+
+    /// The levels cut into at most `n` runs of neighbouring levels, each with about an equal
+    /// share of the windows (a level is never split, so the first, largest level may be a run
+    /// alone and over its share).
+    pub(crate) fn bands(&self, n: usize) -> Vec<Range<usize>> {
+        let costs: Vec<u64> = (0..self.levels()).map(|i| self.windows(i)).collect();
+        let total: u64 = costs.iter().sum();
+        let n = n.max(1) as u64;
+        let (mut bands, mut start, mut sum) = (Vec::new(), 0, 0u64);
+        for (i, c) in costs.iter().enumerate() {
+            sum += c;
+            // A band ends once the levels so far hold their share of the whole.
+            if sum * n >= total * (bands.len() as u64 + 1) || i + 1 == costs.len() {
+                bands.push(start..i + 1);
+                start = i + 1;
+            }
+        }
+        bands
+    }
+}
+
+/// OpenCV's stride: every other window at fine scales, every window at coarse ones.
+fn window_stride(scale: f32) -> usize {
+    if scale >= 2.0 {
+        1
+    } else {
+        2
     }
 }
 
@@ -1115,6 +1228,56 @@ mod tests {
             check(&c, &crop, 10, &[1.0, 1.1, 1.5, 2.3, 3.0, 3.5, 4.0]);
         } else {
             eprintln!("same_verdicts_as_the_cascade_as_parsed: FER_ASSETS not set, the real cascade is not checked");
+        }
+    }
+
+    /// The stream tracker searches a frame's pyramid a few levels at a time. Its runs cover every
+    /// level once, in order, with about equal shares of the windows; their windows together are
+    /// the one search's, window for window, so grouped they are its faces. With `$FER_ASSETS`,
+    /// on the astronaut photo, whole, padded into a 4:3 frame, and enlarged past `max_side`.
+    #[test]
+    fn a_search_in_runs_of_levels_finds_what_one_search_finds() {
+        let Some(dir) = std::env::var_os("FER_ASSETS").map(std::path::PathBuf::from) else {
+            eprintln!("a_search_in_runs_of_levels_finds_what_one_search_finds: FER_ASSETS not set, skipped");
+            return;
+        };
+        let c = HaarCascade::load(&dir.join(DEFAULT_CASCADE)).unwrap();
+        let photo = to_gray(&image::open(dir.join("astronaut.png")).unwrap());
+        let mut frame = GrayImage::from_pixel(640, 480, image::Luma([90]));
+        image::imageops::overlay(&mut frame, &image::imageops::resize(&photo, 300, 300, image::imageops::FilterType::Triangle), 200, 120);
+        let large = image::imageops::resize(&photo, 1000, 1000, image::imageops::FilterType::Triangle);
+        let params = HaarParams::default();
+        for img in [&photo, &frame, &large] {
+            let pyramid = c.pyramid(img.dimensions(), &params);
+            assert!(pyramid.levels() > 10, "{} levels", pyramid.levels());
+            let whole = c.raw_windows(img, &pyramid, 0..pyramid.levels());
+            let faces = c.detect(img, &params);
+            assert!(!faces.is_empty() && whole.len() > faces.len());
+            let costs: Vec<u64> = (0..pyramid.levels()).map(|i| pyramid.windows(i)).collect();
+            let total: u64 = costs.iter().sum();
+            for n in [3, 10, 1000] {
+                let runs = pyramid.bands(n);
+                assert!(runs.len() <= n && runs.len() <= pyramid.levels(), "{n}: {runs:?}");
+                assert_eq!(runs.iter().flat_map(|r| r.clone()).collect::<Vec<_>>(), (0..pyramid.levels()).collect::<Vec<_>>());
+                let largest = *costs.iter().max().unwrap();
+                for r in &runs {
+                    let cost: u64 = costs[r.clone()].iter().sum();
+                    assert!(cost <= total / n as u64 + largest, "{n}: run {r:?} costs {cost} of {total}");
+                }
+                let in_runs: Vec<BBox> = runs.iter().flat_map(|r| c.raw_windows(img, &pyramid, r.clone())).collect();
+                assert_eq!(in_runs, whole, "{n} runs");
+                assert_eq!(group_rectangles(&in_runs, params.min_neighbors, 0.2), faces);
+            }
+            // As many runs as asked for, where there are levels enough for them.
+            assert_eq!(pyramid.bands(3).len(), 3);
+        }
+        // An image smaller than the window has no levels, and no runs.
+        let tiny = GrayImage::new(10, 10);
+        let pyramid = c.pyramid(tiny.dimensions(), &params);
+        assert_eq!((pyramid.levels(), pyramid.bands(5).len()), (0, 0));
+        assert!(c.raw_windows(&tiny, &pyramid, 0..0).is_empty());
+        for empty in [GrayImage::new(0, 0), GrayImage::new(0, 2000)] {
+            assert!(c.detect(&empty, &params).is_empty());
         }
     }
 

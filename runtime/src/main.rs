@@ -39,7 +39,7 @@ Faces: with --detect auto (the default) images whose shorter side is at least
 max(2 x model input side, 200) px are treated as photos and searched with OpenCV's frontal-face
 Haar cascade ($FER_ASSETS/haarcascade_frontalface_default.xml, or next to fer-run); smaller images
 are taken as face crops. When no face is found the whole image is classified, with a notice.
-On a stream (`-`) faces are tracked: whole frames are searched every --detect-every frames.
+On a stream (`-`) faces are tracked, and the search for new ones is spread over --detect-every frames.
 
 Backends: auto = ONNX Runtime (CPU) if libonnxruntime loads (ORT_DYLIB_PATH, or the library path),
 else tract. --device cuda|tensorrt needs ONNX Runtime with that provider; without it fer-run warns
@@ -203,10 +203,11 @@ struct PredictArgs {
     /// camera are large: 80 made a 640x480 stream 2.2 times as fast (docs/RESULTS.md).
     #[arg(long, default_value_t = 30, value_name = "PX")]
     min_face: u32,
-    /// On a stream (`-`), search the whole frame for faces every N frames; in between, look for
-    /// each face only near where it was in the frame before (a face not found there brings the
-    /// full search back at once). A face that comes into view is found within N frames. 1: the
-    /// whole frame every frame.
+    /// On a stream (`-`), look for each face only near where it was in the frame before, and
+    /// spread the search of the whole frame for new faces over N frames (a tenth of the search a
+    /// frame at 10), so that no frame pays for all of it. A face not found near where it was
+    /// brings the whole search back at once, on that frame. A face that comes into view is found
+    /// within 2N frames. 1: the whole frame every frame.
     #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     detect_every: u16,
     /// Images with more pixels than this are refused before decoding.

@@ -1,15 +1,26 @@
 //! Faces followed through a stream's frames. Searching a whole frame is most of what a frame costs
-//! (docs/RESULTS.md), and a face moves little from one frame to the next: between full searches,
-//! each face is looked for only near where it was, at sizes near its size. A face that is not
-//! found there, two faces that close in on one box, or a frame of another size bring the full
-//! search back on that frame. So every face being followed is either found again or searched for
-//! in the whole frame; a face that newly came in is found at the next full search, at most
-//! `every - 1` frames late; and a followed face's box is near, not equal to, the full search's
-//! (median IoU 0.94 on `bench/stream_track.py`'s stream).
+//! (docs/RESULTS.md), and a face moves little from one frame to the next: each face is looked for
+//! only near where it was, at sizes near its size. A face that is not found there, two faces that
+//! close in on one box, or a frame of another size bring the full search back on that frame. So
+//! every face being followed is either found again or searched for in the whole frame, and a
+//! followed face's box is near, not equal to, the full search's (median IoU 0.94 on
+//! `bench/stream_track.py`'s stream).
+//!
+//! Faces that come into view are found by a search of the whole frame spread over `every`
+//! frames: the pyramid's levels are cut into `every` runs of about equal cost, and each frame
+//! searches one run, so that only the first frame, and one where a face is lost, pays for a whole
+//! search (searching every `every`-th frame whole made that frame several times a tracked one's
+//! cost). The windows the runs find are grouped when the last run is done; a face among them that
+//! is not being followed is looked for again in the current frame near where the sweep saw it,
+//! and joins the followed faces if it is there. A face that comes into view is so found within
+//! `2 · every - 1` frames: the sweep under way may have passed its size already. The levels a face
+//! spans are neighbours, searched in the same frame or in neighbouring ones, so a face moving
+//! while the sweep goes on still gathers its windows into one group.
 
-use crate::face::{BBox, FaceFinder, Faces, HaarCascade, HaarParams};
+use crate::face::{group_rectangles, BBox, FaceFinder, Faces, HaarCascade, HaarParams, Pyramid};
 use crate::preprocess::to_gray;
 use image::{imageops, DynamicImage, GrayImage};
+use std::ops::Range;
 
 /// How far a face may move between two frames and still be followed, as a fraction of its size
 /// per side: the region searched is the face's box grown by this much.
@@ -25,7 +36,7 @@ const GROWTH: f64 = 1.25;
 /// let mut tracker = FaceTracker::new(&finder, 10);
 /// # let frames: Vec<image::DynamicImage> = Vec::new();
 /// for frame in &frames {
-///     let faces = tracker.find(frame); // a full search on frames 0, 10, 20, ...
+///     let faces = tracker.find(frame); // frame 0 searched whole, then a tenth of a search a frame
 /// }
 /// # Ok::<(), fer_runtime::FerError>(())
 /// ```
@@ -33,25 +44,38 @@ const GROWTH: f64 = 1.25;
 pub struct FaceTracker<'f> {
     finder: &'f FaceFinder,
     every: usize,
-    /// Frames since the last full search.
-    since_full: usize,
     /// The faces of the frame before, and that frame's size.
     last: Vec<BBox>,
     last_size: (u32, u32),
+    /// The search of the whole frame under way, spread over frames.
+    sweep: Option<Sweep>,
     full_searches: usize,
+    sweeps: usize,
+}
+
+/// A search of the whole frame done a run of pyramid levels per frame.
+#[derive(Debug)]
+struct Sweep {
+    pyramid: Pyramid,
+    runs: Vec<Range<usize>>,
+    /// How many runs are searched.
+    done: usize,
+    /// The windows they found, not yet grouped.
+    windows: Vec<BBox>,
 }
 
 impl<'f> FaceTracker<'f> {
-    /// A tracker that searches whole frames every `every` frames (1: every frame, as
-    /// [`FaceFinder::find`] alone would).
+    /// A tracker whose search for faces coming into view is spread over `every` frames (1: the
+    /// whole frame every frame, as [`FaceFinder::find`] alone would).
     pub fn new(finder: &'f FaceFinder, every: usize) -> FaceTracker<'f> {
         FaceTracker {
             finder,
             every: every.max(1),
-            since_full: 0,
             last: Vec::new(),
             last_size: (0, 0),
+            sweep: None,
             full_searches: 0,
+            sweeps: 0,
         }
     }
 
@@ -59,22 +83,22 @@ impl<'f> FaceTracker<'f> {
     pub fn find(&mut self, img: &DynamicImage) -> Faces {
         let Some(cascade) = self.finder.searches(img) else {
             self.last.clear();
+            self.sweep = None;
             return self.finder.find(img);
         };
         let gray = to_gray(img);
         let size = gray.dimensions();
-        let due = self.since_full + 1 >= self.every;
-        let followed = match self.last.is_empty() || due || size != self.last_size {
-            true => None,
-            false => self.follow(cascade, &gray),
+        let followed = match self.every > 1 && size == self.last_size {
+            true => self.follow(cascade, &gray),
+            false => None,
         };
         let boxes = match followed {
-            Some(boxes) => {
-                self.since_full += 1;
+            Some(mut boxes) => {
+                self.sweep_on(cascade, &gray, &mut boxes);
                 boxes
             }
             None => {
-                self.since_full = 0;
+                self.sweep = None;
                 self.full_searches += 1;
                 cascade.detect(&gray, &self.finder.params)
             }
@@ -84,32 +108,23 @@ impl<'f> FaceTracker<'f> {
         self.finder.faces_at(img, boxes)
     }
 
-    /// How many frames were searched whole so far.
+    /// How many frames were searched whole at once so far: the first, and those where a face
+    /// was lost or the frame's size changed.
     pub fn full_searches(&self) -> usize {
         self.full_searches
     }
 
+    /// How many searches spread over frames were completed so far.
+    pub fn sweeps(&self) -> usize {
+        self.sweeps
+    }
+
     /// Each face of the frame before, found again near where it was; `None` as soon as one is
-    /// not found.
+    /// not found. No faces before: none now.
     fn follow(&self, cascade: &HaarCascade, gray: &GrayImage) -> Option<Vec<BBox>> {
         let mut found: Vec<BBox> = Vec::with_capacity(self.last.len());
         for before in &self.last {
-            let region = before.expand(REACH, gray.width(), gray.height());
-            let params = HaarParams {
-                min_size: ((before.w.min(before.h) as f64 / GROWTH) as u32).max(self.finder.params.min_size),
-                max_size: (before.w.max(before.h) as f64 * GROWTH).ceil() as u32,
-                ..self.finder.params
-            };
-            let crop = imageops::crop_imm(gray, region.x, region.y, region.w, region.h).to_image();
-            let again = cascade
-                .detect(&crop, &params)
-                .into_iter()
-                .map(|b| BBox {
-                    x: b.x + region.x,
-                    y: b.y + region.y,
-                    ..b
-                })
-                .min_by_key(|b| centre_distance2(b, before))?;
+            let again = self.near(cascade, gray, before)?;
             // Two faces that close in on one box: which is which is for a full search to say.
             if found.iter().any(|f| f.iou(&again) > 0.5) {
                 return None;
@@ -117,6 +132,64 @@ impl<'f> FaceTracker<'f> {
             found.push(again);
         }
         Some(found)
+    }
+
+    /// The face in `gray` nearest to `before`, within its reach and at sizes near its size.
+    fn near(&self, cascade: &HaarCascade, gray: &GrayImage, before: &BBox) -> Option<BBox> {
+        let region = before.expand(REACH, gray.width(), gray.height());
+        let params = HaarParams {
+            min_size: ((before.w.min(before.h) as f64 / GROWTH) as u32).max(self.finder.params.min_size),
+            max_size: (before.w.max(before.h) as f64 * GROWTH).ceil() as u32,
+            ..self.finder.params
+        };
+        let crop = imageops::crop_imm(gray, region.x, region.y, region.w, region.h).to_image();
+        cascade
+            .detect(&crop, &params)
+            .into_iter()
+            .map(|b| BBox {
+                x: b.x + region.x,
+                y: b.y + region.y,
+                ..b
+            })
+            .min_by_key(|b| centre_distance2(b, before))
+    }
+
+    /// Searches this frame's run of the sweep (starting a sweep if none is under way); when it
+    /// was the last run, adds the faces the sweep found that are not among `followed`.
+    fn sweep_on(&mut self, cascade: &HaarCascade, gray: &GrayImage, followed: &mut Vec<BBox>) {
+        let params = &self.finder.params;
+        let sweep = self.sweep.get_or_insert_with(|| {
+            let pyramid = cascade.pyramid(gray.dimensions(), params);
+            Sweep {
+                runs: pyramid.bands(self.every),
+                pyramid,
+                done: 0,
+                windows: Vec::new(),
+            }
+        });
+        if let Some(run) = sweep.runs.get(sweep.done) {
+            sweep.windows.extend(cascade.raw_windows(gray, &sweep.pyramid, run.clone()));
+            sweep.done += 1;
+        }
+        if sweep.done < sweep.runs.len() {
+            return;
+        }
+        let found = group_rectangles(&sweep.windows, params.min_neighbors, 0.2);
+        self.sweep = None;
+        self.sweeps += 1;
+        // A face of the sweep is one being followed when either box holds the other's centre:
+        // the sweep saw it up to `every` frames ago, and it may have moved since. Any other is
+        // looked for again in this frame, as a followed face is: the sweep's windows come from
+        // several frames, and those of a moving face can add up to a group no one frame has.
+        for f in found {
+            let known = |f: &BBox| followed.iter().any(|b| b.holds_centre_of(f) || f.holds_centre_of(b));
+            if known(&f) {
+                continue;
+            }
+            if let Some(now) = self.near(cascade, gray, &f).filter(|now| !known(now)) {
+                followed.push(now);
+            }
+        }
     }
 }
 

@@ -765,7 +765,8 @@ fn a_stream_tracks_faces_between_full_searches() {
     let tracked = boxes("4");
     let counts = |frames: &[Vec<fer_runtime::BBox>]| frames.iter().map(Vec::len).collect::<Vec<_>>();
     assert_eq!(counts(&full), [1, 1, 2, 2, 2, 2]);
-    // Frames 0 and 4 are searched whole; 1 to 3 follow frame 0's one face.
+    // Frame 0 is searched whole. Frames 1 to 4 follow its one face, and each searches a quarter
+    // of the pyramid's levels; the search ends on frame 4 and finds the second face.
     assert_eq!(counts(&tracked), [1, 1, 1, 1, 2, 2]);
     for (i, (t, f)) in tracked.iter().zip(&full).enumerate() {
         for (a, b) in t.iter().zip(f) {

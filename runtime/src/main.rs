@@ -566,7 +566,8 @@ fn run_predict(a: PredictArgs) -> Result<()> {
         classify(&model, &mut prepared, batch);
         prepared
     };
-    overlapped(chunks, !from_stdin, decode, infer, |prepared| {
+    let overlap = if from_stdin { Overlap::Pipeline } else { Overlap::Prefetch };
+    overlapped(chunks, overlap, decode, infer, |prepared| {
         for item in &prepared {
             pb.inc(1);
             total += 1;
@@ -696,29 +697,54 @@ fn run_predict(a: PredictArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs `chunks` through `decode`, then `infer`, then `emit`, in order. With `prefetch`, the
-/// decoding of each chunk overlaps the inference of the one before: the cores that the inference
-/// leaves idle decode the next images. Without it each chunk is emitted before the next is taken
-/// (a live stream, whose next frame may not exist yet). `emit` runs on the calling thread (it may
-/// hold stdout) and its first error stops the loop.
+/// How [`overlapped`] overlaps the decoding of inputs with the inference.
+#[derive(Debug, Clone, Copy)]
+enum Overlap {
+    /// Each chunk is decoded beside the inference of the chunk before, the two started together:
+    /// the cores that the inference leaves idle decode the next images. For files, which are all
+    /// there to be read.
+    Prefetch,
+    /// A thread takes each chunk as it comes and decodes it, one chunk ahead at most, while the
+    /// calling thread infers and emits the chunk before. For a live stream: its next frame may not
+    /// exist yet, and a frame's answer must not wait for it.
+    Pipeline,
+}
+
+/// Runs `chunks` through `decode`, then `infer`, then `emit`, in order, overlapping the decoding
+/// of a chunk with the inference of the one before as `overlap` says. `emit` runs on the calling
+/// thread (it may hold stdout) and its first error stops the loop.
 fn overlapped<C: Send, D: Send, R: Send>(
-    mut chunks: impl Iterator<Item = C>,
-    prefetch: bool,
+    mut chunks: impl Iterator<Item = C> + Send,
+    overlap: Overlap,
     decode: impl Fn(C) -> D + Sync,
     infer: impl Fn(D) -> R + Sync,
     mut emit: impl FnMut(R) -> Result<()>,
 ) -> Result<()> {
-    if !prefetch {
-        return chunks.try_for_each(|chunk| emit(infer(decode(chunk))));
+    match overlap {
+        Overlap::Prefetch => {
+            let mut next = chunks.next().map(&decode);
+            while let Some(current) = next.take() {
+                let following = chunks.next();
+                let (done, decoded) = rayon::join(|| infer(current), || following.map(&decode));
+                emit(done)?;
+                next = decoded;
+            }
+            Ok(())
+        }
+        Overlap::Pipeline => std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let decode = &decode;
+            s.spawn(move || {
+                for chunk in chunks {
+                    // A send fails once the loop below has stopped on an error: stop reading too.
+                    if tx.send(decode(chunk)).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx.into_iter().try_for_each(|decoded| emit(infer(decoded)))
+        }),
     }
-    let mut next = chunks.next().map(&decode);
-    while let Some(current) = next.take() {
-        let following = chunks.next();
-        let (done, decoded) = rayon::join(|| infer(current), || following.map(&decode));
-        emit(done)?;
-        next = decoded;
-    }
-    Ok(())
 }
 
 /// Runs every face of `items` through the model, `batch` faces per call.
@@ -919,7 +945,7 @@ fn run_eval(a: EvalArgs) -> Result<()> {
     let mut mistakes: Vec<Mistake> = Vec::new();
     let want_mistakes = a.mistakes.is_some() || a.mistakes_png.is_some();
     let mut done = 0;
-    overlapped(files.chunks(a.batch as usize), true, decode, infer, |(ys, preds)| {
+    overlapped(files.chunks(a.batch as usize), Overlap::Prefetch, decode, infer, |(ys, preds)| {
         for (i, (&y, p)) in ys.iter().zip(preds?).enumerate() {
             confusion[y][p.class_index] += 1;
             if want_mistakes && p.class_index != y {
@@ -1024,4 +1050,65 @@ fn save_mistakes_png(path: &Path, mistakes: &[Mistake], files: &[(PathBuf, usize
     );
     annotate::contact_sheet(&title, &tiles).save_with_format(path, image::ImageFormat::Png)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[test]
+    fn overlapped_keeps_the_order_in_both_modes() {
+        for overlap in [Overlap::Prefetch, Overlap::Pipeline] {
+            let mut got = Vec::new();
+            overlapped(0..20, overlap, |c| c * 2, |d| d + 1, |r| {
+                got.push(r);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(got, (0..20).map(|c| c * 2 + 1).collect::<Vec<_>>(), "{overlap:?}");
+        }
+    }
+
+    /// A live stream's frame is answered before the next frame exists: frames arrive on a channel
+    /// only after the frame before was emitted.
+    #[test]
+    fn a_pipelined_chunk_is_emitted_before_the_next_one_comes() {
+        let (frames, arriving) = mpsc::channel::<usize>();
+        let (emitted, answers) = mpsc::channel::<usize>();
+        let feeder = std::thread::spawn(move || {
+            for i in 0..5 {
+                frames.send(i).unwrap();
+                let answer = answers.recv_timeout(Duration::from_secs(20));
+                assert_eq!(answer, Ok(i), "frame {i} was not answered before frame {} came", i + 1);
+            }
+        });
+        overlapped(arriving.into_iter(), Overlap::Pipeline, |c| c, |d| d, |r| {
+            emitted.send(r).unwrap();
+            Ok(())
+        })
+        .unwrap();
+        feeder.join().unwrap();
+    }
+
+    /// An error from `emit` stops the run, and the thread that reads ahead stops reading.
+    #[test]
+    fn a_pipeline_stops_reading_after_an_error() {
+        let decoded = AtomicUsize::new(0);
+        let result = overlapped(
+            0..1000,
+            Overlap::Pipeline,
+            |c| {
+                decoded.fetch_add(1, Ordering::SeqCst);
+                c
+            },
+            |d| d,
+            |r| if r == 3 { Err(anyhow::anyhow!("stdout closed")) } else { Ok(()) },
+        );
+        assert_eq!(result.unwrap_err().to_string(), "stdout closed");
+        // Chunks 0 to 3, one waiting in the channel and one being decoded, at most.
+        assert!(decoded.load(Ordering::SeqCst) <= 6, "{} decoded", decoded.load(Ordering::SeqCst));
+    }
 }

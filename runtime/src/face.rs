@@ -604,22 +604,22 @@ impl Pyramid {
     }
 
     /// The levels cut into at most `n` runs of neighbouring levels, each with about an equal
-    /// share of the windows (a level is never split, so the first, largest level may be a run
-    /// alone and over its share).
-    pub(crate) fn bands(&self, n: usize) -> Vec<Range<usize>> {
+    /// share of the windows (a level is never split, so a level of more than a share is a run
+    /// alone, over it).
+    pub(crate) fn runs(&self, n: usize) -> Vec<Range<usize>> {
         let costs: Vec<u64> = (0..self.levels()).map(|i| self.windows(i)).collect();
         let total: u64 = costs.iter().sum();
         let n = n.max(1) as u64;
-        let (mut bands, mut start, mut sum) = (Vec::new(), 0, 0u64);
+        let (mut runs, mut start, mut sum) = (Vec::new(), 0, 0u64);
         for (i, c) in costs.iter().enumerate() {
             sum += c;
-            // A band ends once the levels so far hold their share of the whole.
-            if sum * n >= total * (bands.len() as u64 + 1) || i + 1 == costs.len() {
-                bands.push(start..i + 1);
+            // A run ends once the levels so far hold their share of the whole.
+            if sum * n >= total * (runs.len() as u64 + 1) || i + 1 == costs.len() {
+                runs.push(start..i + 1);
                 start = i + 1;
             }
         }
-        bands
+        runs
     }
 }
 
@@ -1256,7 +1256,7 @@ mod tests {
             let costs: Vec<u64> = (0..pyramid.levels()).map(|i| pyramid.windows(i)).collect();
             let total: u64 = costs.iter().sum();
             for n in [3, 10, 1000] {
-                let runs = pyramid.bands(n);
+                let runs = pyramid.runs(n);
                 assert!(runs.len() <= n && runs.len() <= pyramid.levels(), "{n}: {runs:?}");
                 assert_eq!(runs.iter().flat_map(|r| r.clone()).collect::<Vec<_>>(), (0..pyramid.levels()).collect::<Vec<_>>());
                 let largest = *costs.iter().max().unwrap();
@@ -1269,12 +1269,12 @@ mod tests {
                 assert_eq!(group_rectangles(&in_runs, params.min_neighbors, 0.2), faces);
             }
             // As many runs as asked for, where there are levels enough for them.
-            assert_eq!(pyramid.bands(3).len(), 3);
+            assert_eq!(pyramid.runs(3).len(), 3);
         }
         // An image smaller than the window has no levels, and no runs.
         let tiny = GrayImage::new(10, 10);
         let pyramid = c.pyramid(tiny.dimensions(), &params);
-        assert_eq!((pyramid.levels(), pyramid.bands(5).len()), (0, 0));
+        assert_eq!((pyramid.levels(), pyramid.runs(5).len()), (0, 0));
         assert!(c.raw_windows(&tiny, &pyramid, 0..0).is_empty());
         for empty in [GrayImage::new(0, 0), GrayImage::new(0, 2000)] {
             assert!(c.detect(&empty, &params).is_empty());

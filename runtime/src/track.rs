@@ -161,7 +161,7 @@ impl<'f> FaceTracker<'f> {
         let sweep = self.sweep.get_or_insert_with(|| {
             let pyramid = cascade.pyramid(gray.dimensions(), params);
             Sweep {
-                runs: pyramid.bands(self.every),
+                runs: pyramid.runs(self.every),
                 pyramid,
                 done: 0,
                 windows: Vec::new(),

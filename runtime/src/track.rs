@@ -7,8 +7,8 @@
 //! `bench/stream_track.py`'s stream).
 //!
 //! Faces that come into view are found by a search of the whole frame spread over `every`
-//! frames: the pyramid's levels are cut into `every` runs of about equal cost, and each frame
-//! searches one run, so that only the first frame, and one where a face is lost, pays for a whole
+//! frames: the pyramid's levels are cut into `every` runs of about equal cost (fewer when it has
+//! fewer levels, about 30 for a 640x480 frame), and each frame searches one run, so that only the first frame, and one where a face is lost, pays for a whole
 //! search (searching every `every`-th frame whole made that frame several times a tracked one's
 //! cost). The windows the runs find are grouped when the last run is done; a face among them that
 //! is not being followed is looked for again in the current frame near where the sweep saw it,

@@ -449,7 +449,7 @@ impl HaarCascade {
     pub fn detect(&self, gray: &GrayImage, params: &HaarParams) -> Vec<BBox> {
         let pyramid = self.pyramid(gray.dimensions(), params);
         let raw = self.raw_windows(gray, &pyramid, 0..pyramid.scales.len());
-        group_rectangles(&raw, params.min_neighbors, 0.2)
+        group_faces(&raw, params)
     }
 
     /// The pyramid a search of an image of `size` walks, as OpenCV's scales: the factor grows in
@@ -871,6 +871,13 @@ impl<'c> LevelCascade<'c> {
     }
 }
 
+/// The faces among a search's raw windows: [`group_rectangles`] as `detectMultiScale` calls it
+/// (`params.min_neighbors`, and OpenCV's similarity 0.2). The one grouping of a search, whether
+/// its windows came in one call or in runs over several frames (the stream tracker).
+pub(crate) fn group_faces(raw: &[BBox], params: &HaarParams) -> Vec<BBox> {
+    group_rectangles(raw, params.min_neighbors, 0.2)
+}
+
 /// OpenCV's `groupRectangles`: clusters of similar boxes are averaged; clusters with at most
 /// `threshold` members are dropped, as are boxes inside a stronger neighbouring box. A threshold
 /// of 0 groups nothing and returns the boxes as they are, as OpenCV does.
@@ -1266,7 +1273,7 @@ mod tests {
                 }
                 let in_runs: Vec<BBox> = runs.iter().flat_map(|r| c.raw_windows(img, &pyramid, r.clone())).collect();
                 assert_eq!(in_runs, whole, "{n} runs");
-                assert_eq!(group_rectangles(&in_runs, params.min_neighbors, 0.2), faces);
+                assert_eq!(group_faces(&in_runs, &params), faces);
             }
             // As many runs as asked for, where there are levels enough for them.
             assert_eq!(pyramid.runs(3).len(), 3);

@@ -205,8 +205,8 @@ struct PredictArgs {
     min_face: u32,
     /// On a stream (`-`), look for each face only near where it was in the frame before, and
     /// spread the search of the whole frame for new faces over N frames (a tenth of the search a
-    /// frame at 10), so that no frame pays for all of it. A face not found near where it was
-    /// brings the whole search back at once, on that frame. A face that comes into view is found
+    /// frame at 10). Only the first frame, and one where a face is not found near where it was
+    /// (or two faces meet, or the frame size changes), are searched whole at once. A face that comes into view is found
     /// within 2N frames. 1: the whole frame every frame.
     #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     detect_every: u16,
@@ -735,8 +735,9 @@ fn overlapped<C: Send, D: Send, R: Send>(
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
             let decode = &decode;
             s.spawn(move || {
+                // After an error below, this thread ends at its next send: on a live stream that
+                // is when the next frame comes (the read in between cannot be interrupted).
                 for chunk in chunks {
-                    // A send fails once the loop below has stopped on an error: stop reading too.
                     if tx.send(decode(chunk)).is_err() {
                         break;
                     }

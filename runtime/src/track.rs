@@ -17,7 +17,7 @@
 //! spans are neighbours, searched in the same frame or in neighbouring ones, so a face moving
 //! while the sweep goes on still gathers its windows into one group.
 
-use crate::face::{group_rectangles, BBox, FaceFinder, Faces, HaarCascade, HaarParams, Pyramid};
+use crate::face::{group_faces, BBox, FaceFinder, Faces, HaarCascade, HaarParams, Pyramid};
 use crate::preprocess::to_gray;
 use image::{imageops, DynamicImage, GrayImage};
 use std::ops::Range;
@@ -174,7 +174,7 @@ impl<'f> FaceTracker<'f> {
         if sweep.done < sweep.runs.len() {
             return;
         }
-        let found = group_rectangles(&sweep.windows, params.min_neighbors, 0.2);
+        let found = group_faces(&sweep.windows, params);
         self.sweep = None;
         self.sweeps += 1;
         // A face of the sweep is one being followed when either box holds the other's centre:

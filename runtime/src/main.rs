@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fer_runtime::{
     annotate, bench, cam, collect_inputs, decode_image, load_image, output,
-    stream::{FrameStream, MjpegWriter},
+    stream::{FrameStream, MjpegWriter, Rotation},
     track::FaceTracker, Backend, Detect, Device, FaceFinder, Faces, FerError, ImageLimits, Model, ModelInfo, Prediction, Tta,
 };
 use image::DynamicImage;
@@ -213,6 +213,46 @@ struct PredictArgs {
     /// Images with more pixels than this are refused before decoding.
     #[arg(long, default_value_t = 100.0, value_name = "MP")]
     max_megapixels: f64,
+    /// A stream's videos (--annotate, --cam) go on into a new file (stdin_annotated_1.mjpeg, _2,
+    /// ...) each time the current one reaches SIZE: 500M, 2G (K, M, G: powers of 1024; a plain
+    /// number is bytes). An annotated 640x480 frame is 25-55 KB: 3-6 GB an hour at 30 fps.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    video_split: Option<u64>,
+    /// With --video-split: keep only the newest N files of each video, removing the oldest as a
+    /// new one starts, so a camera left running uses at most about N x SIZE of disk per video.
+    #[arg(long, value_name = "N", requires = "video_split", value_parser = clap::value_parser!(u16).range(1..))]
+    video_keep: Option<u16>,
+}
+
+/// A size in bytes from `500M`, `2G`, `64K`, `1.5G` or `1000` (K, M, G, T: powers of 1024; a
+/// trailing `B` or `iB` is allowed).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
+    let (number, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_uppercase()),
+        _ => (t, ' '),
+    };
+    let scale = match unit {
+        ' ' => 1u64,
+        'K' => 1 << 10,
+        'M' => 1 << 20,
+        'G' => 1 << 30,
+        'T' => 1 << 40,
+        _ => return Err(format!("unknown unit `{unit}` (use K, M, G or T)")),
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| "expected a size such as 500M, 2G or a number of bytes".to_string())?;
+    let bytes = value * scale as f64;
+    if bytes < 1.0 {
+        return Err("the size must be at least one byte".into());
+    }
+    if bytes >= u64::MAX as f64 {
+        return Err("the size is too large".into());
+    }
+    Ok(bytes as u64)
 }
 
 #[derive(Args)]
@@ -407,19 +447,19 @@ fn unique_png(dir: &Path, base: &str, used: &mut HashSet<PathBuf>, inputs: &Hash
 const STREAM_VIDEO: &str = "stdin_annotated.mjpeg";
 const STREAM_CAM_VIDEO: &str = "stdin_cam.mjpeg";
 
-/// Where a stream's video goes: `dir/name`, or, when a file is already there (an earlier run's
-/// recording, which no input could make again), the first free `name_1`, `name_2`, ... A FIFO at
-/// `dir/name` is written to: that is how a player watches live.
-fn video_path(dir: &Path, name: &str) -> PathBuf {
-    let taken = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file());
-    let (base, ext) = name.rsplit_once('.').unwrap_or((name, "mjpeg"));
-    let mut p = dir.join(name);
-    let mut k = 1;
-    while taken(&p) {
-        p = dir.join(format!("{base}_{k}.{ext}"));
-        k += 1;
+/// Where a stream's video went, for the summary line: its file, or its first and last files when
+/// `--video-split` made several, and how many `--video-keep` removed.
+fn recording_files(video: &MjpegWriter) -> String {
+    let files: Vec<_> = video.files().collect();
+    let mut text = match files[..] {
+        [] => video.path().display().to_string(),
+        [one] => one.display().to_string(),
+        [first, .., last] => format!("{} files, {} to {}", files.len(), first.display(), last.display()),
+    };
+    if video.removed() > 0 {
+        text += &format!(" ({} older removed, --video-keep)", video.removed());
     }
-    p
+    text
 }
 
 /// An input's file name without its folder and extension, to name what fer-run writes about it.
@@ -526,9 +566,16 @@ fn run_predict(a: PredictArgs) -> Result<()> {
     let tracker = from_stdin.then(|| Mutex::new(FaceTracker::new(&finder, a.detect_every as usize)));
     // A stream's pictures go into videos, opened before the first frame is read: a folder that
     // cannot be written to fails at once.
+    if a.video_split.is_some() && !(from_stdin && (a.annotate.is_some() || a.cam.is_some())) {
+        bail!("--video-split: only a stream's videos are split (input `-` with --annotate or --cam)");
+    }
+    let rotation = a.video_split.map(|max_bytes| Rotation {
+        max_bytes,
+        keep: a.video_keep.map(usize::from),
+    });
     let stream_video = |dir: &Option<PathBuf>, name: &str, option: &str| -> Result<Option<MjpegWriter>> {
         match (dir, from_stdin) {
-            (Some(dir), true) => Ok(Some(MjpegWriter::create(&video_path(dir, name)).context(option.to_string())?)),
+            (Some(dir), true) => Ok(Some(MjpegWriter::record(dir, name, rotation).context(option.to_string())?)),
             _ => Ok(None),
         }
     };
@@ -682,13 +729,13 @@ fn run_predict(a: PredictArgs) -> Result<()> {
         match (&a.annotate, &video) {
             (_, Some(video)) => eprintln!(
                 "{annotated} annotated frame(s) in {} (ffplay -f mjpeg plays it)",
-                video.path().display()
+                recording_files(video)
             ),
             (Some(dir), None) => eprintln!("{annotated} annotated picture(s) in {}", dir.display()),
             (None, None) => {}
         }
         if let Some(video) = &cam_video {
-            eprintln!("{} CAM frame(s) in {}", video.frames(), video.path().display());
+            eprintln!("{} CAM frame(s) in {}", video.frames(), recording_files(video));
         }
     }
     if failed > 0 {
@@ -1059,6 +1106,36 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc;
     use std::time::Duration;
+
+    #[test]
+    fn sizes_read_with_binary_units() {
+        for (text, bytes) in [
+            ("1000", 1000),
+            ("64K", 64 << 10),
+            ("64k", 64 << 10),
+            ("500M", 500 << 20),
+            ("500MB", 500 << 20),
+            ("500MiB", 500 << 20),
+            ("1.5G", 3 << 29),
+            (" 2G ", 2 << 30),
+            ("1T", 1 << 40),
+        ] {
+            assert_eq!(parse_size(text), Ok(bytes), "{text}");
+        }
+        for (text, why) in [
+            ("", "expected a size"),
+            ("M", "expected a size"),
+            ("12X", "unknown unit `X`"),
+            ("0", "at least one byte"),
+            ("-5M", "at least one byte"),
+            ("0.1", "at least one byte"),
+            ("nan", "unknown unit"),
+            ("1e30G", "too large"),
+        ] {
+            let err = parse_size(text).unwrap_err();
+            assert!(err.contains(why), "{text}: {err}");
+        }
+    }
 
     #[test]
     fn overlapped_keeps_the_order_in_both_modes() {

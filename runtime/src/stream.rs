@@ -6,16 +6,64 @@
 //! GIF, BMP, TIFF) is read to its end as one image. [`MjpegWriter`] writes such a stream.
 
 use crate::error::{FerError, Result};
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
 
 /// Pictures written one after another as JPEGs into one file, as a camera writes MJPEG: ffplay
 /// (`ffplay -f mjpeg FILE`), VLC, OpenCV's `VideoCapture` and [`FrameStream`] read it back.
 /// `fer-run -` writes a stream's annotated frames (and CAM frames) this way: a camera's frames
-/// as PNGs, one file each, would fill a card within hours and take longer to encode.
+/// as PNGs, one file each, would fill a card within hours and take longer to encode. A recording
+/// ([`MjpegWriter::record`]) can go on into new files as it grows and drop its oldest
+/// ([`Rotation`]), so a camera left running does not fill the disk either.
 pub struct MjpegWriter {
-    path: std::path::PathBuf,
-    out: std::fs::File,
+    /// Where the next frame goes.
+    path: PathBuf,
+    /// The open file at `path`; `None` after a file filled up, until the next frame opens the next.
+    out: Option<std::fs::File>,
     frames: usize,
+    /// Bytes written into the file at `path`.
+    file_bytes: u64,
+    /// How a recording's files are named, for the next one; `None` for [`MjpegWriter::create`].
+    naming: Option<Naming>,
+    rotation: Option<Rotation>,
+    /// The files of this recording still on disk, oldest first; the last is `path` once open.
+    files: VecDeque<PathBuf>,
+    removed: usize,
+}
+
+/// When a recording ([`MjpegWriter::record`]) goes on into its next file: once the current one
+/// holds `max_bytes` or more (the frame that crosses the limit is its last), keeping only the
+/// newest `keep` files of the recording on disk (the oldest removed as the next one starts; all
+/// are kept when `None`). A recording into a FIFO (a player watching live) is never split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    pub max_bytes: u64,
+    pub keep: Option<usize>,
+}
+
+/// A recording's file names: `dir/stem.ext`, `dir/stem_1.ext`, `dir/stem_2.ext`, ...; `number`
+/// is the current file's (0 for the first name).
+struct Naming {
+    dir: PathBuf,
+    stem: String,
+    ext: String,
+    number: usize,
+}
+
+impl Naming {
+    /// The first name from number `from` on that no regular file has, and its number. An earlier
+    /// recording, which no input could make again, is never overwritten; a FIFO is written to.
+    fn free(&self, from: usize) -> (PathBuf, usize) {
+        let taken = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file());
+        (from..)
+            .map(|k| match k {
+                0 => (self.dir.join(format!("{}.{}", self.stem, self.ext)), k),
+                k => (self.dir.join(format!("{}_{k}.{}", self.stem, self.ext)), k),
+            })
+            .find(|(p, _)| !taken(p))
+            .expect("a free number below usize::MAX")
+    }
 }
 
 /// JPEG quality of [`MjpegWriter`] frames: boxes and tags stay sharp, and a 640x480 frame is
@@ -23,36 +71,124 @@ pub struct MjpegWriter {
 pub const MJPEG_QUALITY: u8 = 85;
 
 impl MjpegWriter {
-    /// Creates (or truncates) the file at `path`, and its folder.
-    pub fn create(path: &std::path::Path) -> Result<MjpegWriter> {
-        crate::error::create_parent(path)?;
-        let out = std::fs::File::create(path).map_err(|e| FerError::io(path, e))?;
-        Ok(MjpegWriter {
+    /// Creates (or truncates) the file at `path`, and its folder; every frame goes into it.
+    pub fn create(path: &Path) -> Result<MjpegWriter> {
+        let mut writer = MjpegWriter {
             path: path.to_path_buf(),
-            out,
+            out: None,
             frames: 0,
-        })
+            file_bytes: 0,
+            naming: None,
+            rotation: None,
+            files: VecDeque::new(),
+            removed: 0,
+        };
+        writer.open_file()?;
+        Ok(writer)
+    }
+
+    /// Starts a recording in `dir` (made if missing) named after `name` (`stdin_annotated.mjpeg`):
+    /// in `name`, or the first free `stdin_annotated_1.mjpeg`, `_2`, ... when an earlier
+    /// recording is there (it is kept; a FIFO there is written to, which is how a player watches
+    /// live). With `rotation`, later files take the next free numbers after the current one.
+    pub fn record(dir: &Path, name: &str, rotation: Option<Rotation>) -> Result<MjpegWriter> {
+        let (stem, ext) = name.rsplit_once('.').unwrap_or((name, "mjpeg"));
+        let mut naming = Naming {
+            dir: dir.to_path_buf(),
+            stem: stem.to_string(),
+            ext: ext.to_string(),
+            number: 0,
+        };
+        let (path, number) = naming.free(0);
+        naming.number = number;
+        let mut writer = MjpegWriter {
+            naming: Some(naming),
+            rotation,
+            ..MjpegWriter::create(&path)?
+        };
+        // Only a regular file fills a disk; a FIFO's reader takes the frames away as they come.
+        if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            writer.rotation = None;
+        }
+        Ok(writer)
+    }
+
+    /// Opens the file at `path` (and its folder) for the next frames.
+    fn open_file(&mut self) -> Result<()> {
+        crate::error::create_parent(&self.path)?;
+        let out = std::fs::File::create(&self.path).map_err(|e| FerError::io(&self.path, e))?;
+        self.out = Some(out);
+        self.file_bytes = 0;
+        self.files.push_back(self.path.clone());
+        Ok(())
+    }
+
+    /// Removes the recording's oldest files beyond [`Rotation::keep`]. A file that cannot be
+    /// removed is named in the error and not tried again.
+    fn remove_oldest(&mut self) -> Result<()> {
+        let keep = self.rotation.and_then(|r| r.keep).unwrap_or(usize::MAX).max(1);
+        while self.files.len() > keep {
+            let old = self.files.pop_front().expect("more files than kept");
+            match std::fs::remove_file(&old) {
+                // Gone already (removed by hand): what keeping the newest asks for.
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    let why = format!("removing the recording's oldest file (only the newest {keep} are kept): {e}");
+                    return Err(FerError::io(&old, std::io::Error::new(e.kind(), why)));
+                }
+                _ => self.removed += 1,
+            }
+        }
+        Ok(())
     }
 
     /// Appends `frame` as one JPEG in one write: what was written survives a kill, and a player
-    /// reading the file (or a FIFO) sees the frame at once.
+    /// reading the file (or a FIFO) sees the frame at once. A recording whose file reaches its
+    /// [`Rotation::max_bytes`] goes on into the next file at the next frame. An old file that
+    /// cannot be removed makes an error after the frame is written.
     pub fn push(&mut self, frame: &image::RgbImage) -> Result<()> {
         use std::io::Write;
         let mut jpeg = Vec::new();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, MJPEG_QUALITY).encode_image(frame)?;
-        self.out.write_all(&jpeg).map_err(|e| FerError::io(&self.path, e))?;
+        let mut removed = Ok(());
+        if self.out.is_none() {
+            self.open_file()?;
+            removed = self.remove_oldest();
+        }
+        let out = self.out.as_mut().expect("opened above");
+        out.write_all(&jpeg).map_err(|e| FerError::io(&self.path, e))?;
         self.frames += 1;
-        Ok(())
+        self.file_bytes += jpeg.len() as u64;
+        if let (Some(rotation), Some(naming)) = (self.rotation, &mut self.naming) {
+            if self.file_bytes >= rotation.max_bytes {
+                // The next file is named now (so `path` says where the next frame goes) and made
+                // when that frame comes: a recording ends with no empty file.
+                let (next, number) = naming.free(naming.number + 1);
+                naming.number = number;
+                self.path = next;
+                self.out = None;
+            }
+        }
+        removed
     }
 
-    /// Frames written so far.
+    /// Frames written so far, in all files.
     pub fn frames(&self) -> usize {
         self.frames
     }
 
-    /// Where the frames go.
-    pub fn path(&self) -> &std::path::Path {
+    /// Where the next frame goes.
+    pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The files written so far that are still on disk, oldest first.
+    pub fn files(&self) -> impl ExactSizeIterator<Item = &Path> {
+        self.files.iter().map(|p| p.as_path())
+    }
+
+    /// Files of this recording removed to keep [`Rotation::keep`].
+    pub fn removed(&self) -> usize {
+        self.removed
     }
 }
 
@@ -505,5 +641,80 @@ mod tests {
             .with_max_bytes(jpeg.len())
             .collect();
         assert!(got[0].as_ref().unwrap().bytes == jpeg);
+    }
+
+    /// A recording split by size: each file ends with the frame that reaches the limit, the next
+    /// files take the next free numbers (an earlier recording's files are skipped, never
+    /// overwritten), `keep` removes only this recording's oldest files, and no empty file is left.
+    #[test]
+    fn a_recording_goes_on_into_numbered_files_and_keeps_the_newest() {
+        let dir = std::env::temp_dir().join(format!("fer-mjpeg-rotation-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // An earlier recording holds the first name and number 2.
+        std::fs::write(dir.join("v.mjpeg"), b"earlier").unwrap();
+        std::fs::write(dir.join("v_2.mjpeg"), b"earlier 2").unwrap();
+        let shots: Vec<RgbImage> = (0..7).map(|i| picture(40, 30, i)).collect();
+        let jpeg_len = |img: &RgbImage| {
+            let mut j = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut j, MJPEG_QUALITY).encode_image(img).unwrap();
+            j.len() as u64
+        };
+        // Two frames fill a file: the limit is over one frame and at most two.
+        let max_bytes = shots.iter().map(jpeg_len).max().unwrap() + 1;
+        assert!(shots.iter().map(jpeg_len).min().unwrap() * 2 >= max_bytes);
+        let rotation = Rotation { max_bytes, keep: Some(2) };
+        let mut video = MjpegWriter::record(&dir, "v.mjpeg", Some(rotation)).unwrap();
+        let mut went_to = Vec::new();
+        for shot in &shots {
+            went_to.push(video.path().file_name().unwrap().to_string_lossy().to_string());
+            video.push(shot).unwrap();
+        }
+        assert_eq!(went_to, ["v_1.mjpeg", "v_1.mjpeg", "v_3.mjpeg", "v_3.mjpeg", "v_4.mjpeg", "v_4.mjpeg", "v_5.mjpeg"]);
+        assert_eq!(video.frames(), 7);
+        let kept: Vec<_> = video.files().map(|p| p.file_name().unwrap().to_string_lossy().to_string()).collect();
+        assert_eq!(kept, ["v_4.mjpeg", "v_5.mjpeg"]);
+        assert_eq!(video.removed(), 2);
+        drop(video);
+        let mut on_disk: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        on_disk.sort();
+        assert_eq!(on_disk, ["v.mjpeg", "v_2.mjpeg", "v_4.mjpeg", "v_5.mjpeg"], "the earlier recording is untouched");
+        assert_eq!(std::fs::read(dir.join("v_2.mjpeg")).unwrap(), b"earlier 2");
+        // The kept files hold their frames, whole.
+        let read = |name: &str| -> Vec<Vec<u8>> {
+            frames(&std::fs::read(dir.join(name)).unwrap()).into_iter().map(|f| f.unwrap().bytes).collect()
+        };
+        assert_eq!(read("v_4.mjpeg").len(), 2);
+        let last = read("v_5.mjpeg");
+        assert_eq!(last.len(), 1);
+        assert_eq!(image::load_from_memory(&last[0]).unwrap().width(), 40);
+
+        // Without `keep`, every file stays; the last frame reaching the limit leaves no empty file.
+        let mut video = MjpegWriter::record(&dir, "w.mjpeg", Some(Rotation { max_bytes, keep: None })).unwrap();
+        for shot in &shots[..4] {
+            video.push(shot).unwrap();
+        }
+        assert_eq!(video.files().count(), 2);
+        assert_eq!(video.path(), dir.join("w_2.mjpeg"), "where a fifth frame would go");
+        assert!(!dir.join("w_2.mjpeg").exists(), "made only when a frame comes");
+        assert_eq!(read("w.mjpeg").len() + read("w_1.mjpeg").len(), 4);
+
+        // An old file removed by hand is no error; one that cannot be removed (here a folder took
+        // its place) is an error naming it, and the frame is written all the same.
+        let mut video = MjpegWriter::record(&dir, "x.mjpeg", Some(Rotation { max_bytes: 1, keep: Some(1) })).unwrap();
+        video.push(&shots[0]).unwrap();
+        std::fs::remove_file(dir.join("x.mjpeg")).unwrap();
+        video.push(&shots[1]).unwrap();
+        assert_eq!(video.removed(), 1);
+        std::fs::remove_file(dir.join("x_1.mjpeg")).unwrap();
+        std::fs::create_dir(dir.join("x_1.mjpeg")).unwrap();
+        let err = video.push(&shots[2]).unwrap_err().to_string();
+        assert!(err.contains("x_1.mjpeg") && err.contains("oldest file"), "{err}");
+        assert_eq!(read("x_2.mjpeg").len(), 1, "the frame went into the new file all the same");
+        assert_eq!(video.removed(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

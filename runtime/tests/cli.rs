@@ -611,6 +611,50 @@ fn a_streams_pictures_go_into_motion_jpeg_files() {
     }
 }
 
+/// `--video-split` and `--video-keep`: a stream's videos go on into numbered files and keep only
+/// the newest; each face's `cam` names the file its frame went into.
+#[test]
+fn a_streams_videos_split_by_size_and_keep_the_newest() {
+    let f = fixture("cli-video-split");
+    let names = ["a.png", "b.jpg", "d.PNG"];
+    let stream: Vec<u8> = names.iter().flat_map(|n| std::fs::read(f.images.join(n)).unwrap()).collect();
+    let dir = f.dir.join("video");
+    let cams = dir.join("cams");
+    let args = ["-m", &f.model, "--backend", "tract", "--json", "--annotate", &s(&dir), "--cam", &s(&cams)];
+    // One byte: every frame fills its file.
+    let split = [&args[..], &["--video-split", "1", "--video-keep", "2", "-"]].concat();
+    let out = fer_run_stdin(&split, stream.clone());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cam_files: Vec<_> = json_lines(&out).iter().map(|l| l["cam"].as_str().unwrap().to_string()).collect();
+    let numbered = |d: &std::path::Path, stem: &str| [d.join(format!("{stem}.mjpeg")), d.join(format!("{stem}_1.mjpeg")), d.join(format!("{stem}_2.mjpeg"))];
+    assert_eq!(cam_files, numbered(&cams, "stdin_cam").map(|p| s(&p)), "frame i went into file i");
+    let mut written = walk(&dir);
+    written.sort();
+    let [_, a1, a2] = numbered(&dir, "stdin_annotated");
+    let [_, c1, c2] = numbered(&cams, "stdin_cam");
+    assert_eq!(written, [c1, c2, a1.clone(), a2], "the oldest of each removed, two kept");
+    let in_a1: Vec<_> = fer_runtime::stream::FrameStream::new(std::fs::File::open(&a1).unwrap(), "a1").collect();
+    assert_eq!(in_a1.len(), 1);
+    assert!(image::load_from_memory(&in_a1[0].as_ref().unwrap().bytes).is_ok());
+    // The summary after a table says where the frames are.
+    let other = f.dir.join("other");
+    let out = fer_run_stdin(&["-m", &f.model, "--backend", "tract", "--annotate", &s(&other), "--video-split", "1", "--video-keep", "2", "-"], stream);
+    let text = String::from_utf8_lossy(&out.stderr);
+    let [_, first, last] = numbered(&other, "stdin_annotated");
+    let said = format!("3 annotated frame(s) in 2 files, {} to {} (1 older removed, --video-keep)", first.display(), last.display());
+    assert!(text.contains(&said), "{text}");
+
+    // A split no video would use is refused, as is --video-keep alone.
+    let files = fer_run(&["-m", &f.model, "--annotate", &s(&dir), "--video-split", "1M", &s(&f.images.join("a.png"))]);
+    assert_eq!(files.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&files.stderr).contains("only a stream's videos are split"));
+    let keep_alone = fer_run_stdin(&["-m", &f.model, "--annotate", &s(&dir), "--video-keep", "2", "-"], Vec::new());
+    assert_eq!(keep_alone.status.code(), Some(2), "a usage error");
+    assert!(String::from_utf8_lossy(&keep_alone.stderr).contains("--video-split"));
+    let bad = fer_run_stdin(&["-m", &f.model, "--annotate", &s(&dir), "--video-split", "12X", "-"], Vec::new());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown unit `X`"));
+}
+
 /// The README's live view: made a FIFO first, the annotated video feeds a player frame by frame.
 #[test]
 fn a_streams_annotated_video_can_be_a_fifo_for_a_live_view() {

@@ -5,7 +5,7 @@ seconds for the whole stream (median of alternated rounds), how the faces found 
 frame, and what finding the faces costs each frame (median, 95th percentile and slowest frame,
 from `runtime/examples/track_bench.rs`, which times `FaceTracker::find` alone on the same frames).
 
-    .venv/bin/python bench/stream_track.py [--frames 150] [--rounds 3] [--every 10] [--backend ort] [--scene empty]
+    .venv/bin/python bench/stream_track.py [--frames 150] [--rounds 3] [--every 10] [--backend ort] [--scene empty] [--scale 2]
 
 The stream is made here from the set-up's astronaut portrait: 640x480 JPEG frames (quality 80)
 one after another, as `rpicam-vid --codec mjpeg` writes them. The face drifts across the frame and
@@ -15,6 +15,9 @@ found, in nearly the same boxes, except that a face coming in is found at the ne
 (up to N-1 frames late). fer-run is target/release/fer-run, built here; the model is the shipped
 eac_mbv2.onnx. `--scene empty` makes frames without any face: a still camera watching an empty room
 (a fixed, blotchy texture of seeded noise, which the detector has to look at, unlike a flat wall).
+`--scale 2` (3, ...) enlarges each frame (bicubic) to 1280x960 (1920x1440, ...): the same scene
+from a camera of more pixels, past the detector's `max_side` of 800, above which frames are shrunk
+before the search.
 """
 import argparse
 import io
@@ -39,6 +42,7 @@ ap.add_argument("--every", type=int, default=10, help="--detect-every of the tra
 ap.add_argument("--backend", default="ort", choices=["ort", "tract"])
 ap.add_argument("--model", default=os.path.join(ROOT, "models-onnx", "eac_mbv2.onnx"))
 ap.add_argument("--scene", default="faces", choices=["faces", "empty"])
+ap.add_argument("--scale", type=float, default=1.0, help="frame size as a multiple of 640x480")
 a = ap.parse_args()
 
 assets = os.environ.get("FER_ASSETS", os.path.join(ROOT, ".cache", "assets"))
@@ -67,7 +71,12 @@ def frame(i):
     return jpeg(img)
 
 
+SIZE = (round(640 * a.scale), round(480 * a.scale))
+
+
 def jpeg(img):
+    if img.size != SIZE:
+        img = img.resize(SIZE, Image.BICUBIC)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=80)
     return buf.getvalue()
@@ -136,7 +145,7 @@ for i, (want, got) in enumerate(zip(full, tracked)):
             late.append(i)
     extra += len(left)
 
-print(f"{a.frames} frames of 640x480, {a.backend}, {a.rounds} alternated rounds (seconds: {times})")
+print(f"{a.frames} frames of {SIZE[0]}x{SIZE[1]}, {a.backend}, {a.rounds} alternated rounds (seconds: {times})")
 print("| --detect-every | stream (s) | frames/s | faces found | vs every frame |")
 print("| --- | --- | --- | --- | --- |")
 for every, ts in times.items():

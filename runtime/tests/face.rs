@@ -81,12 +81,32 @@ fn tracking_follows_a_moving_face_and_finds_newcomers_with_a_search_spread_over_
     let Some(_) = assets("tracking_follows_a_moving_face_and_finds_newcomers_with_a_search_spread_over_frames") else {
         return;
     };
+    tracking_follows_faces_in_frames_enlarged(1);
+}
+
+/// Frames over the finder's `max_side` (800) are shrunk once for all their searches: the tracker
+/// follows the same faces as on small frames, in nearly the full search's boxes.
+#[test]
+fn tracking_follows_faces_in_frames_past_max_side() {
+    let Some(_) = assets("tracking_follows_faces_in_frames_past_max_side") else {
+        return;
+    };
+    tracking_follows_faces_in_frames_enlarged(2);
+}
+
+/// The tracking test on `close_up`'s 640x480 frames enlarged `k` times.
+fn tracking_follows_faces_in_frames_enlarged(k: u32) {
     use fer_runtime::track::FaceTracker;
     let finder = FaceFinder::new(&Detect::Auto, (48, 48)).unwrap();
     let portrait = astronaut();
     let boxes = |faces: &fer_runtime::Faces| -> Vec<BBox> { faces.faces.iter().filter_map(|f| f.bbox).collect() };
+    let (width, height) = (640 * k, 480 * k);
+    let enlarged = |img: image::DynamicImage| match k {
+        1 => img,
+        k => img.resize_exact(img.width() * k, img.height() * k, image::imageops::FilterType::Triangle),
+    };
     // The face drifts right and down and comes closer; at frame 7 a second face comes in.
-    let frame = |i: u32| close_up(&portrait, 240 + 4 * i, (40 + 8 * i as i64, 20 + 4 * i as i64), i >= 7);
+    let frame = |i: u32| enlarged(close_up(&portrait, 240 + 4 * i, (40 + 8 * i as i64, 20 + 4 * i as i64), i >= 7));
     let mut tracker = FaceTracker::new(&finder, 5);
     let mut newcomer_found = None;
     for i in 0..16 {
@@ -106,7 +126,7 @@ fn tracking_follows_a_moving_face_and_finds_newcomers_with_a_search_spread_over_
             newcomer_found = Some(i);
         }
         // What is cropped for the model is the box with the finder's margin.
-        let m = got[0].expand(finder.margin, 640, 480);
+        let m = got[0].expand(finder.margin, width, height);
         assert_eq!((tracked.faces[0].image.width(), tracked.faces[0].image.height()), (m.w, m.h));
         // Frame 0 alone is searched whole at once; a search spread over five frames ends on
         // frames 5, 10 and 15.
@@ -118,7 +138,7 @@ fn tracking_follows_a_moving_face_and_finds_newcomers_with_a_search_spread_over_
     assert!(newcomer_found.is_some_and(|f| f <= 15), "{newcomer_found:?}");
     // The faces leave: they are lost, so the frame is searched whole at once, and the picture is
     // classified whole.
-    let empty = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(640, 480, image::Rgb([96, 96, 96])));
+    let empty = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(width, height, image::Rgb([96, 96, 96])));
     let gone = tracker.find(&empty);
     assert_eq!(tracker.full_searches(), 2);
     assert!(gone.faces.len() == 1 && gone.faces[0].bbox.is_none() && gone.notice.is_some());
@@ -130,7 +150,7 @@ fn tracking_follows_a_moving_face_and_finds_newcomers_with_a_search_spread_over_
     }
     assert_eq!(boxes(&tracker.find(&frame(3))).len(), 1);
     // A frame of another size is searched whole.
-    let smaller = image::DynamicImage::ImageRgb8(image::imageops::crop_imm(&frame(3).to_rgb8(), 0, 0, 600, 440).to_image());
+    let smaller = image::DynamicImage::ImageRgb8(image::imageops::crop_imm(&frame(3).to_rgb8(), 0, 0, 600 * k, 440 * k).to_image());
     assert_eq!(boxes(&tracker.find(&smaller)).len(), 1);
     assert_eq!(tracker.full_searches(), 3);
 

@@ -73,18 +73,7 @@ pub const MJPEG_QUALITY: u8 = 85;
 impl MjpegWriter {
     /// Creates (or truncates) the file at `path`, and its folder; every frame goes into it.
     pub fn create(path: &Path) -> Result<MjpegWriter> {
-        let mut writer = MjpegWriter {
-            path: path.to_path_buf(),
-            out: None,
-            frames: 0,
-            file_bytes: 0,
-            naming: None,
-            rotation: None,
-            files: VecDeque::new(),
-            removed: 0,
-        };
-        writer.open_file()?;
-        Ok(writer)
+        MjpegWriter::open(path.to_path_buf(), None, None)
     }
 
     /// Starts a recording in `dir` (made if missing) named after `name` (`stdin_annotated.mjpeg`):
@@ -101,22 +90,48 @@ impl MjpegWriter {
         };
         let (path, number) = naming.free(0);
         naming.number = number;
-        let mut writer = MjpegWriter {
-            naming: Some(naming),
-            rotation,
-            ..MjpegWriter::create(&path)?
-        };
+        let mut writer = MjpegWriter::open(path, Some(naming), rotation)?;
         // Only a regular file fills a disk; a FIFO's reader takes the frames away as they come.
-        if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+        if !std::fs::metadata(&writer.path).is_ok_and(|m| m.is_file()) {
             writer.rotation = None;
         }
         Ok(writer)
     }
 
-    /// Opens the file at `path` (and its folder) for the next frames.
+    fn open(path: PathBuf, naming: Option<Naming>, rotation: Option<Rotation>) -> Result<MjpegWriter> {
+        let mut writer = MjpegWriter {
+            path,
+            out: None,
+            frames: 0,
+            file_bytes: 0,
+            naming,
+            rotation,
+            files: VecDeque::new(),
+            removed: 0,
+        };
+        writer.open_file()?;
+        Ok(writer)
+    }
+
+    /// Opens the file at `path` (and its folder) for the next frames. A recording's file is made
+    /// new: should another recording have made a file of that name since it was picked, the next
+    /// free name is taken instead of truncating it. A FIFO (a player watching) is opened as is.
     fn open_file(&mut self) -> Result<()> {
+        use std::io::ErrorKind::AlreadyExists;
         crate::error::create_parent(&self.path)?;
-        let out = std::fs::File::create(&self.path).map_err(|e| FerError::io(&self.path, e))?;
+        let out = loop {
+            let special = std::fs::metadata(&self.path).is_ok_and(|m| !m.is_file() && !m.is_dir());
+            let opened = match &self.naming {
+                Some(_) if !special => std::fs::OpenOptions::new().write(true).create_new(true).open(&self.path),
+                _ => std::fs::File::create(&self.path),
+            };
+            match (opened, &mut self.naming) {
+                (Err(e), Some(naming)) if e.kind() == AlreadyExists => {
+                    (self.path, naming.number) = naming.free(naming.number);
+                }
+                (opened, _) => break opened.map_err(|e| FerError::io(&self.path, e))?,
+            }
+        };
         self.out = Some(out);
         self.file_bytes = 0;
         self.files.push_back(self.path.clone());
@@ -701,6 +716,11 @@ mod tests {
         assert_eq!(video.path(), dir.join("w_2.mjpeg"), "where a fifth frame would go");
         assert!(!dir.join("w_2.mjpeg").exists(), "made only when a frame comes");
         assert_eq!(read("w.mjpeg").len() + read("w_1.mjpeg").len(), 4);
+        // Another recording takes that name first: its file is kept, the frame goes on to w_3.
+        std::fs::write(dir.join("w_2.mjpeg"), b"another camera's").unwrap();
+        video.push(&shots[4]).unwrap();
+        assert_eq!(std::fs::read(dir.join("w_2.mjpeg")).unwrap(), b"another camera's");
+        assert_eq!((video.path(), read("w_3.mjpeg").len()), (dir.join("w_3.mjpeg").as_path(), 1));
 
         // An old file removed by hand is no error; one that cannot be removed (here a folder took
         // its place) is an error naming it, and the frame is written all the same.

@@ -84,8 +84,9 @@ fn tracking_follows_a_moving_face_and_finds_newcomers_with_a_search_spread_over_
     tracking_follows_faces_in_frames_enlarged(1);
 }
 
-/// Frames over the finder's `max_side` (800) are shrunk once for all their searches: the tracker
-/// follows the same faces as on small frames, in nearly the full search's boxes.
+/// Frames over the finder's `max_side` (800), which each search shrinks before it looks (the
+/// sweep's run the whole frame, a followed face its region): the tracker follows the same faces
+/// as on small frames, in nearly the full search's boxes.
 #[test]
 fn tracking_follows_faces_in_frames_past_max_side() {
     let Some(_) = assets("tracking_follows_faces_in_frames_past_max_side") else {

@@ -214,8 +214,8 @@ struct PredictArgs {
     #[arg(long, default_value_t = 100.0, value_name = "MP")]
     max_megapixels: f64,
     /// A stream's videos (--annotate, --cam) go on into a new file (stdin_annotated_1.mjpeg, _2,
-    /// ...) each time the current one reaches SIZE: 500M, 2G (K, M, G: powers of 1024; a plain
-    /// number is bytes). An annotated 640x480 frame is 25-55 KB: 3-6 GB an hour at 30 fps.
+    /// ...) each time the current one reaches SIZE: 500M, 2G (K, M, G, T: powers of 1024; a
+    /// plain number is bytes). An annotated 640x480 frame is 25-55 KB: 3-6 GB an hour at 30 fps.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     video_split: Option<u64>,
     /// With --video-split: keep only the newest N files of each video, removing the oldest as a

@@ -191,6 +191,10 @@ pub enum ConfigError {
     BadOverride(String),
     #[error("--set {key}: `{segment}` is not a section of the config")]
     NotASection { key: String, segment: String },
+    /// Valid YAML with a wrong value or an unknown key, named by its key path and by where it
+    /// came from: the `--set` that wrote it, else the file.
+    #[error("{origin}: {}{source}", key.as_ref().map(|k| format!("{k}: ")).unwrap_or_default())]
+    Field { origin: String, key: Option<String>, source: serde_yaml::Error },
     /// Sections that parse but do not fit together (a method and an arch).
     #[error("{0}")]
     Invalid(String),
@@ -202,19 +206,23 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io(path.to_path_buf(), e))?;
         Self::from_yaml(&text, overrides).map_err(|e| match e {
             ConfigError::Parse { source, .. } => ConfigError::Parse { path: path.to_path_buf(), source },
+            ConfigError::Field { origin, key, source } if origin == CONFIG_TEXT => {
+                ConfigError::Field { origin: path.display().to_string(), key, source }
+            }
             e => e,
         })
     }
 
     pub fn from_yaml(text: &str, overrides: &[String]) -> Result<Config, ConfigError> {
-        let parse_err = |source| ConfigError::Parse { path: PathBuf::from("<config>"), source };
+        let parse_err = |source| ConfigError::Parse { path: PathBuf::from(CONFIG_TEXT), source };
         let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(parse_err)?;
+        let before_overrides = value.clone();
         for o in overrides {
             let (key, raw) = o.split_once('=').ok_or_else(|| ConfigError::BadOverride(o.clone()))?;
             let new: serde_yaml::Value = serde_yaml::from_str(raw).map_err(parse_err)?;
             set_path(&mut value, key, new)?;
         }
-        let cfg: Config = serde_yaml::from_value(value).map_err(parse_err)?;
+        let cfg: Config = serde_path_to_error::deserialize(value).map_err(|e| field_error(e, before_overrides, overrides))?;
         cfg.check_sizes()?;
         Ok(cfg)
     }
@@ -272,6 +280,38 @@ impl Config {
     pub fn run_dir(&self) -> PathBuf {
         self.out_dir.join(&self.name)
     }
+}
+
+/// Where a config's text came from, before [`Config::load`] names the file.
+const CONFIG_TEXT: &str = "<config>";
+
+/// The error of a config that is valid YAML but not a valid config, with the key path that was
+/// wrong (an unknown key's path ends in the key itself, `train.epochz`), blamed on the `--set`
+/// that wrote it, else on the config's text (`text`: the config before the overrides).
+///
+/// The last `--set` of that key or of a section holding it wrote the value. A path can also name a
+/// section (`method`: the name-tagged ones report no deeper key) of which a `--set` wrote only a
+/// part: that `--set` is blamed when the text alone has no error there.
+fn field_error(e: serde_path_to_error::Error<serde_yaml::Error>, text: serde_yaml::Value, overrides: &[String]) -> ConfigError {
+    let path = e.path().to_string();
+    let key = (path != ".").then_some(path);
+    let set_key = |o: &String| o.split_once('=').map_or(o.clone(), |(k, _)| k.to_string());
+    let k = key.clone().unwrap_or_default();
+    let wrote_all = overrides.iter().rev().find(|o| {
+        let set = set_key(o);
+        k == set || k.starts_with(&format!("{set}."))
+    });
+    let wrote_part = || {
+        let part = overrides.iter().rev().find(|o| set_key(o).starts_with(&format!("{k}.")))?;
+        let alone = serde_path_to_error::deserialize::<_, Config>(text);
+        let text_wrong_there = alone.err().is_some_and(|e| e.path().to_string() == k);
+        (!text_wrong_there).then_some(part)
+    };
+    let origin = match wrote_all.or_else(|| key.as_ref().and(wrote_part())) {
+        Some(o) => format!("--set {o}"),
+        None => CONFIG_TEXT.to_string(),
+    };
+    ConfigError::Field { origin, key, source: e.into_inner() }
 }
 
 fn set_path(root: &mut serde_yaml::Value, key: &str, new: serde_yaml::Value) -> Result<(), ConfigError> {
@@ -334,6 +374,43 @@ train:
             }
         }
         assert!(n >= 10, "only {n} configs in {}", dir.display());
+    }
+
+    /// A value of the wrong kind, or an unknown key, is named by its key path and blamed on the
+    /// `--set` that wrote it, or else on the config's text (the file, through `load`).
+    #[test]
+    fn wrong_values_name_their_key_and_where_they_came_from() {
+        for (sets, want) in [
+            (&["model.arch=resnet99"][..], "--set model.arch=resnet99: model.arch: unknown variant `resnet99`"),
+            (&["train.epochs=-1"], "--set train.epochs=-1: train.epochs: invalid value: integer `-1`"),
+            (&["train.epochz=7"], "--set train.epochz=7: train.epochz: unknown field `epochz`"),
+            (&["train.optimizer={name: adam, lr: fast}"], "--set train.optimizer={name: adam, lr: fast}: train.optimizer.lr: invalid type"),
+            // The last --set of a key is the one that counts.
+            (&["train.epochs=-1", "train.epochs=x"], "--set train.epochs=x: train.epochs: invalid type"),
+            // A --set below the key named: an unknown section, a name-tagged section's field.
+            (&["bogus.key=1"], "--set bogus.key=1: bogus: unknown field `bogus`"),
+            (&["method.lambda=x"], "--set method.lambda=x: method: invalid type: string \"x\""),
+            // Another key's --set is not blamed for the text's mistake.
+            (&["train.epochs=3", "model.input_size=big"], "--set model.input_size=big: model.input_size: invalid type"),
+        ] {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            let e = Config::from_yaml(YAML, &sets).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{sets:?}: {e}");
+        }
+        let wrong = YAML.replace("input_size: 112", "input_size: large");
+        let e = Config::from_yaml(&wrong, &["train.epochs=3".into()]).unwrap_err().to_string();
+        assert!(e.starts_with("<config>: model.input_size: invalid type"), "{e}");
+        // Nor a --set inside a section whose mistake is the text's.
+        let wrong_method = YAML.replace("lambda: 5.0", "lambda: much");
+        let e = Config::from_yaml(&wrong_method, &["method.name=eac".into()]).unwrap_err().to_string();
+        assert!(e.starts_with("<config>: method: invalid type"), "{e}");
+        let dir = std::env::temp_dir().join(format!("fer_config_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("wrong.yaml");
+        std::fs::write(&file, &wrong).unwrap();
+        let e = Config::load(&file, &[]).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(e.starts_with(&format!("{}: model.input_size: invalid type", file.display())), "{e}");
     }
 
     /// Sizes no kernel can run are refused by key (they used to panic: batch 0 divided by zero).

@@ -54,7 +54,7 @@ fn bad_configs_and_data_are_named() {
     let c = cfg.to_str().unwrap();
 
     let (ok, err) = fer_train(&["fit", "--config", c, "--set", "train.epoch=3"]);
-    assert!(!ok && err.contains("unknown field `epoch`"), "{err}");
+    assert!(!ok && err.contains("--set train.epoch=3: train.epoch: unknown field `epoch`"), "{err}");
 
     // The OS's reason is in the message; the report does not repeat it under "Caused by".
     let (ok, err) = fer_train(&["fit", "--config", "/nonexistent/c.yaml"]);

@@ -32,6 +32,14 @@ fn list(dir: &Path, dirs: bool) -> Result<Vec<(String, PathBuf)>, DataError> {
 
 pub(super) fn load(spec: &DataSpec, split: &str) -> Result<Dataset, DataError> {
     let dir = spec.root.join(split);
+    if !dir.is_dir() {
+        // A relative root (the shipped configs' ../shared/...) is read from where fer-train runs.
+        let note = match (spec.root.is_relative(), std::env::current_dir()) {
+            (true, Ok(cwd)) => format!(" (data.root is relative: read from the working directory, {})", cwd.display()),
+            _ => String::new(),
+        };
+        return Err(DataError::MissingSplit { path: dir, split: split.into(), note });
+    }
     let folders = list(&dir, true)?;
     // folder index per class, in class order
     let (classes, order): (Vec<String>, Vec<usize>) = match &spec.classes {
@@ -130,8 +138,12 @@ mod tests {
         let e = load_split(&DataSpec::new(DataFormat::Folder, root), "val").unwrap_err().to_string();
         assert!(e.contains("split `val` has no samples") && e.contains("val"), "{e}");
 
-        let e = load_split(&DataSpec::new(DataFormat::Folder, root), "test").unwrap_err();
-        assert!(matches!(e, DataError::Io { .. }) && e.to_string().contains("test"), "{e}");
+        let e = load_split(&DataSpec::new(DataFormat::Folder, root), "test").unwrap_err().to_string();
+        assert!(e.contains("test: no such folder: a folder dataset's `test` split is <data.root>/test"), "{e}");
+        assert!(!e.contains("relative"), "an absolute root needs no note: {e}");
+        let e = load_split(&DataSpec::new(DataFormat::Folder, Path::new("no/such/root")), "train").unwrap_err().to_string();
+        let cwd = std::env::current_dir().unwrap();
+        assert!(e.starts_with("no/such/root/train: no such folder") && e.contains(&cwd.display().to_string()), "{e}");
 
         gray_png(&root.join("train/b/big.png"), 3, 3, |_, _| 0);
         let e = load_split(&DataSpec::new(DataFormat::Folder, root), "train").unwrap_err().to_string();

@@ -52,6 +52,9 @@ pub enum DataError {
     UnknownClassFolder { dir: PathBuf, folder: String, classes: Vec<String> },
     #[error("{}: configured class `{class}` has no folder here", path.display())]
     MissingClass { path: PathBuf, class: String },
+    /// `note`: where a relative root was looked for, empty for an absolute one.
+    #[error("{}: no such folder: a folder dataset's `{split}` split is <data.root>/{split}{note}", path.display())]
+    MissingSplit { path: PathBuf, split: String, note: String },
     #[error("{}: split `{split}` has no samples", path.display())]
     EmptySplit { path: PathBuf, split: String },
     #[error("invalid data spec: {0}")]

@@ -307,7 +307,7 @@ fn field_error(e: serde_path_to_error::Error<serde_yaml::Error>, text: serde_yam
         let text_wrong_there = alone.err().is_some_and(|e| e.path().to_string() == k);
         (!text_wrong_there).then_some(part)
     };
-    let origin = match wrote_all.or_else(|| key.as_ref().and(wrote_part())) {
+    let origin = match wrote_all.or_else(|| key.as_ref().and_then(|_| wrote_part())) {
         Some(o) => format!("--set {o}"),
         None => CONFIG_TEXT.to_string(),
     };

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fer_runtime::{
     annotate, bench, cam, collect_inputs, decode_image, load_image, output,
-    stream::{FrameStream, MjpegWriter, Rotation},
+    stream::{FrameStream, MjpegWriter, Rotation, Split},
     track::FaceTracker, Backend, Detect, Device, FaceFinder, Faces, FerError, ImageLimits, Model, ModelInfo, Prediction, Tta,
 };
 use image::DynamicImage;
@@ -215,13 +215,42 @@ struct PredictArgs {
     max_megapixels: f64,
     /// A stream's videos (--annotate, --cam) go on into a new file (stdin_annotated_1.mjpeg, _2,
     /// ...) each time the current one reaches SIZE: 500M, 2G (K, M, G, T: powers of 1024; a
-    /// plain number is bytes). An annotated 640x480 frame is 25-55 KB: 3-6 GB an hour at 30 fps.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    video_split: Option<u64>,
+    /// plain number is bytes); or each TIME from a file's first frame: 1h, 30min, 90s. An
+    /// annotated 640x480 frame is 25-55 KB: 3-6 GB an hour at 30 fps.
+    #[arg(long, value_name = "SIZE|TIME", value_parser = parse_split)]
+    video_split: Option<Split>,
     /// With --video-split: keep only the newest N files of each video, removing the oldest as a
-    /// new one starts, so a camera left running uses at most about N x SIZE of disk per video.
+    /// new one starts, so a camera left running uses at most about N x SIZE of disk per video
+    /// (or keeps the last N x TIME of it).
     #[arg(long, value_name = "N", requires = "video_split", value_parser = clap::value_parser!(u16).range(1..))]
     video_keep: Option<u16>,
+}
+
+/// `--video-split`: a time (`1h`, `30min`, `90s`, `1.5h`) or a size ([`parse_size`]). A bare
+/// `m` is refused: both a size (`M`) and minutes are meant by it.
+fn parse_split(text: &str) -> Result<Split, String> {
+    let t = text.trim();
+    let lower = t.to_ascii_lowercase();
+    let time = [("h", 3600.0), ("min", 60.0), ("s", 1.0)]
+        .into_iter()
+        .find_map(|(unit, secs)| Some((lower.strip_suffix(unit)?, unit, secs)));
+    let Some((number, unit, secs)) = time else {
+        if t.ends_with('m') && t[..t.len() - 1].trim().parse::<f64>().is_ok() {
+            let n = t[..t.len() - 1].trim();
+            return Err(format!("`m` could be MiB or minutes: write {n}M for a size or {n}min for a time"));
+        }
+        return parse_size(t).map(Split::Bytes);
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a time such as 1h, 30min or 90s before `{unit}`"))?;
+    match std::time::Duration::try_from_secs_f64(value * secs) {
+        Ok(d) if !d.is_zero() => Ok(Split::Every(d)),
+        Ok(_) => Err("the time must be more than zero".into()),
+        Err(_) if value * secs > 0.0 => Err("the time is too long".into()),
+        Err(_) => Err("the time must be more than zero".into()),
+    }
 }
 
 /// A size in bytes from `500M`, `2G`, `64K`, `1.5G` or `1000` (K, M, G, T: powers of 1024; a
@@ -569,8 +598,8 @@ fn run_predict(a: PredictArgs) -> Result<()> {
     if a.video_split.is_some() && !(from_stdin && (a.annotate.is_some() || a.cam.is_some())) {
         bail!("--video-split: only a stream's videos are split (input `-` with --annotate or --cam)");
     }
-    let rotation = a.video_split.map(|max_bytes| Rotation {
-        max_bytes,
+    let rotation = a.video_split.map(|split| Rotation {
+        split,
         keep: a.video_keep.map(usize::from),
     });
     let stream_video = |dir: &Option<PathBuf>, name: &str, option: &str| -> Result<Option<MjpegWriter>> {
@@ -1133,6 +1162,35 @@ mod tests {
             ("1e30G", "too large"),
         ] {
             let err = parse_size(text).unwrap_err();
+            assert!(err.contains(why), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn video_splits_read_as_times_or_sizes() {
+        use std::time::Duration;
+        for (text, split) in [
+            ("1h", Split::Every(Duration::from_secs(3600))),
+            ("1.5H", Split::Every(Duration::from_secs(5400))),
+            ("30min", Split::Every(Duration::from_secs(1800))),
+            (" 90 s ", Split::Every(Duration::from_secs(90))),
+            ("0.001s", Split::Every(Duration::from_millis(1))),
+            ("500M", Split::Bytes(500 << 20)),
+            ("2GiB", Split::Bytes(2 << 30)),
+            ("1000", Split::Bytes(1000)),
+        ] {
+            assert_eq!(parse_split(text), Ok(split), "{text}");
+        }
+        for (text, why) in [
+            ("30m", "write 30M for a size or 30min for a time"),
+            ("0h", "more than zero"),
+            ("-2min", "more than zero"),
+            ("1e300h", "too long"),
+            ("5ms", "expected a time"),
+            ("h", "expected a time"),
+            ("12X", "unknown unit `X`"),
+        ] {
+            let err = parse_split(text).unwrap_err();
             assert!(err.contains(why), "{text}: {err}");
         }
     }

@@ -9,6 +9,7 @@ use crate::error::{FerError, Result};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Pictures written one after another as JPEGs into one file, as a camera writes MJPEG: ffplay
 /// (`ffplay -f mjpeg FILE`), VLC, OpenCV's `VideoCapture` and [`FrameStream`] read it back.
@@ -24,6 +25,8 @@ pub struct MjpegWriter {
     frames: usize,
     /// Bytes written into the file at `path`.
     file_bytes: u64,
+    /// When the file at `path` got its first frame; `None` before.
+    file_started: Option<Instant>,
     /// How a recording's files are named, for the next one; `None` for [`MjpegWriter::create`].
     naming: Option<Naming>,
     rotation: Option<Rotation>,
@@ -32,14 +35,25 @@ pub struct MjpegWriter {
     removed: usize,
 }
 
-/// When a recording ([`MjpegWriter::record`]) goes on into its next file: once the current one
-/// holds `max_bytes` or more (the frame that crosses the limit is its last), keeping only the
-/// newest `keep` files of the recording on disk (the oldest removed as the next one starts; all
-/// are kept when `None`). A recording into a FIFO (a player watching live) is never split.
+/// When a recording ([`MjpegWriter::record`]) goes on into its next file ([`Split`]), keeping
+/// only the newest `keep` files of the recording on disk (the oldest removed as the next one
+/// starts; all are kept when `None`). A recording into a FIFO (a player watching live) is never
+/// split.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rotation {
-    pub max_bytes: u64,
+    pub split: Split,
     pub keep: Option<usize>,
+}
+
+/// When a recording's current file is done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    /// Once it holds this many bytes or more: the frame that crosses the limit is its last.
+    Bytes(u64),
+    /// Once this long has passed since its first frame, by the clock as frames are written: the
+    /// frame written at or after that is its last (as with a size, where the next frame goes is
+    /// known before it comes: a stream's JSON names each frame's file).
+    Every(Duration),
 }
 
 /// A recording's file names: `dir/stem.ext`, `dir/stem_1.ext`, `dir/stem_2.ext`, ...; `number`
@@ -104,6 +118,7 @@ impl MjpegWriter {
             out: None,
             frames: 0,
             file_bytes: 0,
+            file_started: None,
             naming,
             rotation,
             files: VecDeque::new(),
@@ -134,6 +149,7 @@ impl MjpegWriter {
         };
         self.out = Some(out);
         self.file_bytes = 0;
+        self.file_started = None;
         self.files.push_back(self.path.clone());
         Ok(())
     }
@@ -157,10 +173,15 @@ impl MjpegWriter {
     }
 
     /// Appends `frame` as one JPEG in one write: what was written survives a kill, and a player
-    /// reading the file (or a FIFO) sees the frame at once. A recording whose file reaches its
-    /// [`Rotation::max_bytes`] goes on into the next file at the next frame. An old file that
-    /// cannot be removed makes an error after the frame is written.
+    /// reading the file (or a FIFO) sees the frame at once. A recording goes on into its next
+    /// file as its [`Rotation::split`] says. An old file that cannot be removed makes an error
+    /// after the frame is written.
     pub fn push(&mut self, frame: &image::RgbImage) -> Result<()> {
+        self.push_at(frame, Instant::now())
+    }
+
+    /// [`MjpegWriter::push`] of a frame written at `now`.
+    fn push_at(&mut self, frame: &image::RgbImage, now: Instant) -> Result<()> {
         use std::io::Write;
         let mut jpeg = Vec::new();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, MJPEG_QUALITY).encode_image(frame)?;
@@ -173,17 +194,27 @@ impl MjpegWriter {
         out.write_all(&jpeg).map_err(|e| FerError::io(&self.path, e))?;
         self.frames += 1;
         self.file_bytes += jpeg.len() as u64;
-        if let (Some(rotation), Some(naming)) = (self.rotation, &mut self.naming) {
-            if self.file_bytes >= rotation.max_bytes {
-                // The next file is named now (so `path` says where the next frame goes) and made
-                // when that frame comes: a recording ends with no empty file.
-                let (next, number) = naming.free(naming.number + 1);
-                naming.number = number;
-                self.path = next;
-                self.out = None;
-            }
+        let started = *self.file_started.get_or_insert(now);
+        let full = match self.rotation.map(|r| r.split) {
+            Some(Split::Bytes(max_bytes)) => self.file_bytes >= max_bytes,
+            Some(Split::Every(every)) => now.saturating_duration_since(started) >= every,
+            None => false,
+        };
+        if full {
+            self.next_file();
         }
         removed
+    }
+
+    /// Names the recording's next file, so `path` says where the next frame goes; it is made
+    /// when that frame comes, so a recording ends with no empty file.
+    fn next_file(&mut self) {
+        if let (Some(_), Some(naming)) = (self.rotation, &mut self.naming) {
+            let (next, number) = naming.free(naming.number + 1);
+            naming.number = number;
+            self.path = next;
+            self.out = None;
+        }
     }
 
     /// Frames written so far, in all files.
@@ -678,7 +709,7 @@ mod tests {
         // Two frames fill a file: the limit is over one frame and at most two.
         let max_bytes = shots.iter().map(jpeg_len).max().unwrap() + 1;
         assert!(shots.iter().map(jpeg_len).min().unwrap() * 2 >= max_bytes);
-        let rotation = Rotation { max_bytes, keep: Some(2) };
+        let rotation = Rotation { split: Split::Bytes(max_bytes), keep: Some(2) };
         let mut video = MjpegWriter::record(&dir, "v.mjpeg", Some(rotation)).unwrap();
         let mut went_to = Vec::new();
         for shot in &shots {
@@ -708,7 +739,7 @@ mod tests {
         assert_eq!(image::load_from_memory(&last[0]).unwrap().width(), 40);
 
         // Without `keep`, every file stays; the last frame reaching the limit leaves no empty file.
-        let mut video = MjpegWriter::record(&dir, "w.mjpeg", Some(Rotation { max_bytes, keep: None })).unwrap();
+        let mut video = MjpegWriter::record(&dir, "w.mjpeg", Some(Rotation { split: Split::Bytes(max_bytes), keep: None })).unwrap();
         for shot in &shots[..4] {
             video.push(shot).unwrap();
         }
@@ -724,7 +755,7 @@ mod tests {
 
         // An old file removed by hand is no error; one that cannot be removed (here a folder took
         // its place) is an error naming it, and the frame is written all the same.
-        let mut video = MjpegWriter::record(&dir, "x.mjpeg", Some(Rotation { max_bytes: 1, keep: Some(1) })).unwrap();
+        let mut video = MjpegWriter::record(&dir, "x.mjpeg", Some(Rotation { split: Split::Bytes(1), keep: Some(1) })).unwrap();
         video.push(&shots[0]).unwrap();
         std::fs::remove_file(dir.join("x.mjpeg")).unwrap();
         video.push(&shots[1]).unwrap();
@@ -735,6 +766,39 @@ mod tests {
         assert!(err.contains("x_1.mjpeg") && err.contains("oldest file"), "{err}");
         assert_eq!(read("x_2.mjpeg").len(), 1, "the frame went into the new file all the same");
         assert_eq!(video.removed(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A recording split by time: a file's frames are those up to the first written a period or
+    /// more after its own first frame (however long the stream paused before it); the next
+    /// starts the next file, and `keep` counts files as for a split by size.
+    #[test]
+    fn a_recording_split_by_time_starts_a_file_each_period() {
+        let dir = std::env::temp_dir().join(format!("fer-mjpeg-every-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let hour = Duration::from_secs(3600);
+        let rotation = Rotation { split: Split::Every(hour), keep: Some(2) };
+        let mut video = MjpegWriter::record(&dir, "t.mjpeg", Some(rotation)).unwrap();
+        let t0 = Instant::now();
+        let minutes = [0, 30, 59, 60, 61, 119, 500, 501];
+        let mut went_to = Vec::new();
+        for (i, m) in minutes.iter().enumerate() {
+            went_to.push(video.path().file_name().unwrap().to_string_lossy().to_string());
+            video.push_at(&picture(16, 12, i as u32), t0 + Duration::from_secs(m * 60)).unwrap();
+        }
+        // Minute 60 is a whole hour after the first file's first frame: its last. The second
+        // file starts at 61; 119 is within its hour, 500 (after a pause) is past it.
+        assert_eq!(went_to, ["t.mjpeg", "t.mjpeg", "t.mjpeg", "t.mjpeg", "t_1.mjpeg", "t_1.mjpeg", "t_1.mjpeg", "t_2.mjpeg"]);
+        assert_eq!(video.removed(), 1);
+        let count = |name: &str| frames(&std::fs::read(dir.join(name)).unwrap()).len();
+        assert_eq!((count("t_1.mjpeg"), count("t_2.mjpeg")), (3, 1));
+        assert!(!dir.join("t.mjpeg").exists(), "the oldest removed, two kept");
+        // A file's period starts at its first frame, not when it was opened: a recording whose
+        // first frame comes late does not end its first file at once.
+        let mut late = MjpegWriter::record(&dir, "late.mjpeg", Some(rotation)).unwrap();
+        late.push_at(&picture(16, 12, 0), t0 + hour * 5).unwrap();
+        late.push_at(&picture(16, 12, 1), t0 + hour * 5 + Duration::from_secs(1)).unwrap();
+        assert_eq!((late.files().count(), count("late.mjpeg")), (1, 2));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -611,10 +611,10 @@ fn a_streams_pictures_go_into_motion_jpeg_files() {
     }
 }
 
-/// `--video-split` and `--video-keep`: a stream's videos go on into numbered files and keep only
-/// the newest; each face's `cam` names the file its frame went into.
+/// `--video-split` and `--video-keep`: a stream's videos go on into numbered files (by size or
+/// time) and keep only the newest; each face's `cam` names the file its frame went into.
 #[test]
-fn a_streams_videos_split_by_size_and_keep_the_newest() {
+fn a_streams_videos_split_by_size_or_time_and_keep_the_newest() {
     let f = fixture("cli-video-split");
     let names = ["a.png", "b.jpg", "d.PNG"];
     let stream: Vec<u8> = names.iter().flat_map(|n| std::fs::read(f.images.join(n)).unwrap()).collect();
@@ -638,7 +638,7 @@ fn a_streams_videos_split_by_size_and_keep_the_newest() {
     assert!(image::load_from_memory(&in_a1[0].as_ref().unwrap().bytes).is_ok());
     // The summary after a table says where the frames are.
     let other = f.dir.join("other");
-    let out = fer_run_stdin(&["-m", &f.model, "--backend", "tract", "--annotate", &s(&other), "--video-split", "1", "--video-keep", "2", "-"], stream);
+    let out = fer_run_stdin(&["-m", &f.model, "--backend", "tract", "--annotate", &s(&other), "--video-split", "1", "--video-keep", "2", "-"], stream.clone());
     let text = String::from_utf8_lossy(&out.stderr);
     let [_, first, last] = numbered(&other, "stdin_annotated");
     let said = format!("3 annotated frame(s) in 2 files, {} to {} (1 older removed, --video-keep)", first.display(), last.display());
@@ -653,6 +653,16 @@ fn a_streams_videos_split_by_size_and_keep_the_newest() {
     assert!(String::from_utf8_lossy(&keep_alone.stderr).contains("--video-split"));
     let bad = fer_run_stdin(&["-m", &f.model, "--annotate", &s(&dir), "--video-split", "12X", "-"], Vec::new());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown unit `X`"));
+    let minutes = fer_run_stdin(&["-m", &f.model, "--annotate", &s(&dir), "--video-split", "30m", "-"], Vec::new());
+    assert!(String::from_utf8_lossy(&minutes.stderr).contains("write 30M for a size or 30min for a time"));
+
+    // Split by time: three frames within an hour share the first file.
+    let hourly = f.dir.join("hourly");
+    let out = fer_run_stdin(&["-m", &f.model, "--backend", "tract", "--json", "--cam", &s(&hourly), "--video-split", "1h", "-"], stream);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cam_files: Vec<_> = json_lines(&out).iter().map(|l| l["cam"].as_str().unwrap().to_string()).collect();
+    assert_eq!(cam_files, vec![s(&hourly.join("stdin_cam.mjpeg")); 3]);
+    assert_eq!(walk(&hourly), [hourly.join("stdin_cam.mjpeg")]);
 }
 
 /// The README's live view: made a FIFO first, the annotated video feeds a player frame by frame.

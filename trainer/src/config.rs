@@ -280,6 +280,85 @@ impl Config {
     pub fn run_dir(&self) -> PathBuf {
         self.out_dir.join(&self.name)
     }
+
+    /// The config the run in `run_dir` trains with (its `config.yaml`, then `overrides`), placed
+    /// in that folder whatever name it started under: a run folder copied to a new name (to try
+    /// another continuation) goes on there, not in the original.
+    pub fn of_run(run_dir: &Path, overrides: &[String]) -> Result<Config, ConfigError> {
+        let mut cfg = Config::load(&run_dir.join("config.yaml"), overrides)?;
+        let name = run_dir.file_name().ok_or_else(|| ConfigError::Invalid(format!("{}: not a run folder's path", run_dir.display())))?;
+        cfg.name = name.to_string_lossy().into_owned();
+        cfg.out_dir = run_dir.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(cfg)
+    }
+
+    /// What differs from `before`, one entry per key (its dotted path), in the config's order.
+    pub fn changes_from(&self, before: &Config) -> Vec<Change> {
+        let yaml = |c: &Config| serde_yaml::to_value(c).expect("a Config always serialises");
+        let mut out = Vec::new();
+        changes("", Some(&yaml(before)), Some(&yaml(self)), &mut out);
+        out
+    }
+}
+
+/// A key whose value differs between two configs ([`Config::changes_from`]): its dotted path, and
+/// its value before and now, each on one line (`(not set)` where a section is absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub key: String,
+    pub was: String,
+    pub now: String,
+}
+
+impl Change {
+    /// The last of `overrides` that wrote this key: a `--set` of the key, of a section holding
+    /// it, or of a part of it (the key is a section one side lacks).
+    pub fn written_by<'a>(&self, overrides: &'a [String]) -> Option<&'a String> {
+        overrides.iter().rev().find(|o| {
+            let set = set_key(o);
+            set == self.key || self.key.starts_with(&format!("{set}.")) || set.starts_with(&format!("{}.", self.key))
+        })
+    }
+}
+
+/// The key of a `--set key=value`.
+fn set_key(o: &str) -> &str {
+    o.split_once('=').map_or(o, |(k, _)| k)
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} -> {}", self.key, self.was, self.now)
+    }
+}
+
+fn changes(key: &str, was: Option<&serde_yaml::Value>, now: Option<&serde_yaml::Value>, out: &mut Vec<Change>) {
+    use serde_yaml::Value;
+    let join = |k: &Value| {
+        let k = k.as_str().map_or_else(|| one_line(Some(k)), str::to_string);
+        if key.is_empty() { k } else { format!("{key}.{k}") }
+    };
+    match (was, now) {
+        (Some(Value::Mapping(a)), Some(Value::Mapping(b))) => {
+            for (k, va) in a {
+                changes(&join(k), Some(va), b.get(k), out);
+            }
+            for (k, vb) in b.iter().filter(|(k, _)| !a.contains_key(*k)) {
+                changes(&join(k), None, Some(vb), out);
+            }
+        }
+        (a, b) if a == b => {}
+        (a, b) => out.push(Change { key: key.to_string(), was: one_line(a), now: one_line(b) }),
+    }
+}
+
+/// A YAML value on one line: scalars as YAML writes them, sections and lists in flow style.
+fn one_line(v: Option<&serde_yaml::Value>) -> String {
+    match v {
+        None => "(not set)".into(),
+        Some(v @ (serde_yaml::Value::Mapping(_) | serde_yaml::Value::Sequence(_))) => serde_json::to_string(v).unwrap_or_default(),
+        Some(v) => serde_yaml::to_string(v).unwrap_or_default().trim_end().to_string(),
+    }
 }
 
 /// Where a config's text came from, before [`Config::load`] names the file.
@@ -295,7 +374,6 @@ const CONFIG_TEXT: &str = "<config>";
 fn field_error(e: serde_path_to_error::Error<serde_yaml::Error>, text: serde_yaml::Value, overrides: &[String]) -> ConfigError {
     let path = e.path().to_string();
     let key = (path != ".").then_some(path);
-    let set_key = |o: &String| o.split_once('=').map_or(o.clone(), |(k, _)| k.to_string());
     let k = key.clone().unwrap_or_default();
     let wrote_all = overrides.iter().rev().find(|o| {
         let set = set_key(o);
@@ -357,6 +435,48 @@ train:
         assert!(e.contains("epochz"), "{e}");
         let e = Config::from_yaml(YAML, &["train.epochs".into()]).unwrap_err().to_string();
         assert!(e.contains("expected key.path=value"), "{e}");
+    }
+
+    /// Two configs' differences come key by key, in the config's order, nested sections by their
+    /// dotted path, lists and added sections on one line; each is traced to the `--set` that
+    /// wrote it, if one did.
+    #[test]
+    fn changes_between_configs_are_listed_by_key() {
+        let before = Config::from_yaml(YAML, &[]).unwrap();
+        assert!(before.changes_from(&before).is_empty());
+        let sets: Vec<String> = [
+            "train.epochs=96",
+            "train.scheduler={name: cosine, min_lr: 0.0, restarts: [32, 64]}",
+            "distill={targets: t.safetensors}",
+        ]
+        .map(String::from)
+        .to_vec();
+        let now = Config::from_yaml(YAML, &sets).unwrap();
+        let mut changed = Config::from_yaml(&YAML.replace("arch: resnet18", "arch: mbv2"), &sets).unwrap();
+        let shown: Vec<String> = now.changes_from(&before).iter().map(|c| c.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "train.epochs: 2 -> 96",
+                "train.scheduler.name: exponential -> cosine",
+                "train.scheduler.gamma: 0.9 -> (not set)",
+                "train.scheduler.min_lr: (not set) -> 0.0",
+                "train.scheduler.restarts: (not set) -> [32,64]",
+                "distill: (not set) -> {\"targets\":\"t.safetensors\",\"weight\":1.0,\"temperature\":4.0}",
+            ]
+        );
+        assert!(now.changes_from(&before).iter().all(|c| c.written_by(&sets).is_some()));
+        // A change the --set list does not explain: the file's own.
+        changed.train.epochs = 96;
+        let unexplained: Vec<_> = changed.changes_from(&before).into_iter().filter(|c| c.written_by(&sets).is_none()).collect();
+        assert_eq!(unexplained.iter().map(|c| c.to_string()).collect::<Vec<_>>(), ["model.arch: resnet18 -> mbv2"]);
+        // The last --set of a key, of a section above it, or of a part of a section it names.
+        let c = Change { key: "distill".into(), was: "(not set)".into(), now: "{}".into() };
+        let parts = ["distill.weight=2".to_string(), "train.epochs=1".to_string()];
+        assert_eq!(c.written_by(&parts), Some(&parts[0]));
+        let c = Change { key: "train.epochs".into(), was: "1".into(), now: "2".into() };
+        assert_eq!(c.written_by(&["train=x".into(), "train.epochs=2".into()]).map(String::as_str), Some("train.epochs=2"));
+        assert_eq!(c.written_by(&["train.epochs_x=2".into()]), None, "a key that only starts the same");
     }
 
     #[test]

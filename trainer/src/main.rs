@@ -1,6 +1,6 @@
 //! `fer-train`: train, evaluate and export noise-robust facial-expression models.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use fer_train::config::Config;
 use fer_train::train::Trainer;
@@ -14,7 +14,8 @@ use std::path::PathBuf;
     after_help = "Examples:
   fer-train fit --config configs/fer2013_r18_eac.yaml
   fer-train fit --config configs/fer2013_r18_eac.yaml --set noise.rate=0.3 --set name=r18_eac_n30
-  fer-train fit --config configs/fer2013_r18_eac.yaml --resume        # continue runs/<name>
+  fer-train fit --resume runs/r18_eac                  # continue a run with the config it started with
+  fer-train fit --resume runs/r18_eac --set train.epochs=60      # ... and extend it
   fer-train eval --run runs/r18_eac --split val
   fer-train export --run runs/r18_eac --out eac_r18.onnx --cam
   fer-train summarize --run runs/r18_eac          # summary.json + plots of a run stopped early
@@ -38,15 +39,20 @@ enum Command {
     /// at the next step and exports and summarizes the last finished epoch (`--resume` goes on).
     #[command(visible_alias = "train")]
     Fit {
-        /// Recipe file, e.g. configs/fer2013_r18_eac.yaml.
-        #[arg(long)]
-        config: PathBuf,
+        /// Recipe file, e.g. configs/fer2013_r18_eac.yaml (not with `--resume <RUN_DIR>`, which
+        /// reads the run's own config.yaml).
+        #[arg(long, value_name = "FILE.yaml")]
+        config: Option<PathBuf>,
         /// Override a config value: --set train.epochs=5 --set model.arch=mbv2 (values are YAML).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
-        /// Continue the run in <out_dir>/<name> from its last checkpoint.
-        #[arg(long)]
-        resume: bool,
+        /// Continue a run from its last checkpoint. `--resume runs/<name>`: with the config it was
+        /// started with, changed only by this command's --set (more epochs, a restart), each change
+        /// logged. After --config: the run <out_dir>/<name> it names, whose config.yaml may differ
+        /// only where this command's --set say so; any other difference (a --set left out, a
+        /// recipe edited since) is refused, listed key by key.
+        #[arg(long, value_name = "RUN_DIR", num_args = 0..=1)]
+        resume: Option<Option<PathBuf>>,
     },
     /// Print accuracy, mean class accuracy, macro-F1, each class's recall / precision / F1 and the
     /// confusion matrix of a checkpoint.
@@ -253,10 +259,10 @@ fn run() -> Result<()> {
     }
 }
 
-fn run_fit(config: PathBuf, overrides: Vec<String>, resume: bool) -> Result<()> {
-    let cfg = Config::load(&config, &overrides)?;
+fn run_fit(config: Option<PathBuf>, overrides: Vec<String>, resume: Option<Option<PathBuf>>) -> Result<()> {
+    let cfg = fit_config(config.as_deref(), &overrides, resume.as_ref())?;
     fer_train::train::stop_on_ctrl_c()?;
-    let mut trainer = Trainer::new(cfg, resume)?;
+    let mut trainer = Trainer::new(cfg, resume.is_some())?;
     let s = trainer.fit()?;
     if trainer.interrupted {
         print!("stopped by Ctrl-C after epoch {} of {} (`--resume` continues it); ", s.epochs, trainer.cfg.train.epochs);
@@ -278,6 +284,56 @@ fn run_fit(config: PathBuf, overrides: Vec<String>, resume: bool) -> Result<()> 
         std::process::exit(130); // as a shell reports a Ctrl-C'd command
     }
     Ok(())
+}
+
+/// The config `fit` trains with: the recipe and its --set; when resuming, the run's own
+/// config.yaml changed only where a --set says so (a recipe edited since the run started, or a
+/// --set left out, would silently change a run half-way through).
+fn fit_config(config: Option<&std::path::Path>, overrides: &[String], resume: Option<&Option<PathBuf>>) -> Result<Config> {
+    let show = |changes: &[fer_train::config::Change]| changes.iter().map(|c| format!("\n  {c}")).collect::<String>();
+    let (cfg, run) = match (config, resume) {
+        (Some(_), Some(Some(run))) => bail!(
+            "--resume {}: a run goes on with its own config.yaml; leave out --config (or name the run by --config and a bare --resume)",
+            run.display()
+        ),
+        (None, Some(Some(run))) => {
+            if let Some(o) = overrides.iter().find(|o| matches!(o.split('=').next(), Some("name" | "out_dir"))) {
+                bail!("--set {o}: a resumed run goes on in its own folder, {}", run.display());
+            }
+            if !run.join("config.yaml").is_file() {
+                bail!("--resume {}: no config.yaml there, so not a run folder (fit writes one into each run it starts)", run.display());
+            }
+            (Config::of_run(run, overrides)?, run.clone())
+        }
+        (Some(config), _) => {
+            let cfg = Config::load(config, overrides)?;
+            match resume {
+                Some(_) if cfg.run_dir().join("config.yaml").is_file() => {
+                    let run = cfg.run_dir();
+                    (cfg, run)
+                }
+                // Nothing to compare with: a fresh run, or a resume that Trainer::new refuses.
+                _ => return Ok(cfg),
+            }
+        }
+        (None, _) => bail!("fit needs a recipe: --config <FILE.yaml> (configs/ has one per method), or --resume <RUN_DIR> to continue a run"),
+    };
+    let mut started = Config::of_run(&run, &[])?;
+    (started.name, started.out_dir) = (cfg.name.clone(), cfg.out_dir.clone());
+    let (asked, unasked): (Vec<_>, Vec<_>) = cfg.changes_from(&started).into_iter().partition(|c| c.written_by(overrides).is_some());
+    if !unasked.is_empty() {
+        bail!(
+            "--resume: {} with this command's --set differs from {}, the config the run started with, where no --set asks for it (was -> now):{}\nTo go on with the run's own config: fer-train fit --resume {} [--set only what you mean to change]",
+            config.map_or("the recipe".into(), |c| c.display().to_string()),
+            run.join("config.yaml").display(),
+            show(&unasked),
+            run.display()
+        );
+    }
+    if !asked.is_empty() {
+        tracing::info!("resuming {} with changes from its config.yaml:{}", run.display(), show(&asked));
+    }
+    Ok(cfg)
 }
 
 fn run_eval(

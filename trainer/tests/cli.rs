@@ -203,6 +203,67 @@ fn ctrl_c_stops_fit_and_keeps_the_last_epoch() {
     }
 }
 
+/// `fit --resume <run dir>` goes on with the config the run started with, changed only by the
+/// command's --set (logged), also in a run folder copied to a new name; `--resume` after
+/// --config refuses a difference from the run's config.yaml that no --set asks for.
+#[test]
+fn resume_goes_on_with_the_runs_own_config() {
+    let dir = workdir("resume");
+    let data = write_data(&dir, 1);
+    let cfg = write_config(&dir, &data);
+    let c = cfg.to_str().unwrap();
+    let (run, copy) = (dir.join("runs/x"), dir.join("runs/y"));
+    let epochs_done = |run: &PathBuf| -> u64 {
+        let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
+        state["epochs_done"].as_u64().unwrap()
+    };
+    let (ok, err) = fer_train(&["fit", "--config", c, "--set", "train.seed=3"]);
+    assert!(ok, "{err}");
+
+    // The seed's --set left out: refused, with the key, both values and the way to go on.
+    let (ok, err) = fer_train(&["fit", "--config", c, "--set", "train.epochs=2", "--resume"]);
+    assert!(!ok, "{err}");
+    assert!(err.contains(&format!("differs from {}, the config the run started with", run.join("config.yaml").display())), "{err}");
+    assert!(err.contains("\n  train.seed: 3 -> 0\n") && !err.contains("train.epochs"), "only the unasked change: {err}");
+    assert!(err.contains(&format!("fer-train fit --resume {} [--set", run.display())), "{err}");
+    assert_eq!(epochs_done(&run), 1, "nothing trained");
+
+    // By its folder: its own config, with more epochs.
+    let (ok, err) = fer_train(&["fit", "--resume", run.to_str().unwrap(), "--set", "train.epochs=2"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("with changes from its config.yaml:\n  train.epochs: 1 -> 2"), "{err}");
+    assert_eq!(epochs_done(&run), 2);
+    let saved = std::fs::read_to_string(run.join("config.yaml")).unwrap();
+    assert!(saved.contains("epochs: 2") && saved.contains("seed: 3"), "{saved}");
+    // The same sets after --config as at the start (and the new length) are no difference.
+    let (ok, err) = fer_train(&["fit", "--config", c, "--set", "train.seed=3", "--set", "train.epochs=3", "--resume"]);
+    assert!(ok, "{err}");
+    assert_eq!(epochs_done(&run), 3);
+
+    // A copy of the folder goes on in the copy.
+    std::fs::create_dir_all(&copy).unwrap();
+    for e in std::fs::read_dir(&run).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, copy.join(p.file_name().unwrap())).unwrap();
+    }
+    let (ok, err) = fer_train(&["fit", "--resume", copy.to_str().unwrap(), "--set", "train.epochs=4"]);
+    assert!(ok, "{err}");
+    assert_eq!((epochs_done(&run), epochs_done(&copy)), (3, 4));
+
+    // What cannot be resumed says why.
+    let nothing = dir.join("nothing");
+    for (args, want) in [
+        (vec!["fit", "--resume", nothing.to_str().unwrap()], "no config.yaml there, so not a run folder"),
+        (vec!["fit"], "fit needs a recipe: --config <FILE.yaml>"),
+        (vec!["fit", "--resume"], "fit needs a recipe"),
+        (vec!["fit", "--config", c, "--resume", run.to_str().unwrap()], "leave out --config"),
+        (vec!["fit", "--resume", run.to_str().unwrap(), "--set", "name=z"], "--set name=z: a resumed run goes on in its own folder"),
+    ] {
+        let (ok, err) = fer_train(&args);
+        assert!(!ok && err.contains(want), "{args:?}: {err}");
+    }
+}
+
 /// `fer-train summarize` on what is not a run, a run without state.json, a corrupt state.json and
 /// one with no finished epoch: each error names the folder or file, and nothing is written.
 #[test]

@@ -194,6 +194,27 @@ fn resume_continues_exactly() {
     assert!(e.contains("train.channels_last=true"), "{e}");
 }
 
+/// One run, one trainer: a second trainer of a run another one holds is refused, naming the
+/// holder's process; once the first is gone (dropped, as when its process ends, however it ends)
+/// the run goes on.
+#[test]
+fn a_run_is_trained_by_one_trainer_at_a_time() {
+    let _turn = serial();
+    let (root, out) = dataset("lock");
+    let cfg = config(&root, &out, "held", 1, "{ name: ce }");
+    let mut first = Trainer::new(cfg.clone(), false).unwrap();
+    first.fit().unwrap();
+    let mut longer = cfg.clone();
+    longer.train.epochs = 2;
+    let e = Trainer::new(longer.clone(), true).err().expect("the run is held").to_string();
+    let holder = format!("process {}", std::process::id());
+    assert!(e.contains("held is being trained by another fer-train") && e.contains(&holder), "{e}");
+    drop(first);
+    let mut second = Trainer::new(longer, true).expect("free once the first is gone");
+    second.fit().unwrap();
+    assert_eq!(second.state.epochs_done, 2);
+}
+
 /// A start that fails (a data root that is not there, `--resume` of a run that never saved) leaves
 /// no empty run folder behind, and never touches a folder that was there before it.
 #[test]

@@ -17,6 +17,53 @@ pub enum CheckpointError {
     Invalid { path: PathBuf, what: String },
 }
 
+/// The run folder held by one training process: `<run>/.lock`, locked (`flock`) while the
+/// [`RunLock`] lives and released by the kernel when the process ends however it ends, so a
+/// crashed run never leaves a stale lock. Two `fit`s of one run would write over each other's
+/// checkpoints; the second is refused instead.
+#[derive(Debug)]
+pub struct RunLock {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl RunLock {
+    pub const FILE: &'static str = ".lock";
+
+    /// Takes the run folder `run_dir` (which exists), or says which process has it.
+    pub fn take(run_dir: &Path) -> anyhow::Result<RunLock> {
+        use std::io::{Read, Seek, Write};
+        let path = run_dir.join(Self::FILE);
+        let io = |e| CheckpointError::Io(path.clone(), e);
+        let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let pid = holder.trim();
+                let pid = if pid.is_empty() { "its process".to_string() } else { format!("process {pid}") };
+                anyhow::bail!(
+                    "{} is being trained by another fer-train ({pid}); two would overwrite each other's checkpoints: wait for it to end, or stop it first (Ctrl-C, or kill -INT, keeps its last finished epoch)",
+                    run_dir.display()
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e).into()),
+        }
+        // Who holds it, for the message above.
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        write!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(RunLock { file, path })
+    }
+
+    /// Lets the folder go and removes the lock file: for a start that failed in a folder it made.
+    pub fn remove(self) {
+        let _ = std::fs::remove_file(&self.path);
+        drop(self.file);
+    }
+}
+
 /// Writes `bytes` to `path` atomically (tmp file in the same directory, then rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     let tmp = tmp_name(path);

@@ -7,7 +7,7 @@
 //! uninterrupted run draws in epoch `e + 1`.
 
 use crate::augment::{Augment, Erase};
-use crate::checkpoint::{self, CheckpointError};
+use crate::checkpoint::{self, CheckpointError, RunLock};
 use crate::config::Config;
 use crate::data::{self, Dataset};
 use crate::ema::WeightEma;
@@ -136,6 +136,8 @@ pub struct Trainer {
     pub run_dir: PathBuf,
     /// `fit` ended early on Ctrl-C (see [`stop_on_ctrl_c`]); its summary is of the last finished epoch.
     pub interrupted: bool,
+    /// This process's hold on `run_dir` while the trainer lives.
+    lock: Option<RunLock>,
 }
 
 impl Trainer {
@@ -170,15 +172,30 @@ impl Trainer {
         // of decoding; and removed again if the start fails, so a typo leaves no empty run behind.
         let made = !run_dir.exists();
         std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-        let started = Self::start(cfg, resume, device, run_dir.clone());
-        if started.is_err() && made {
-            // remove_dir, not remove_dir_all: it only ever deletes an empty folder.
-            let _ = std::fs::remove_dir(&run_dir);
+        // Held until the trainer is dropped. Taken before the checks again: a fit started at the
+        // same moment may have saved its first checkpoint since.
+        let lock = RunLock::take(&run_dir)?;
+        if !resume && last.exists() {
+            bail!("{} already holds a run (started by another fit meanwhile); pass --resume to continue it", run_dir.display());
         }
-        started
+        let started = Self::start(cfg, resume, device, run_dir.clone());
+        match started {
+            Ok(mut trainer) => {
+                trainer.lock = Some(lock);
+                Ok(trainer)
+            }
+            Err(e) => {
+                if made {
+                    lock.remove();
+                    // remove_dir, not remove_dir_all: it only ever deletes an empty folder.
+                    let _ = std::fs::remove_dir(&run_dir);
+                }
+                Err(e)
+            }
+        }
     }
 
-    /// The part of [`Trainer::new`] after the run directory exists.
+    /// The part of [`Trainer::new`] after the run directory exists and is locked.
     fn start(cfg: Config, resume: bool, device: Device, run_dir: PathBuf) -> Result<Self> {
         let cache = cfg.splits.cache_dir.as_deref();
         let mut train = data::load_split_cached(&cfg.data, &cfg.splits.train, cache)?;
@@ -255,7 +272,7 @@ impl Trainer {
         let ema = ema.or_else(|| cfg.train.ema_decay.map(|decay| WeightEma::new(&vs, decay)));
         checkpoint::write_atomic(&run_dir.join("config.yaml"), cfg.to_yaml().as_bytes())?;
         checkpoint::write_atomic(&run_dir.join("classes.json"), serde_json::to_string(&train.classes)?.as_bytes())?;
-        Ok(Trainer { cfg, device, vs, model, opt, train, val, aug, teacher, ema, state, run_dir, interrupted: false })
+        Ok(Trainer { cfg, device, vs, model, opt, train, val, aug, teacher, ema, state, run_dir, interrupted: false, lock: None })
     }
 
     /// Trains the remaining epochs, then plots and exports. Returns the summary.

@@ -291,6 +291,14 @@ impl Trainer {
         if let Some(d) = self.cfg.train.ema_decay {
             tracing::info!("validating and exporting a moving average of the weights (decay {d} per step)");
         }
+        match self.state.epochs_done {
+            0 => {}
+            done if done >= epochs => tracing::info!(
+                "{}: {done} epochs trained already, of {epochs}: nothing to train, summarizing and exporting again (--set train.epochs=<more> goes on)",
+                self.run_dir.display()
+            ),
+            done => tracing::info!("going on from epoch {} of {epochs}", done + 1),
+        }
         for epoch in self.state.epochs_done..epochs {
             let rec = match self.train_epoch(epoch) {
                 Err(e) if e.is::<Interrupted>() => return self.finish_interrupted(epoch),

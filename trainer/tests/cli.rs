@@ -237,8 +237,11 @@ fn resume_goes_on_with_the_runs_own_config() {
     assert!(saved.contains("epochs: 2") && saved.contains("seed: 3"), "{saved}");
     // The same sets after --config as at the start (and the new length) are no difference.
     let (ok, err) = fer_train(&["fit", "--config", c, "--set", "train.seed=3", "--set", "train.epochs=3", "--resume"]);
-    assert!(ok, "{err}");
+    assert!(ok && err.contains("going on from epoch 3 of 3"), "{err}");
     assert_eq!(epochs_done(&run), 3);
+    // A finished run resumed as it is: said so, summarized and exported again.
+    let (ok, err) = fer_train(&["fit", "--resume", run.to_str().unwrap()]);
+    assert!(ok && err.contains("3 epochs trained already, of 3: nothing to train"), "{err}");
 
     // A copy of the folder goes on in the copy.
     std::fs::create_dir_all(&copy).unwrap();

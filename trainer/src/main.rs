@@ -14,7 +14,7 @@ use std::path::PathBuf;
     after_help = "Examples:
   fer-train fit --config configs/fer2013_r18_eac.yaml
   fer-train fit --config configs/fer2013_r18_eac.yaml --set noise.rate=0.3 --set name=r18_eac_n30
-  fer-train fit --resume runs/r18_eac                  # continue a run with the config it started with
+  fer-train fit --resume runs/r18_eac                  # continue a run with its own config
   fer-train fit --resume runs/r18_eac --set train.epochs=60      # ... and extend it
   fer-train eval --run runs/r18_eac --split val
   fer-train export --run runs/r18_eac --out eac_r18.onnx --cam
@@ -46,8 +46,8 @@ enum Command {
         /// Override a config value: --set train.epochs=5 --set model.arch=mbv2 (values are YAML).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
-        /// Continue a run from its last checkpoint. `--resume runs/<name>`: with the config it was
-        /// started with, changed only by this command's --set (more epochs, a restart), each change
+        /// Continue a run from its last checkpoint. `--resume runs/<name>`: with its own config (its
+        /// config.yaml), changed only by this command's --set (more epochs, a restart), each change
         /// logged. After --config: the run <out_dir>/<name> it names, whose config.yaml may differ
         /// only where this command's --set say so; any other difference (a --set left out, a
         /// recipe edited since) is refused, listed key by key.
@@ -323,7 +323,7 @@ fn fit_config(config: Option<&std::path::Path>, overrides: &[String], resume: Op
     let (asked, unasked): (Vec<_>, Vec<_>) = cfg.changes_from(&started).into_iter().partition(|c| c.written_by(overrides).is_some());
     if !unasked.is_empty() {
         bail!(
-            "--resume: {} with this command's --set differs from {}, the config the run started with, where no --set asks for it (was -> now):{}\nTo go on with the run's own config: fer-train fit --resume {} [--set only what you mean to change]",
+            "--resume: {} with this command's --set differs from {}, the config the run trains with, where no --set asks for it (was -> now):{}\nTo go on with the run's own config: fer-train fit --resume {} [--set only what you mean to change]",
             config.map_or("the recipe".into(), |c| c.display().to_string()),
             run.join("config.yaml").display(),
             show(&unasked),

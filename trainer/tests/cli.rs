@@ -203,7 +203,7 @@ fn ctrl_c_stops_fit_and_keeps_the_last_epoch() {
     }
 }
 
-/// `fit --resume <run dir>` goes on with the config the run started with, changed only by the
+/// `fit --resume <run dir>` goes on with the run's own config (config.yaml), changed only by the
 /// command's --set (logged), also in a run folder copied to a new name; `--resume` after
 /// --config refuses a difference from the run's config.yaml that no --set asks for.
 #[test]
@@ -223,7 +223,7 @@ fn resume_goes_on_with_the_runs_own_config() {
     // The seed's --set left out: refused, with the key, both values and the way to go on.
     let (ok, err) = fer_train(&["fit", "--config", c, "--set", "train.epochs=2", "--resume"]);
     assert!(!ok, "{err}");
-    assert!(err.contains(&format!("differs from {}, the config the run started with", run.join("config.yaml").display())), "{err}");
+    assert!(err.contains(&format!("differs from {}, the config the run trains with", run.join("config.yaml").display())), "{err}");
     assert!(err.contains("\n  train.seed: 3 -> 0\n") && !err.contains("train.epochs"), "only the unasked change: {err}");
     assert!(err.contains(&format!("fer-train fit --resume {} [--set", run.display())), "{err}");
     assert_eq!(epochs_done(&run), 1, "nothing trained");

@@ -38,6 +38,16 @@ pub struct EpochRecord {
     pub seconds: f64,
 }
 
+/// A duration as people read one on a progress line: `42s`, `4m06s`, `3h05m`.
+fn short_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
 /// What `state.json` holds between epochs.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunState {
@@ -299,6 +309,7 @@ impl Trainer {
             ),
             done => tracing::info!("going on from epoch {} of {epochs}", done + 1),
         }
+        let (started, first) = (std::time::Instant::now(), self.state.epochs_done);
         for epoch in self.state.epochs_done..epochs {
             let rec = match self.train_epoch(epoch) {
                 Err(e) if e.is::<Interrupted>() => return self.finish_interrupted(epoch),
@@ -312,15 +323,22 @@ impl Trainer {
                 rec.val.accuracy,
                 &mut self.state.scheduler,
             );
+            // How long is left, at this process's pace so far (validation and checkpoints included).
+            let per_epoch = started.elapsed().as_secs_f64() / (epoch + 1 - first) as f64;
+            let left = match epochs - epoch - 1 {
+                0 => String::new(),
+                n => format!("  ~{} left", short_duration(per_epoch * n as f64)),
+            };
             eprintln!(
-                "epoch {:>3}/{epochs}  loss {:.4}  train acc {:.2}%  val acc {:.2}%  mean-class {:.2}%  macro-F1 {:.3}  {:.0} img/s",
+                "epoch {:>3}/{epochs}  loss {:.4}  train acc {:.2}%  val acc {:.2}%  mean-class {:.2}%  macro-F1 {:.3}  {:.0} img/s  {}/epoch{left}",
                 epoch + 1,
                 rec.train_loss,
                 100.0 * rec.train_accuracy,
                 100.0 * rec.val.accuracy,
                 100.0 * rec.val.mean_class_accuracy,
                 rec.val.macro_f1,
-                rec.img_per_s
+                rec.img_per_s,
+                short_duration(per_epoch),
             );
             self.opt.lr = lr_next;
             self.state.history.push(rec);
@@ -621,6 +639,13 @@ pub fn write_metrics_csv(path: &Path, history: &[EpochRecord]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_read_as_on_a_progress_line() {
+        for (s, want) in [(0.4, "0s"), (42.0, "42s"), (59.6, "1m00s"), (246.0, "4m06s"), (3599.0, "59m59s"), (11100.0, "3h05m"), (-1.0, "0s")] {
+            assert_eq!(super::short_duration(s), want, "{s}");
+        }
+    }
+
     /// state.json is the record `fer-train summarize` and `--resume` rebuild from, so its floats
     /// must read back exactly (serde_json's `float_roundtrip`; its default parser is sometimes one
     /// unit in the last place off, which once made a rebuilt summary differ from fit's).

@@ -171,7 +171,7 @@ impl Trainer {
         let last = run_dir.join("last.safetensors");
         if !resume && last.exists() {
             bail!(
-                "{} already holds a run; pass --resume to continue it, or choose another name (--set name=...)",
+                "{0} already holds a run; continue it with `fer-train fit --resume {0}`, or choose another name (--set name=...)",
                 run_dir.display()
             );
         }
@@ -186,7 +186,7 @@ impl Trainer {
         // same moment may have saved its first checkpoint since.
         let lock = RunLock::take(&run_dir)?;
         if !resume && last.exists() {
-            bail!("{} already holds a run (started by another fit meanwhile); pass --resume to continue it", run_dir.display());
+            bail!("{0} already holds a run (started by another fit meanwhile); continue it with `fer-train fit --resume {0}`", run_dir.display());
         }
         let started = Self::start(cfg, resume, device, run_dir.clone());
         match started {

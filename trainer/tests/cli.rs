@@ -219,6 +219,9 @@ fn resume_goes_on_with_the_runs_own_config() {
     };
     let (ok, err) = fer_train(&["fit", "--config", c, "--set", "train.seed=3"]);
     assert!(ok, "{err}");
+    // Started again without --resume: refused, with the command that goes on.
+    let (ok, err) = fer_train(&["fit", "--config", c, "--set", "train.seed=3"]);
+    assert!(!ok && err.contains(&format!("already holds a run; continue it with `fer-train fit --resume {}`", run.display())), "{err}");
 
     // The seed's --set left out: refused, with the key, both values and the way to go on.
     let (ok, err) = fer_train(&["fit", "--config", c, "--set", "train.epochs=2", "--resume"]);

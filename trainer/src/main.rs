@@ -265,7 +265,12 @@ fn run_fit(config: Option<PathBuf>, overrides: Vec<String>, resume: Option<Optio
     let mut trainer = Trainer::new(cfg, resume.is_some())?;
     let s = trainer.fit()?;
     if trainer.interrupted {
-        print!("stopped by Ctrl-C after epoch {} of {} (`--resume` continues it); ", s.epochs, trainer.cfg.train.epochs);
+        print!(
+            "stopped by Ctrl-C after epoch {} of {} (`fer-train fit --resume {}` continues it); ",
+            s.epochs,
+            trainer.cfg.train.epochs,
+            trainer.run_dir.display()
+        );
     }
     println!(
         "{}: val acc {:.2}%{} (best {:.2}% at epoch {}, mean of last 5 {:.2}%), mean-class {:.2}%, macro-F1 {:.3}, {:.0} img/s{}",

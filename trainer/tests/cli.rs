@@ -179,7 +179,7 @@ fn ctrl_c_stops_fit_and_keeps_the_last_epoch() {
     let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!se.contains("panicked"), "{se}");
     assert_eq!(out.status.code(), Some(130), "stdout:\n{so}\nstderr:\n{se}");
-    assert!(so.contains("stopped by Ctrl-C after epoch") && so.contains("of 100000"), "{so}");
+    assert!(so.contains("stopped by Ctrl-C after epoch") && so.contains(&format!("of 100000 (`fer-train fit --resume {}` continues it)", run.display())), "{so}");
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
     assert_eq!(summary["epochs"], state["epochs_done"], "the summary is of the last finished epoch");

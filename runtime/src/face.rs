@@ -1091,6 +1091,13 @@ impl FaceFinder {
         }
     }
 
+    /// The gray picture a search of `img` reads ([`to_gray`]), or `None` when `img` is used
+    /// whole. For a stream, made on the thread that decodes the next frame while the one before is
+    /// tracked, and handed to [`FaceTracker::find_with_gray`](crate::track::FaceTracker::find_with_gray).
+    pub fn gray_for_search(&self, img: &DynamicImage) -> Option<GrayImage> {
+        self.searches(img).map(|_| to_gray(img))
+    }
+
     /// The cascade to search `img` with, or `None` when `img` is used whole (no detector, or in
     /// auto mode an image too small to be a photo).
     pub(crate) fn searches(&self, img: &DynamicImage) -> Option<&HaarCascade> {

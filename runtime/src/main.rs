@@ -431,7 +431,8 @@ fn subject(e: &FerError) -> String {
 /// Where an input's bytes come from: a file, or a frame of the image stream on stdin (`-`).
 enum Source {
     File(fer_runtime::Result<PathBuf>),
-    Frame(fer_runtime::Result<Vec<u8>>),
+    /// A stream's frame, decoded ahead ([`read_ahead`]), with the gray picture a search reads.
+    Frame(fer_runtime::Result<(DynamicImage, Option<image::GrayImage>)>),
 }
 
 /// One input after decoding and face finding.
@@ -574,17 +575,26 @@ fn run_predict(a: PredictArgs) -> Result<()> {
     let mut annotated = 0usize;
     let mut queue = items.into_iter().map(Source::File).zip(names);
     let chunks: Box<dyn Iterator<Item = Vec<(Source, String)>> + Send> = if from_stdin {
-        // One frame at a time, each answered before the next is read: a camera's frames are
-        // classified as they come, not when a batch has filled.
-        Box::new(FrameStream::new(std::io::stdin(), "stdin").map(|frame| {
+        // One frame at a time, each answered as soon as it is classified: a camera's frames are
+        // classified as they come, not when a batch has filled. Each is read and decoded (and
+        // made gray) on a thread of its own while the one before is searched for faces, which
+        // must go one frame after the other.
+        let finder = finder.clone();
+        Box::new(read_ahead(FrameStream::new(std::io::stdin(), "stdin").map(move |frame| {
             vec![match frame {
-                Ok(f) => (Source::Frame(Ok(f.bytes)), f.name),
+                Ok(f) => {
+                    let decoded = decode_image(&f.bytes, Path::new(&f.name), &limits).map(|img| {
+                        let gray = finder.gray_for_search(&img);
+                        (img, gray)
+                    });
+                    (Source::Frame(decoded), f.name)
+                }
                 Err(e) => {
                     let name = subject(&e);
                     (Source::Frame(Err(e)), name)
                 }
             }]
-        }))
+        })))
     } else {
         Box::new(
             std::iter::from_fn(move || Some(queue.by_ref().take(batch).collect::<Vec<_>>()))
@@ -616,13 +626,14 @@ fn run_predict(a: PredictArgs) -> Result<()> {
         chunk
             .into_par_iter()
             .map(|(source, name)| {
-                let image = match source {
-                    Source::File(path) => path.and_then(|p| load_image(&p, &limits)),
-                    Source::Frame(bytes) => bytes.and_then(|b| decode_image(&b, Path::new(&name), &limits)),
+                let (image, gray) = match source {
+                    Source::File(path) => (path.and_then(|p| load_image(&p, &limits)), None),
+                    Source::Frame(Ok((img, gray))) => (Ok(img), gray),
+                    Source::Frame(Err(e)) => (Err(e), None),
                 };
                 let found = |img: &DynamicImage| match &tracker {
                     // A poisoned lock held no broken invariant: the tracker state is whole boxes.
-                    Some(t) => t.lock().unwrap_or_else(|e| e.into_inner()).find(img),
+                    Some(t) => t.lock().unwrap_or_else(|e| e.into_inner()).find_with_gray(img, gray),
                     None => finder.find(img),
                 };
                 let (faces, picture) = match image {
@@ -822,6 +833,21 @@ fn overlapped<C: Send, D: Send, R: Send>(
             rx.into_iter().try_for_each(|decoded| emit(infer(decoded)))
         }),
     }
+}
+
+/// `items` made on a thread of their own, one ahead of the caller, who gets them in order: a
+/// stream's next frame is read and decoded while the caller works on the one before. The thread
+/// ends at its next item once the iterator is dropped.
+fn read_ahead<T: Send + 'static>(items: impl Iterator<Item = T> + Send + 'static) -> impl Iterator<Item = T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::spawn(move || {
+        for item in items {
+            if tx.send(item).is_err() {
+                break;
+            }
+        }
+    });
+    rx.into_iter()
 }
 
 /// Runs every face of `items` through the model, `batch` faces per call.
@@ -1193,6 +1219,29 @@ mod tests {
             let err = parse_split(text).unwrap_err();
             assert!(err.contains(why), "{text}: {err}");
         }
+    }
+
+    /// A stream's frames read ahead come in their order, and the reading thread stops once the
+    /// reader is gone instead of reading the stream on.
+    #[test]
+    fn read_ahead_keeps_the_order_and_stops_when_dropped() {
+        assert_eq!(read_ahead(0..50).collect::<Vec<_>>(), (0..50).collect::<Vec<_>>());
+        let (made_tx, made) = mpsc::channel();
+        let endless = (0..).inspect(move |i| made_tx.send(*i).unwrap());
+        let mut frames = read_ahead(endless);
+        assert_eq!((frames.next(), frames.next()), (Some(0), Some(1)));
+        drop(frames);
+        // The thread ends (and drops its sender) after at most the item in the channel and the
+        // one it was sending.
+        let mut count = 0;
+        loop {
+            match made.recv_timeout(std::time::Duration::from_secs(20)) {
+                Ok(_) => count += 1,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("the reading thread went on after its reader was dropped"),
+            }
+        }
+        assert!(count <= 4, "{count} items made");
     }
 
     #[test]

@@ -81,12 +81,19 @@ impl<'f> FaceTracker<'f> {
 
     /// The regions to classify in the next frame, as [`FaceFinder::find`] gives them.
     pub fn find(&mut self, img: &DynamicImage) -> Faces {
+        self.find_with_gray(img, None)
+    }
+
+    /// [`FaceTracker::find`] given the frame's gray picture, made beforehand (on another thread)
+    /// by [`FaceFinder::gray_for_search`]; the same faces. A gray picture of another size than
+    /// `img` is not used.
+    pub fn find_with_gray(&mut self, img: &DynamicImage, gray: Option<GrayImage>) -> Faces {
         let Some(cascade) = self.finder.searches(img) else {
             self.last.clear();
             self.sweep = None;
             return self.finder.find(img);
         };
-        let gray = to_gray(img);
+        let gray = gray.filter(|g| g.dimensions() == (img.width(), img.height())).unwrap_or_else(|| to_gray(img));
         let size = gray.dimensions();
         let followed = match self.every > 1 && size == self.last_size {
             true => self.follow(cascade, &gray),

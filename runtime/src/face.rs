@@ -447,26 +447,21 @@ impl HaarCascade {
     /// single-precision evaluation and grouping (`tests/detector_vs_opencv.rs` holds it to
     /// OpenCV's own answers), after shrinking a photo larger than `params.max_side`.
     pub fn detect(&self, gray: &GrayImage, params: &HaarParams) -> Vec<BBox> {
+        self.detect_with(gray, None, params)
+    }
+
+    /// [`HaarCascade::detect`] with `gray` already shrunk to the searched size (`shrunk`, not
+    /// used unless of that size), as [`SearchPicture`] holds it.
+    pub(crate) fn detect_with(&self, gray: &GrayImage, shrunk: Option<&GrayImage>, params: &HaarParams) -> Vec<BBox> {
         let pyramid = self.pyramid(gray.dimensions(), params);
-        let raw = self.raw_windows(gray, &pyramid, 0..pyramid.scales.len());
+        let raw = self.raw_windows(gray, shrunk, &pyramid, 0..pyramid.scales.len());
         group_faces(&raw, params)
     }
 
     /// The pyramid a search of an image of `size` walks, as OpenCV's scales: the factor grows in
     /// double precision and each level keeps it in single.
     pub(crate) fn pyramid(&self, size: (u32, u32), params: &HaarParams) -> Pyramid {
-        let (w0, h0) = size;
-        // Big photos are shrunk first; `pre` maps boxes back to source pixels.
-        let longest = w0.max(h0);
-        let (searched, pre) = if params.max_side > 0 && longest > params.max_side {
-            let r = params.max_side as f64 / longest as f64;
-            (
-                (((w0 as f64 * r).round() as u32).max(1), ((h0 as f64 * r).round() as u32).max(1)),
-                longest as f64 / params.max_side as f64,
-            )
-        } else {
-            (size, 1.0)
-        };
+        let (searched, pre) = searched_size(size, params);
         let (ww, wh) = self.window;
         let step = params.scale_factor.max(1.01);
         let mut scales: Vec<f32> = Vec::new();
@@ -496,8 +491,9 @@ impl HaarCascade {
     }
 
     /// The windows of `gray` that pass the whole cascade at the pyramid's levels `levels`
-    /// (before grouping), in source pixels. `gray` is the size the pyramid was made for.
-    pub(crate) fn raw_windows(&self, gray: &GrayImage, pyramid: &Pyramid, levels: Range<usize>) -> Vec<BBox> {
+    /// (before grouping), in source pixels. `gray` is the size the pyramid was made for; `shrunk`,
+    /// if given and of the searched size, is `gray` shrunk to it already.
+    pub(crate) fn raw_windows(&self, gray: &GrayImage, shrunk: Option<&GrayImage>, pyramid: &Pyramid, levels: Range<usize>) -> Vec<BBox> {
         debug_assert_eq!(gray.dimensions(), pyramid.source);
         let scales = &pyramid.scales[levels];
         if scales.is_empty() || gray.dimensions() != pyramid.source {
@@ -505,11 +501,13 @@ impl HaarCascade {
         }
         let pre = pyramid.pre;
         let shrunk_photo;
-        let img = if pyramid.searched == pyramid.source {
-            gray
-        } else {
-            shrunk_photo = crate::resize::gray(gray, pyramid.searched.0, pyramid.searched.1);
-            &shrunk_photo
+        let img = match shrunk.filter(|s| s.dimensions() == pyramid.searched) {
+            _ if pyramid.searched == pyramid.source => gray,
+            Some(shrunk) => shrunk,
+            None => {
+                shrunk_photo = crate::resize::gray(gray, pyramid.searched.0, pyramid.searched.1);
+                &shrunk_photo
+            }
         };
         let (ww, wh) = self.window;
         scales
@@ -565,6 +563,42 @@ impl HaarCascade {
                     .collect::<Vec<BBox>>()
             })
             .collect()
+    }
+}
+
+/// The size a picture of `size` is searched at (shrunk when its longer side is over
+/// `params.max_side`), and the source pixels per searched pixel.
+fn searched_size(size: (u32, u32), params: &HaarParams) -> ((u32, u32), f64) {
+    let (w0, h0) = size;
+    let longest = w0.max(h0);
+    if params.max_side > 0 && longest > params.max_side {
+        let r = params.max_side as f64 / longest as f64;
+        (
+            (((w0 as f64 * r).round() as u32).max(1), ((h0 as f64 * r).round() as u32).max(1)),
+            longest as f64 / params.max_side as f64,
+        )
+    } else {
+        (size, 1.0)
+    }
+}
+
+/// A picture as a search reads it: gray, and for one past `max_side` that gray picture shrunk to
+/// the size searched. Made by [`FaceFinder::prepare`] (for a stream, on the thread that decodes
+/// the next frame while the one before is searched) for
+/// [`FaceTracker::find_prepared`](crate::track::FaceTracker::find_prepared).
+#[derive(Debug, Clone)]
+pub struct SearchPicture {
+    pub(crate) gray: GrayImage,
+    /// `gray` at the searched size, when that is smaller.
+    pub(crate) shrunk: Option<GrayImage>,
+}
+
+impl SearchPicture {
+    /// `gray` made ready for searches with `params`.
+    pub(crate) fn new(gray: GrayImage, params: &HaarParams) -> SearchPicture {
+        let ((w, h), _) = searched_size(gray.dimensions(), params);
+        let shrunk = ((w, h) != gray.dimensions()).then(|| crate::resize::gray(&gray, w, h));
+        SearchPicture { gray, shrunk }
     }
 }
 
@@ -1091,11 +1125,12 @@ impl FaceFinder {
         }
     }
 
-    /// The gray picture a search of `img` reads ([`to_gray`]), or `None` when `img` is used
-    /// whole. For a stream, made on the thread that decodes the next frame while the one before is
-    /// tracked, and handed to [`FaceTracker::find_with_gray`](crate::track::FaceTracker::find_with_gray).
-    pub fn gray_for_search(&self, img: &DynamicImage) -> Option<GrayImage> {
-        self.searches(img).map(|_| to_gray(img))
+    /// What a search of `img` reads ([`SearchPicture`]: [`to_gray`], shrunk past `max_side`), or
+    /// `None` when `img` is used whole. For a stream, made on the thread that decodes the next
+    /// frame while the one before is tracked, and handed to
+    /// [`FaceTracker::find_prepared`](crate::track::FaceTracker::find_prepared).
+    pub fn prepare(&self, img: &DynamicImage) -> Option<SearchPicture> {
+        self.searches(img).map(|_| SearchPicture::new(to_gray(img), &self.params))
     }
 
     /// The cascade to search `img` with, or `None` when `img` is used whole (no detector, or in
@@ -1264,7 +1299,7 @@ mod tests {
         for img in [&photo, &frame, &large] {
             let pyramid = c.pyramid(img.dimensions(), &params);
             assert!(pyramid.levels() > 10, "{} levels", pyramid.levels());
-            let whole = c.raw_windows(img, &pyramid, 0..pyramid.levels());
+            let whole = c.raw_windows(img, None, &pyramid, 0..pyramid.levels());
             let faces = c.detect(img, &params);
             assert!(!faces.is_empty() && whole.len() > faces.len());
             let costs: Vec<u64> = (0..pyramid.levels()).map(|i| pyramid.windows(i)).collect();
@@ -1278,7 +1313,7 @@ mod tests {
                     let cost: u64 = costs[r.clone()].iter().sum();
                     assert!(cost <= total / n as u64 + largest, "{n}: run {r:?} costs {cost} of {total}");
                 }
-                let in_runs: Vec<BBox> = runs.iter().flat_map(|r| c.raw_windows(img, &pyramid, r.clone())).collect();
+                let in_runs: Vec<BBox> = runs.iter().flat_map(|r| c.raw_windows(img, None, &pyramid, r.clone())).collect();
                 assert_eq!(in_runs, whole, "{n} runs");
                 assert_eq!(group_faces(&in_runs, &params), faces);
             }
@@ -1289,7 +1324,7 @@ mod tests {
         let tiny = GrayImage::new(10, 10);
         let pyramid = c.pyramid(tiny.dimensions(), &params);
         assert_eq!((pyramid.levels(), pyramid.runs(5).len()), (0, 0));
-        assert!(c.raw_windows(&tiny, &pyramid, 0..0).is_empty());
+        assert!(c.raw_windows(&tiny, None, &pyramid, 0..0).is_empty());
         for empty in [GrayImage::new(0, 0), GrayImage::new(0, 2000)] {
             assert!(c.detect(&empty, &params).is_empty());
         }

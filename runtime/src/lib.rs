@@ -78,7 +78,7 @@ mod test_rng;
 
 pub use backend::{ort_available, prefer_tile_use_kernels, prepare_tract_graph, Backend, Device, Engine, Outputs};
 pub use error::{FerError, Result};
-pub use face::{BBox, Detect, Face, FaceFinder, Faces, HaarCascade, HaarParams};
+pub use face::{BBox, Detect, Face, FaceFinder, Faces, HaarCascade, HaarParams, SearchPicture};
 pub use inputs::collect_inputs;
 pub use metadata::{ColorMode, EvalView, Metadata, ModelInfo};
 pub use model::{Model, Prediction};

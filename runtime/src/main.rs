@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use fer_runtime::{
     annotate, bench, cam, collect_inputs, decode_image, load_image, output,
     stream::{FrameStream, MjpegWriter, Rotation, Split},
-    track::FaceTracker, Backend, Detect, Device, FaceFinder, Faces, FerError, ImageLimits, Model, ModelInfo, Prediction, Tta,
+    track::FaceTracker, Backend, Detect, Device, FaceFinder, Faces, FerError, ImageLimits, Model, ModelInfo, Prediction, SearchPicture, Tta,
 };
 use image::DynamicImage;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -431,8 +431,8 @@ fn subject(e: &FerError) -> String {
 /// Where an input's bytes come from: a file, or a frame of the image stream on stdin (`-`).
 enum Source {
     File(fer_runtime::Result<PathBuf>),
-    /// A stream's frame, decoded ahead ([`read_ahead`]), with the gray picture a search reads.
-    Frame(fer_runtime::Result<(DynamicImage, Option<image::GrayImage>)>),
+    /// A stream's frame, decoded ahead ([`read_ahead`]), with what a search of it reads.
+    Frame(fer_runtime::Result<(DynamicImage, Option<SearchPicture>)>),
 }
 
 /// One input after decoding and face finding.
@@ -578,14 +578,14 @@ fn run_predict(a: PredictArgs) -> Result<()> {
         // One frame at a time, each answered as soon as it is classified: a camera's frames are
         // classified as they come, not when a batch has filled. Each is read and decoded (and
         // made gray) on a thread of its own while the one before is searched for faces, which
-        // must go one frame after the other.
+        // must go one frame after the other (and shrunk, past the detector's max_side).
         let finder = finder.clone();
         Box::new(read_ahead(FrameStream::new(std::io::stdin(), "stdin").map(move |frame| {
             vec![match frame {
                 Ok(f) => {
                     let decoded = decode_image(&f.bytes, Path::new(&f.name), &limits).map(|img| {
-                        let gray = finder.gray_for_search(&img);
-                        (img, gray)
+                        let picture = finder.prepare(&img);
+                        (img, picture)
                     });
                     (Source::Frame(decoded), f.name)
                 }
@@ -626,14 +626,14 @@ fn run_predict(a: PredictArgs) -> Result<()> {
         chunk
             .into_par_iter()
             .map(|(source, name)| {
-                let (image, gray) = match source {
+                let (image, picture) = match source {
                     Source::File(path) => (path.and_then(|p| load_image(&p, &limits)), None),
-                    Source::Frame(Ok((img, gray))) => (Ok(img), gray),
+                    Source::Frame(Ok((img, picture))) => (Ok(img), picture),
                     Source::Frame(Err(e)) => (Err(e), None),
                 };
                 let found = |img: &DynamicImage| match &tracker {
                     // A poisoned lock held no broken invariant: the tracker state is whole boxes.
-                    Some(t) => t.lock().unwrap_or_else(|e| e.into_inner()).find_with_gray(img, gray),
+                    Some(t) => t.lock().unwrap_or_else(|e| e.into_inner()).find_prepared(img, picture),
                     None => finder.find(img),
                 };
                 let (faces, picture) = match image {

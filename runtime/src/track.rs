@@ -17,7 +17,7 @@
 //! spans are neighbours, searched in the same frame or in neighbouring ones, so a face moving
 //! while the sweep goes on still gathers its windows into one group.
 
-use crate::face::{group_faces, BBox, FaceFinder, Faces, HaarCascade, HaarParams, Pyramid};
+use crate::face::{group_faces, BBox, FaceFinder, Faces, HaarCascade, HaarParams, Pyramid, SearchPicture};
 use crate::preprocess::to_gray;
 use image::{imageops, DynamicImage, GrayImage};
 use std::ops::Range;
@@ -81,33 +81,34 @@ impl<'f> FaceTracker<'f> {
 
     /// The regions to classify in the next frame, as [`FaceFinder::find`] gives them.
     pub fn find(&mut self, img: &DynamicImage) -> Faces {
-        self.find_with_gray(img, None)
+        self.find_prepared(img, None)
     }
 
-    /// [`FaceTracker::find`] given the frame's gray picture, made beforehand (on another thread)
-    /// by [`FaceFinder::gray_for_search`]; the same faces. A gray picture of another size than
-    /// `img` is not used.
-    pub fn find_with_gray(&mut self, img: &DynamicImage, gray: Option<GrayImage>) -> Faces {
+    /// [`FaceTracker::find`] given what the search reads, made beforehand (on another thread) by
+    /// [`FaceFinder::prepare`]; the same faces. A picture of another size than `img` is not used.
+    pub fn find_prepared(&mut self, img: &DynamicImage, picture: Option<SearchPicture>) -> Faces {
         let Some(cascade) = self.finder.searches(img) else {
             self.last.clear();
             self.sweep = None;
             return self.finder.find(img);
         };
-        let gray = gray.filter(|g| g.dimensions() == (img.width(), img.height())).unwrap_or_else(|| to_gray(img));
-        let size = gray.dimensions();
+        let picture = picture
+            .filter(|p| p.gray.dimensions() == (img.width(), img.height()))
+            .unwrap_or_else(|| SearchPicture::new(to_gray(img), &self.finder.params));
+        let size = picture.gray.dimensions();
         let followed = match self.every > 1 && size == self.last_size {
-            true => self.follow(cascade, &gray),
+            true => self.follow(cascade, &picture.gray),
             false => None,
         };
         let boxes = match followed {
             Some(mut boxes) => {
-                self.sweep_on(cascade, &gray, &mut boxes);
+                self.sweep_on(cascade, &picture, &mut boxes);
                 boxes
             }
             None => {
                 self.sweep = None;
                 self.full_searches += 1;
-                cascade.detect(&gray, &self.finder.params)
+                cascade.detect_with(&picture.gray, picture.shrunk.as_ref(), &self.finder.params)
             }
         };
         self.last.clone_from(&boxes);
@@ -163,7 +164,8 @@ impl<'f> FaceTracker<'f> {
 
     /// Searches this frame's run of the sweep (starting a sweep if none is under way); when it
     /// was the last run, adds the faces the sweep found that are not among `followed`.
-    fn sweep_on(&mut self, cascade: &HaarCascade, gray: &GrayImage, followed: &mut Vec<BBox>) {
+    fn sweep_on(&mut self, cascade: &HaarCascade, picture: &SearchPicture, followed: &mut Vec<BBox>) {
+        let gray = &picture.gray;
         let params = &self.finder.params;
         let sweep = self.sweep.get_or_insert_with(|| {
             let pyramid = cascade.pyramid(gray.dimensions(), params);
@@ -175,7 +177,7 @@ impl<'f> FaceTracker<'f> {
             }
         });
         if let Some(run) = sweep.runs.get(sweep.done) {
-            sweep.windows.extend(cascade.raw_windows(gray, &sweep.pyramid, run.clone()));
+            sweep.windows.extend(cascade.raw_windows(gray, picture.shrunk.as_ref(), &sweep.pyramid, run.clone()));
             sweep.done += 1;
         }
         if sweep.done < sweep.runs.len() {

@@ -109,16 +109,16 @@ fn tracking_follows_faces_in_frames_enlarged(k: u32) {
     // The face drifts right and down and comes closer; at frame 7 a second face comes in.
     let frame = |i: u32| enlarged(close_up(&portrait, 240 + 4 * i, (40 + 8 * i as i64, 20 + 4 * i as i64), i >= 7));
     let mut tracker = FaceTracker::new(&finder, 5);
-    // The same frames with their gray pictures made beforehand, as fer-run's reader thread makes
-    // them: the same faces.
-    let mut given_gray = FaceTracker::new(&finder, 5);
+    // The same frames with what the search reads made beforehand (gray, shrunk past max_side), as
+    // fer-run's reader thread makes it: the same faces.
+    let mut prepared = FaceTracker::new(&finder, 5);
     let mut newcomer_found = None;
     for i in 0..16 {
         let img = frame(i);
         let full = boxes(&finder.find(&img));
         let tracked = tracker.find(&img);
         let got = boxes(&tracked);
-        assert_eq!(boxes(&given_gray.find_with_gray(&img, finder.gray_for_search(&img))), got, "frame {i}");
+        assert_eq!(boxes(&prepared.find_prepared(&img, finder.prepare(&img))), got, "frame {i}");
         assert_eq!(full.len(), if i >= 7 { 2 } else { 1 }, "frame {i}: the full search finds {full:?}");
         // Every face tracked is one the full search finds, in nearly its box.
         for g in &got {
@@ -158,11 +158,11 @@ fn tracking_follows_faces_in_frames_enlarged(k: u32) {
     let smaller = image::DynamicImage::ImageRgb8(image::imageops::crop_imm(&frame(3).to_rgb8(), 0, 0, 600 * k, 440 * k).to_image());
     assert_eq!(boxes(&tracker.find(&smaller)).len(), 1);
     assert_eq!(tracker.full_searches(), 3);
-    // A gray picture of another size than the frame is not used; a picture used whole has none.
+    // What was prepared for a frame of another size is not used; a picture used whole has nothing.
     let mut fresh = FaceTracker::new(&finder, 5);
-    let blank = image::GrayImage::new(width / 2, height / 2);
-    assert_eq!(boxes(&fresh.find_with_gray(&frame(3), Some(blank))), boxes(&finder.find(&frame(3))));
-    assert!(finder.gray_for_search(&image::DynamicImage::new_rgb8(40, 40)).is_none());
+    let blank = finder.prepare(&image::DynamicImage::new_rgb8(width / 2, height / 2));
+    assert_eq!(boxes(&fresh.find_prepared(&frame(3), blank)), boxes(&finder.find(&frame(3))));
+    assert!(finder.prepare(&image::DynamicImage::new_rgb8(40, 40)).is_none());
 
     // Every frame searched whole: the finder's answers exactly.
     let mut every_frame = FaceTracker::new(&finder, 1);

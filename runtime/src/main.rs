@@ -576,9 +576,9 @@ fn run_predict(a: PredictArgs) -> Result<()> {
     let mut queue = items.into_iter().map(Source::File).zip(names);
     let chunks: Box<dyn Iterator<Item = Vec<(Source, String)>> + Send> = if from_stdin {
         // One frame at a time, each answered as soon as it is classified: a camera's frames are
-        // classified as they come, not when a batch has filled. Each is read and decoded (and
-        // made gray) on a thread of its own while the one before is searched for faces, which
-        // must go one frame after the other (and shrunk, past the detector's max_side).
+        // classified as they come, not when a batch has filled. Each is read, decoded, made gray
+        // and (past the detector's max_side) shrunk on a thread of its own while the one before
+        // is searched for faces, which must go one frame after the other.
         let finder = finder.clone();
         Box::new(read_ahead(FrameStream::new(std::io::stdin(), "stdin").map(move |frame| {
             vec![match frame {

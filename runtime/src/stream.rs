@@ -84,6 +84,21 @@ impl Naming {
 /// tens of kilobytes.
 pub const MJPEG_QUALITY: u8 = 85;
 
+/// `frame` as a JPEG of [`MJPEG_QUALITY`], as [`MjpegWriter`] writes each frame: colour kept at
+/// full resolution (4:4:4, as `image`'s encoder wrote it: a box's edge and a tag's letters are
+/// thin and coloured).
+pub fn encode_jpeg(frame: &image::RgbImage) -> Result<Vec<u8>> {
+    let failed = |reason: String| image::ImageError::Encoding(image::error::EncodingError::new(image::ImageFormat::Jpeg.into(), reason));
+    let (Ok(width), Ok(height)) = (u16::try_from(frame.width()), u16::try_from(frame.height())) else {
+        return Err(failed(format!("a JPEG is at most 65535 pixels a side, this frame is {}x{}", frame.width(), frame.height())).into());
+    };
+    let mut jpeg = Vec::with_capacity(frame.as_raw().len() / 8);
+    let mut encoder = jpeg_encoder::Encoder::new(&mut jpeg, MJPEG_QUALITY);
+    encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_4_4);
+    encoder.encode(frame.as_raw(), width, height, jpeg_encoder::ColorType::Rgb).map_err(|e| failed(e.to_string()))?;
+    Ok(jpeg)
+}
+
 impl MjpegWriter {
     /// Creates (or truncates) the file at `path`, and its folder; every frame goes into it.
     pub fn create(path: &Path) -> Result<MjpegWriter> {
@@ -183,8 +198,7 @@ impl MjpegWriter {
     /// [`MjpegWriter::push`] of a frame written at `now`.
     fn push_at(&mut self, frame: &image::RgbImage, now: Instant) -> Result<()> {
         use std::io::Write;
-        let mut jpeg = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, MJPEG_QUALITY).encode_image(frame)?;
+        let jpeg = encode_jpeg(frame)?;
         let mut removed = Ok(());
         if self.out.is_none() {
             self.open_file()?;
@@ -689,6 +703,31 @@ mod tests {
         assert!(got[0].as_ref().unwrap().bytes == jpeg);
     }
 
+    /// A frame's thin coloured lines (a box's edge, a tag's letters) keep their colour: its
+    /// JPEG keeps colour at full resolution, where 4:2:0 would average a 2-pixel red line with
+    /// the white beside it into pink. A frame past JPEG's 65535 pixels a side is an error.
+    #[test]
+    fn a_frames_jpeg_keeps_thin_coloured_lines() {
+        let mut frame = RgbImage::from_pixel(64, 48, Rgb([255, 255, 255]));
+        for y in 0..48 {
+            for x in 21..23 {
+                frame.put_pixel(x, y, Rgb([220, 20, 20]));
+            }
+        }
+        let back = image::load_from_memory_with_format(&encode_jpeg(&frame).unwrap(), ImageFormat::Jpeg).unwrap().to_rgb8();
+        assert_eq!(back.dimensions(), (64, 48));
+        for y in [0, 20, 47] {
+            for x in 21..23 {
+                let Rgb([r, g, b]) = *back.get_pixel(x, y);
+                assert!(r > 190 && g < 70 && b < 70, "line pixel {x},{y} came back as {r},{g},{b}, not red");
+            }
+            let Rgb([r, g, b]) = *back.get_pixel(10, y);
+            assert!(r > 240 && g > 240 && b > 240, "white pixel 10,{y} came back as {r},{g},{b}");
+        }
+        let err = encode_jpeg(&RgbImage::new(65536, 1)).unwrap_err().to_string();
+        assert!(err.contains("65535") && err.contains("65536x1"), "{err}");
+    }
+
     /// A recording split by size: each file ends with the frame that reaches the limit, the next
     /// files take the next free numbers (an earlier recording's files are skipped, never
     /// overwritten), `keep` removes only this recording's oldest files, and no empty file is left.
@@ -702,9 +741,7 @@ mod tests {
         std::fs::write(dir.join("v_2.mjpeg"), b"earlier 2").unwrap();
         let shots: Vec<RgbImage> = (0..7).map(|i| picture(40, 30, i)).collect();
         let jpeg_len = |img: &RgbImage| {
-            let mut j = Vec::new();
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut j, MJPEG_QUALITY).encode_image(img).unwrap();
-            j.len() as u64
+            encode_jpeg(img).unwrap().len() as u64
         };
         // Two frames fill a file: the limit is over one frame and at most two.
         let max_bytes = shots.iter().map(jpeg_len).max().unwrap() + 1;

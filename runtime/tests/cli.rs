@@ -570,14 +570,7 @@ fn a_streams_pictures_go_into_motion_jpeg_files() {
         assert_eq!(frames.len(), 3, "{}", video.display());
         frames
     };
-    let as_jpeg = |png: std::path::PathBuf| {
-        let mut jpeg = Vec::new();
-        let quality = fer_runtime::stream::MJPEG_QUALITY;
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, quality)
-            .encode_image(&image::open(&png).unwrap().to_rgb8())
-            .unwrap();
-        jpeg
-    };
+    let as_jpeg = |png: std::path::PathBuf| fer_runtime::stream::encode_jpeg(&image::open(&png).unwrap().to_rgb8()).unwrap();
     let annotated = frames(dir.join("stdin_annotated.mjpeg"));
     let cams = frames(dir.join("cams/stdin_cam.mjpeg"));
     for (i, name) in names.iter().enumerate() {
@@ -724,10 +717,7 @@ fn a_streams_cam_frames_paint_each_face_where_it_is() {
         assert_eq!(overlay.dimensions(), (crop.w, crop.h), "face {i}");
         image::imageops::replace(&mut want, &overlay, crop.x as i64, crop.y as i64);
     }
-    let mut want_jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut want_jpeg, fer_runtime::stream::MJPEG_QUALITY)
-        .encode_image(&want)
-        .unwrap();
+    let want_jpeg = fer_runtime::stream::encode_jpeg(&want).unwrap();
     assert!(std::fs::read(video.join("stdin_cam.mjpeg")).unwrap() == want_jpeg, "the CAM frame differs");
 }
 

@@ -704,8 +704,9 @@ mod tests {
     }
 
     /// A frame's thin coloured lines (a box's edge, a tag's letters) keep their colour: its
-    /// JPEG keeps colour at full resolution, where 4:2:0 would average a 2-pixel red line with
-    /// the white beside it into pink. A frame past JPEG's 65535 pixels a side is an error.
+    /// JPEG keeps colour at full resolution, where 4:2:0 would average a 2-pixel red line's colour
+    /// with the white beside it (220,20,20 came back 116,63,69). A frame past JPEG's 65535 pixels
+    /// a side is an error.
     #[test]
     fn a_frames_jpeg_keeps_thin_coloured_lines() {
         let mut frame = RgbImage::from_pixel(64, 48, Rgb([255, 255, 255]));

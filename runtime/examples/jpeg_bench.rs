@@ -1,7 +1,11 @@
 //! Times encoding one frame as `fer-run -`'s videos do ([`stream::encode_jpeg`], the
 //! `jpeg-encoder` crate, 4:4:4) against the `image` crate's JPEG encoder that wrote them before,
 //! at the same quality, and prints for each the milliseconds a frame (median of `rounds`), the
-//! bytes and the PSNR of the decoded frame against the original.
+//! bytes and the PSNR of the decoded frame against the original. A third row is `jpeg-encoder` at
+//! 4:2:0 (colour at half resolution), faster but not used: it washes out thin coloured lines
+//! (`stream::tests::a_frames_jpeg_keeps_thin_coloured_lines`). The crate's AVX2 code is used where
+//! the CPU has it; to time the portable code an ARM build runs, drop `simd` from its features in
+//! the workspace `Cargo.toml`.
 //!
 //! `cargo run --release -p fer-runtime --example jpeg_bench -- <picture> [width height] [rounds]`
 //! (default 640 480 50; the picture is resized to that size first, as a camera frame).
@@ -24,7 +28,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, MJPEG_QUALITY).encode_image(f)?;
         Ok(jpeg)
     };
-    for (name, encode) in [("jpeg-encoder (fer-run)", by_fer), ("image", by_image)] {
+    let by_fer_420: &Encode = &|f| {
+        let mut jpeg = Vec::new();
+        let mut encoder = jpeg_encoder::Encoder::new(&mut jpeg, MJPEG_QUALITY);
+        encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_2_0);
+        encoder.encode(f.as_raw(), f.width() as u16, f.height() as u16, jpeg_encoder::ColorType::Rgb)?;
+        Ok(jpeg)
+    };
+    let encoders = [("jpeg-encoder (fer-run)", by_fer), ("image", by_image), ("jpeg-encoder 4:2:0 (not used)", by_fer_420)];
+    for (name, encode) in encoders {
         let mut times = Vec::new();
         let mut jpeg = Vec::new();
         for _ in 0..rounds {

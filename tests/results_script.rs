@@ -3,6 +3,7 @@
 //! tiny hand-countable model.onnx; text outside the markers stays as it was; a corrupt run is
 //! skipped with a warning naming its file; excluded and absent runs are handled.
 //! `scripts/model_card.py` writes a shipped model's card from the same run files and fixture.
+//! `scripts/compare_predictions.py` compares two models' `fer-run --json` outputs face by face.
 
 use fer_tests::{python_or_skip, temp_dir};
 use fer_train::config::Config;
@@ -572,4 +573,66 @@ fn results_seed_values_are_the_trainers_defaults() {
         }
     }
     assert_eq!(defaults("dan")["heads"].as_i64(), seeds["dan_heads"].as_i64(), "DAN's heads");
+}
+
+/// One `fer-run --no-detect --json` line for a face in `dir/<class>/`, labels angry and happy.
+fn prediction(dir: &Path, class: &str, n: usize, angry: f64) -> String {
+    let (file, label) = (dir.join(class).join(format!("{n}.png")), if angry >= 0.5 { "angry" } else { "happy" });
+    serde_json::json!({"file": file, "face": 0, "box": null, "label": label, "class_index": 0, "confidence": 0.5,
+                       "probs": {"angry": angry, "happy": 1.0 - angry}})
+    .to_string()
+}
+
+fn compare_predictions(py: &Path, a: &Path, b: &Path) -> (i32, String, String) {
+    let out = Command::new(py).arg(repo().join("scripts/compare_predictions.py")).arg(a).arg(b).arg("--json").output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// Five faces counted by hand: A is right on 1, 3, 5; B on 2, 3; the mean of the two on 1, 2, 3
+/// (face 5: 0.3 and 0.8 angry average 0.55, wrong; face 2: 0.45 and 0.7, right).
+#[test]
+fn compare_predictions_counts_faces_mcnemar_and_the_ensemble() {
+    let Some(py) = python_or_skip() else { return };
+    let dir = temp_dir("compare_predictions");
+    let faces = [("angry", 1, 0.9, 0.4), ("angry", 2, 0.45, 0.7), ("happy", 3, 0.2, 0.1), ("happy", 4, 0.6, 0.9), ("happy", 5, 0.3, 0.8)];
+    let write = |name: &str, lines: Vec<String>| {
+        let path = dir.join(name);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path
+    };
+    let a = write("a.jsonl", faces.iter().map(|f| prediction(&dir, f.0, f.1, f.2)).collect());
+    // B's lines in another order: faces are matched by file, not by line.
+    let b = write("b.jsonl", faces.iter().rev().map(|f| prediction(&dir, f.0, f.1, f.3)).collect());
+    let (code, out, err) = compare_predictions(&py, &a, &b);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let close = |v: &serde_json::Value, want: f64| assert!((v.as_f64().unwrap() - want).abs() < 1e-9, "{v} != {want}\n{out}");
+    assert_eq!(r["faces"], 5);
+    close(&r["a"]["accuracy"], 0.6);
+    close(&r["b"]["accuracy"], 0.4);
+    close(&r["a"]["mean_class_accuracy"], (0.5 + 2.0 / 3.0) / 2.0);
+    close(&r["b"]["mean_class_accuracy"], (0.5 + 1.0 / 3.0) / 2.0);
+    assert_eq!((&r["both_right"], &r["only_a_right"], &r["only_b_right"], &r["both_wrong"]), (&1.into(), &2.into(), &1.into(), &1.into()));
+    assert_eq!(r["different_labels"], 3);
+    close(&r["mcnemar_z"], -1.0 / 3f64.sqrt());
+    close(&r["standard_error_points"], 100.0 * 3f64.sqrt() / 5.0);
+    close(&r["ensemble"]["accuracy"], 0.6);
+    close(&r["ensemble"]["mean_class_accuracy"], (1.0 + 1.0 / 3.0) / 2.0);
+
+    // Bad input: an error naming the file (and line), never a traceback.
+    let short = write("short.jsonl", faces[..4].iter().map(|f| prediction(&dir, f.0, f.1, f.3)).collect());
+    let broken = write("broken.jsonl", vec![prediction(&dir, "angry", 1, 0.4), "{not json".into()]);
+    let loose = write("loose.jsonl", vec![prediction(&dir, "faces", 1, 0.4)]);
+    for (other, says) in [
+        (&short, format!("{} and {} hold different faces (1 only in the first, 0 only in the second)", a.display(), short.display())),
+        (&broken, format!("{}:2: not a fer-run --json line", broken.display())),
+        (&dir.join("missing.jsonl"), format!("{}: cannot read it", dir.join("missing.jsonl").display())),
+    ] {
+        let (code, _, err) = compare_predictions(&py, &a, other);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(&says) && !err.contains("Traceback"), "wanted {says:?} in:\n{err}");
+    }
+    let (code, _, err) = compare_predictions(&py, &loose, &loose);
+    assert_eq!(code, 1);
+    assert!(err.contains("faces/1.png is not in a folder named after a label"), "{err}");
 }

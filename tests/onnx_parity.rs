@@ -377,6 +377,70 @@ fn runtime_views_match_the_trainers() {
     }
 }
 
+/// `fer_export::ensemble` of two exported ResNet-18s, at 64 and 32 px, with the same parameter
+/// names: ONNX Runtime and tract on the joined file give what tch gives for the mean of the two
+/// models' probabilities, the small one on the input halved by the graph's bilinear Resize (at
+/// scale 1/2 with half-pixel centres that is a 2x2 average pool), and the mean of their maps (the
+/// small one's 1x1 map enlarged to 2x2 is its value everywhere); softmax of the logits is probs.
+#[test]
+fn an_ensemble_computes_the_mean_of_its_members() {
+    let meta = |size: usize| Metadata {
+        labels: (0..7).map(|i| format!("c{i}")).collect(),
+        input_size: (size, size),
+        mean: vec![0.5; 3],
+        std: vec![0.5; 3],
+        ..Default::default()
+    };
+    let (big, small, x) = {
+        let _turn = draw_lock();
+        let (vs_big, big) = random_model(&spec(Arch::Resnet18, 64));
+        let x = Tensor::randn([3, 3, 64, 64], (Kind::Float, Device::Cpu));
+        realistic_logits(&vs_big, &big, &x);
+        let (vs_small, small) = random_model(&spec(Arch::Resnet18, 32));
+        // random_model draws from one seed: the small one's classifier redrawn, so the two differ.
+        let _ = tch::no_grad(|| vs_small.variables()["fc.weight"].shallow_clone().normal_(0.0, 0.05));
+        realistic_logits(&vs_small, &small, &x.avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>));
+        (big, small, x)
+    };
+    let members = [("big.onnx", big.to_onnx(&meta(64), true).unwrap()), ("small.onnx", small.to_onnx(&meta(32), true).unwrap())];
+    let (joined, built) = fer_export::ensemble::ensemble(&members).expect("ensemble");
+    assert_eq!((built.input_size, built.cam.clone()), ((64, 64), Ok((2, 2))));
+    let path = temp_dir("parity_ensemble").join("pair.onnx");
+    fer_export::save(&joined, &path).unwrap();
+    onnx_checker(&path);
+
+    let halved = x.avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>);
+    let (a, b) = (expected(&big, &x), expected(&small, &halved));
+    let probs: Vec<f32> = a.probs.iter().zip(&b.probs).map(|(p, q)| (p + q) / 2.0).collect();
+    let (cam_a, cam_b) = (a.cam.unwrap(), b.cam.unwrap());
+    assert_eq!((cam_a.len(), cam_b.len()), (3 * 7 * 4, 3 * 7));
+    let cam: Vec<f32> = cam_a.iter().enumerate().map(|(i, v)| (v + cam_b[i / 4]) / 2.0).collect();
+    // Guards that make the comparison mean something: the members differ, and the small one's maps
+    // on every other pixel (what a nearest-neighbour Resize would feed it) are far from those on
+    // the 2x2 mean (a random MobileNetV2 was too insensitive to its input for this, a ResNet is not).
+    let apart = a.logits.iter().zip(&b.logits).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+    assert!(apart > 1.0, "the members must differ for the test to mean anything ({apart})");
+    let nearest = expected(&small, &x.slice(2, 0, 64, 2).slice(3, 0, 64, 2)).cam.unwrap();
+    let moved = cam_b.iter().zip(&nearest).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+    assert!(moved > 1e-2, "the small member barely sees its input ({moved})");
+    let xa = to_array(&x);
+    for (bname, backend) in backends() {
+        let m = Model::load(&path, backend).unwrap_or_else(|e| panic!("{bname} loading the ensemble: {e}"));
+        let out = m.predict_tensor(ArrayView4::from(&xa)).unwrap_or_else(|e| panic!("{bname} on the ensemble: {e}"));
+        let got: Vec<f32> = out.probs.iter().copied().collect();
+        assert_close(&got, &probs, 1e-5, 0.0, &format!("ensemble {bname} probs"));
+        let softmax: Vec<f32> = out.logits.rows().into_iter().flat_map(|r| {
+            let e: Vec<f32> = r.iter().map(|v| v.exp()).collect();
+            let sum: f32 = e.iter().sum();
+            e.into_iter().map(move |v| v / sum)
+        }).collect();
+        assert_close(&softmax, &probs, 1e-5, 0.0, &format!("ensemble {bname} softmax(logits)"));
+        let got_cam: Vec<f32> = out.cam.expect("cam").iter().copied().collect();
+        let cam_scale = cam.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert_close(&got_cam, &cam, 1e-4 * cam_scale.max(1.0) / 10.0, 0.0, &format!("ensemble {bname} cam"));
+    }
+}
+
 /// `fer-run eval` and `fer-train eval` score a confusion matrix with two copies of the same code
 /// (the runtime depends on no other fer crate): the same accuracy, mean class accuracy and
 /// macro-F1, and the same report text, line for line, so a deployed file's report can be diffed

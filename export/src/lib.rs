@@ -20,6 +20,7 @@ mod error;
 mod graph;
 mod metadata;
 pub mod check;
+pub mod ensemble;
 pub mod fp16;
 pub mod int8;
 

@@ -575,6 +575,73 @@ fn results_seed_values_are_the_trainers_defaults() {
     assert_eq!(defaults("dan")["heads"].as_i64(), seeds["dan_heads"].as_i64(), "DAN's heads");
 }
 
+/// An ensemble file's card lists its members from the file's `fer.member<i>.*` keys and their runs,
+/// and the ensemble's own `fer-run eval` rows, with no training table (the members' runs hold them);
+/// runs that do not match the members in number are refused.
+#[test]
+fn model_card_of_an_ensemble_lists_its_members() {
+    let Some(py) = python_or_skip() else { return };
+    let dir = temp_dir("model_card_ensemble");
+    let runs: Vec<PathBuf> = [("edge48", 96), ("edge64", 64)]
+        .iter()
+        .map(|(name, epochs)| write_run(&dir.join("runs"), &Run { name, method: "{ name: eac }", noise: 0.0, device: "cpu", acc: 0.6, epochs: *epochs }))
+        .collect();
+    let onnx = dir.join("pair.onnx");
+    let st = Command::new(&py).arg("-c").arg(TINY_ONNX).arg(&onnx).status().unwrap();
+    assert!(st.success(), "building the tiny ONNX file");
+    let retag = r#"
+import sys, onnx
+m = onnx.load(sys.argv[1])
+keep = {p.key: p.value for p in m.metadata_props if p.key in ("fer.labels", "fer.input_size", "fer.color", "fer.mean", "fer.std", "fer.data")}
+keep.update({"fer.method": "ensemble", "fer.backbone": "mobilenet_v2+mobilenet_v2", "fer.members": "a.onnx,b.onnx",
+             "fer.eval_view": "centre_crop", "fer.crop_pad": "5",
+             "fer.member0.method": "eac", "fer.member0.backbone": "mobilenet_v2", "fer.member0.input_size": "48,48",
+             "fer.member0.eval_view": "centre_crop", "fer.member0.crop_pad": "4", "fer.member0.recipe": "cpu_mbv2_eac_kd96",
+             "fer.member0.val_accuracy": "0.6453",
+             "fer.member1.method": "eac", "fer.member1.backbone": "mobilenet_v2", "fer.member1.input_size": "64,64",
+             "fer.member1.recipe": "cpu_mbv2_eac_64"})
+del m.metadata_props[:]
+onnx.helper.set_model_props(m, keep)
+onnx.save(m, sys.argv[1])
+"#;
+    let st = Command::new(&py).arg("-c").arg(retag).arg(&onnx).status().unwrap();
+    assert!(st.success(), "retagging it as an ensemble");
+    let eval = dir.join("eval.json");
+    std::fs::write(&eval, r#"{"backend": "tract", "accuracy": 0.6634, "images": 3589}"#).unwrap();
+    let card_path = dir.join("pair.md");
+    let card = |run_dirs: &str| {
+        Command::new(&py)
+            .arg(repo().join("scripts/model_card.py"))
+            .arg(run_dirs)
+            .args([&onnx, &card_path])
+            .arg("--fer-run-eval")
+            .arg(&eval)
+            .output()
+            .unwrap()
+    };
+    let both = format!("{},{}", runs[0].display(), runs[1].display());
+    let out = card(&both);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&card_path).unwrap();
+    eprintln!("{text}");
+    assert!(text.contains("| method | ensemble: the mean of 2 models' probabilities, in one graph |"), "{text}");
+    assert!(text.contains("| backbones | mobilenet_v2+mobilenet_v2 |"), "{text}");
+    let row0 = format!(
+        "| 0 | a.onnx | eac, mobilenet_v2 | 48x48 px, centre crop of a 4 px larger resize | `configs/cpu_mbv2_eac_kd96.yaml` | 96 | 64.53 % | `{}` |",
+        runs[0].display()
+    );
+    let row1 = format!("| 1 | b.onnx | eac, mobilenet_v2 | 64x64 px, whole face resized | `configs/cpu_mbv2_eac_64.yaml` | 64 | - | `{}` |", runs[1].display());
+    assert!(text.contains(&row0) && text.contains(&row1), "{text}");
+    assert!(text.contains("centre crop of a 5 px larger resize |"), "the ensemble's own view: {text}");
+    assert!(text.contains("| accuracy of this file in `fer-run eval` (tract) | 66.34 % on 3589 images |"), "{text}");
+    assert!(!text.contains("fer-train") && !text.contains("| epoch | lr |"), "no training rows: {text}");
+
+    let out = card(&runs[0].display().to_string());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("joins a.onnx,b.onnx: give one run per member"), "{err}");
+}
+
 /// One `fer-run --no-detect --json` line for a face in `dir/<class>/`, labels angry and happy.
 fn prediction(dir: &Path, class: &str, n: usize, angry: f64) -> String {
     let (file, label) = (dir.join(class).join(format!("{n}.png")), if angry >= 0.5 { "angry" } else { "happy" });

@@ -74,14 +74,14 @@ L += [
     "",
 ]
 if ensemble:
-    L += ["## Members", "| # | model | method, backbone | input, view | recipe | epochs | its own accuracy (`fer-run eval`) | run |",
-          "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    L += ["## Members", "| # | model | method, backbone | input, view | epochs | alone (its `fer.val_accuracy`) | run (config, metrics) |",
+          "| --- | --- | --- | --- | --- | --- | --- |"]
     for i, (name, run, s_i) in enumerate(zip(meta["fer.members"].split(","), run_dirs, summaries)):
         p = f"fer.member{i}."
         own = meta.get(p + "val_accuracy")
         L.append(f"| {i} | {name} | {meta.get(p + 'method')}, {meta.get(p + 'backbone')} | "
                  f"{meta.get(p + 'input_size', '?').replace(',', 'x')} px, {view_of(meta, p)} | "
-                 f"`configs/{meta.get(p + 'recipe')}.yaml` | {s_i['epochs']} | {pct(float(own)) if own else '-'} | `{run}` |")
+                 f"{s_i['epochs']} | {pct(float(own)) if own else '-'} | `{run}` |")
     L += ["", f"A smaller member's input is the ensemble's {meta.get('fer.input_size').replace(',', 'x')} px input resized inside the "
           "graph (bilinear), not its own resize of the face; the rows below measure the file as it is.", ""]
 L += ["## Validation (FER2013 PublicTest = `val`, 3,589 images)", "| metric | value |", "| --- | --- |"]

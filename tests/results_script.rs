@@ -627,10 +627,10 @@ onnx.save(m, sys.argv[1])
     assert!(text.contains("| method | ensemble: the mean of 2 models' probabilities, in one graph |"), "{text}");
     assert!(text.contains("| backbones | mobilenet_v2+mobilenet_v2 |"), "{text}");
     let row0 = format!(
-        "| 0 | a.onnx | eac, mobilenet_v2 | 48x48 px, centre crop of a 4 px larger resize | `configs/cpu_mbv2_eac_kd96.yaml` | 96 | 64.53 % | `{}` |",
+        "| 0 | a.onnx | eac, mobilenet_v2 | 48x48 px, centre crop of a 4 px larger resize | 96 | 64.53 % | `{}` |",
         runs[0].display()
     );
-    let row1 = format!("| 1 | b.onnx | eac, mobilenet_v2 | 64x64 px, whole face resized | `configs/cpu_mbv2_eac_64.yaml` | 64 | - | `{}` |", runs[1].display());
+    let row1 = format!("| 1 | b.onnx | eac, mobilenet_v2 | 64x64 px, whole face resized | 64 | - | `{}` |", runs[1].display());
     assert!(text.contains(&row0) && text.contains(&row1), "{text}");
     assert!(text.contains("centre crop of a 5 px larger resize |"), "the ensemble's own view: {text}");
     assert!(text.contains("| accuracy of this file in `fer-run eval` (tract) | 66.34 % on 3589 images |"), "{text}");

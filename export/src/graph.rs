@@ -289,7 +289,7 @@ impl GraphBuilder {
             }
         }
         self.nodes.push(NodeProto {
-            input: vec![value.into()],
+            input: vec![value],
             output: vec![name.into()],
             name: format!("{name}/Identity"),
             op_type: "Identity".into(),

@@ -1,7 +1,7 @@
 """Writes a model card (Markdown) for a shipped ONNX file from its run directory, so the card's
 numbers come from the run, not from hand. For an ensemble file (`fer.method` ensemble, made by
 `cargo run -p fer-export --example ensemble`) <run_dir> is its members' runs, comma-separated in
-member order: the card lists the members (their recipes, epochs, views and own accuracies) and the
+member order: the card lists the members (their views, epochs, own accuracies and runs) and the
 ensemble's measured accuracy and latency, and leaves the training curves to the members' runs.
 
     .venv/bin/python scripts/model_card.py <run_dir> <model.onnx> <card.md> [--bench bench.json ...]

@@ -28,22 +28,22 @@ fn run() -> Result<(), String> {
     if paths.contains(&output) {
         return Err(format!("{} is one of the members: write the ensemble to a new file", output.display()));
     }
-    let members = paths
+    let names: Vec<String> = paths
         .iter()
-        .map(|p| {
-            let model = fer_export::load(p).map_err(|e| e.to_string())?;
-            let name = p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned());
-            Ok((name, model))
-        })
+        .map(|p| p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned()))
+        .collect();
+    let members = names
+        .iter()
+        .zip(&paths)
+        .map(|(name, p)| Ok((name.as_str(), fer_export::load(p).map_err(|e| e.to_string())?)))
         .collect::<Result<Vec<_>, String>>()?;
-    let named: Vec<(&str, _)> = members.iter().map(|(n, m)| (n.as_str(), m.clone())).collect();
-    let (mut model, built) = fer_export::ensemble::ensemble(&named).map_err(|e| e.to_string())?;
+    let (mut model, built) = fer_export::ensemble::ensemble(&members).map_err(|e| e.to_string())?;
     fer_export::flush_subnormals(&mut model);
     let (h, w) = built.input_size;
     fer_export::check::load_in_tract(&fer_export::to_bytes(&model), &[1, built.channels, h, w])
         .map_err(|e| format!("the ensemble does not load in tract, nothing written: {e}"))?;
     fer_export::save(&model, &output).map_err(|e| e.to_string())?;
-    for ((name, _), size) in members.iter().zip(&built.member_sizes) {
+    for (name, size) in names.iter().zip(&built.member_sizes) {
         let resized = if *size == built.input_size { String::new() } else { format!(", resized from {h}x{w}") };
         println!("  {name}: {}x{} input{resized}", size.0, size.1);
     }

@@ -175,7 +175,8 @@ pub fn ensemble(members: &[(&str, ModelProto)]) -> Result<(ModelProto, Ensembled
         return Err(invalid(format!("an ensemble needs two or more models, got {}", members.len())));
     }
     let read: Vec<Member> = members.iter().map(|(n, m)| Member::read(n, m)).collect::<Result<_>>()?;
-    // The largest input is the ensemble's: the others are shrunk to theirs, never enlarged.
+    // The largest input (by area) is the ensemble's: the others are resized to theirs, which for
+    // square inputs (every fer model's) only ever shrinks them.
     let host = (0..read.len()).max_by_key(|&i| (read[i].size.0 * read[i].size.1, usize::MAX - i)).unwrap_or(0);
     let h = &read[host];
     for m in &read {
@@ -325,18 +326,9 @@ fn ensemble_metadata(read: &[Member], host: usize) -> Vec<StringStringEntryProto
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::test_values as values;
     use crate::{ColorMode, GraphBuilder, Metadata};
     use tract_onnx::prelude::*;
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     /// A CAM network in miniature: a 3x3 conv to one map per class (`cam`), its spatial mean
     /// (`logits`) and their softmax (`probs`), on a gray `size`x`size` input.

@@ -402,6 +402,19 @@ impl GraphBuilder {
     }
 }
 
+/// `n` deterministic pseudo-random weights in [-1, 1) from `seed`, for the graph tests of every
+/// module (no RNG crate needed, and the same numbers on every machine).
+#[cfg(test)]
+pub(crate) fn test_values(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
+
 /// Reads a float32 initializer back (tests and fp16 conversion).
 pub fn initializer_f32(t: &pb::TensorProto) -> Option<Vec<f32>> {
     if t.data_type != DataType::Float as i32 {

@@ -185,6 +185,7 @@ fn per_channel(values: &[f32], dims: &[i64], axis: usize) -> (Vec<i8>, Vec<f32>,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::test_values as values;
     use crate::{Dim, GraphBuilder};
 
     fn meta(labels: &[&str]) -> crate::Metadata {
@@ -200,16 +201,6 @@ mod tests {
             val_accuracy: None,
             extra: vec![],
         }
-    }
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
     }
 
     /// A conv (channels on axis 0) and a Gemm with transB = 0 (channels on axis 1) are rewritten;

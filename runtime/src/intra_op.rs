@@ -7,8 +7,16 @@
 //! wake on a small virtual machine than a 48 px MobileNetV2 layer takes to run: with plain rayon
 //! wake-ups two threads were slower than one (docs/RESULTS.md). ONNX Runtime's pool spins the
 //! same way. The tract backend and `examples/tract_profile` both run through here.
+//!
+//! The pool serves one call at a time; a call that comes while it is busy (one model shared by
+//! several threads) runs on its own thread instead. Two calls in one pool could each leave a
+//! spinning helper on the other's worker, above that call's own unfinished work, and then both
+//! spin forever. The runtime's many-threads test (`tests/backends.rs`) hung that way in 12 of 150
+//! runs under qemu (aarch64, 2 cores), whose timing makes it likely, and in none of 150 since;
+//! natively it never showed in 1,000 runs, but nothing ruled it out on a real board.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tract_onnx::tract_core::knobs;
 use tract_linalg::multithread::{
     multithread_tract_scope, set_threading_element_threshold, set_threading_panel_threshold, Executor,
@@ -48,6 +56,8 @@ const CHUNKS_PER_THREAD: &str = "1";
 #[derive(Debug, Clone)]
 pub struct IntraOp {
     executor: Executor,
+    /// Set while a call runs in the pool (shared by clones, which share the pool).
+    busy: Arc<AtomicBool>,
 }
 
 impl IntraOp {
@@ -77,13 +87,17 @@ impl IntraOp {
             }
             Executor::multithread_with_name(n, "fer-tract")
         };
-        IntraOp { executor }
+        IntraOp {
+            executor,
+            busy: Arc::default(),
+        }
     }
 
     /// The calling thread alone (images of a batch each run this way, one per core).
     pub fn single_thread() -> IntraOp {
         IntraOp {
             executor: Executor::SingleThread,
+            busy: Arc::default(),
         }
     }
 
@@ -96,36 +110,55 @@ impl IntraOp {
     }
 
     /// Runs `f` (tract work) with this pool in scope. With a pool, `f` runs on one of its
-    /// workers while the others spin, taking the chunks tract hands out, until `f` returns.
+    /// workers while the others spin, taking the chunks tract hands out, until `f` returns; if
+    /// another call holds the pool, `f` runs on the calling thread alone (see the module's note).
     pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        let pool = match &self.executor {
+            Executor::MultiThread(pool)
+                if self.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() =>
+            {
+                pool
+            }
+            // No pool, or another call holds it: this thread alone.
+            _ => return multithread_tract_scope(Executor::SingleThread, f),
+        };
+        let _free_when_done = SetOnDrop(&self.busy, false);
         let scoped = || multithread_tract_scope(self.executor.clone(), f);
-        match &self.executor {
-            Executor::MultiThread(pool) => pool.install(|| {
-                let caller = rayon::current_thread_index();
-                let done = AtomicBool::new(false);
-                rayon::in_place_scope(|scope| {
-                    for _ in 1..pool.current_num_threads() {
-                        scope.spawn(|_| {
-                            // Thieves take the oldest job first, so the helpers land on the other
-                            // workers; should the caller ever run one itself (it may, while it
-                            // waits inside a parallel loop), it must not spin: it ends the run.
-                            if rayon::current_thread_index() == caller {
-                                return;
+        pool.install(|| {
+            let caller = rayon::current_thread_index();
+            let done = AtomicBool::new(false);
+            rayon::in_place_scope(|scope| {
+                for _ in 1..pool.current_num_threads() {
+                    scope.spawn(|_| {
+                        // Thieves take the oldest job first, so the helpers land on the other
+                        // workers; should the caller ever run one itself (it may, while it
+                        // waits inside a parallel loop), it must not spin: it ends the run.
+                        if rayon::current_thread_index() == caller {
+                            return;
+                        }
+                        while !done.load(Ordering::Acquire) {
+                            if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                                std::hint::spin_loop();
                             }
-                            while !done.load(Ordering::Acquire) {
-                                if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                                    std::hint::spin_loop();
-                                }
-                            }
-                        });
-                    }
-                    let out = scoped();
-                    done.store(true, Ordering::Release);
-                    out
-                })
-            }),
-            _ => scoped(),
-        }
+                        }
+                    });
+                }
+                // Stops the helpers when `f` returns, also by a panic: the scope waits for them
+                // before it passes the panic on.
+                let _stop_helpers = SetOnDrop(&done, true);
+                scoped()
+            })
+        })
+    }
+}
+
+/// Stores its value into the flag when dropped: at the end of a scope, whether it returned or
+/// panicked.
+struct SetOnDrop<'a>(&'a AtomicBool, bool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(self.1, Ordering::Release);
     }
 }
 
@@ -167,6 +200,25 @@ mod tests {
         assert_eq!(most_threads, 2, "the second worker never took a chunk");
         assert_eq!(IntraOp::single_thread().run(|| 7), 7);
         assert_eq!(IntraOp::with_threads(1).threads(), 1);
+    }
+
+    /// A call made while another holds the pool runs on its caller's thread: inside the pool the
+    /// two calls' spinning helpers could wait on each other forever (the module's note). The
+    /// pool is free again after each call, also after one that panicked (whose helpers stop:
+    /// they once spun on, and the panic never came out).
+    #[test]
+    fn a_call_while_the_pool_is_busy_runs_on_its_own_thread() {
+        let pool = IntraOp::with_threads(2);
+        let (first, second) = pool.run(|| {
+            let second = std::thread::scope(|s| s.spawn(|| pool.run(rayon::current_thread_index)).join().unwrap());
+            (rayon::current_thread_index(), second)
+        });
+        assert!(first.is_some(), "the first call runs in the pool");
+        assert_eq!(second, None, "the second call runs on its own thread");
+        assert!(pool.run(rayon::current_thread_index).is_some(), "the pool is free again");
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.run(|| panic!("in a call"))));
+        assert!(panicked.is_err());
+        assert!(pool.run(rayon::current_thread_index).is_some(), "a panic frees the pool");
     }
 
     /// A pool installs one chunk per thread as tract's default for split matrix products, below

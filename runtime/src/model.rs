@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 ///
 /// `Model` is `Send + Sync`: load it once and share it (`Arc<Model>`, or `&Model` in scoped
 /// threads / rayon) across threads. Calls on the ONNX Runtime backend are serialised by a mutex
-/// around the session (ONNX Runtime parallelises inside each call); tract runs calls concurrently.
+/// around the session (ONNX Runtime parallelises inside each call); tract runs calls concurrently,
+/// one of them at a time on its thread pool and any others each on its calling thread.
 ///
 /// ```no_run
 /// use fer_runtime::{Backend, Model};

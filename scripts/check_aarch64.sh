@@ -35,8 +35,12 @@ fi
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 # Code that only aarch64 compiles (x86-64's compiled out) gets no warnings either.
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-D warnings"
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L $SYSROOT"
-export FER_RUN_WRAPPER="qemu-aarch64 -L $SYSROOT"
+# Each emulated program gets 10 minutes (the slowest test binary takes ~35 s): a hang fails the
+# check there, exit status 124 naming the binary, instead of eating CI's 90 minutes. One did
+# (2026-12-05): the tract pool's many-callers livelock, since fixed (runtime/src/intra_op.rs).
+QEMU="timeout --kill-after=10 600 qemu-aarch64 -L $SYSROOT"
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$QEMU"
+export FER_RUN_WRAPPER="$QEMU"
 # The CPU emulated: a real board's, not qemu's default `max`, under which tract picks kernels
 # that qemu emulates ~8x slower (ResNet-18 at 13.5 s a run against 1.7; CI took 90 of its 90
 # minutes). The suite runs as on a Raspberry Pi 5 (Cortex-A76: fp16 and dot-product
@@ -85,7 +89,7 @@ for model in models-onnx/*.onnx; do
   for tta in none ten-crop; do
     if [ "$tta" = none ]; then faces=("${inputs[@]}"); else faces=("${few[@]}"); fi
     "$x86" -m "$model" --backend tract --tta "$tta" "${detect[@]}" --json "${faces[@]}" >"$work/x86.jsonl"
-    qemu-aarch64 -L "$SYSROOT" "target/$TARGET/release/fer-run" -m "$model" --backend tract --tta "$tta" "${detect[@]}" \
+    $QEMU "target/$TARGET/release/fer-run" -m "$model" --backend tract --tta "$tta" "${detect[@]}" \
       --json "${faces[@]}" >"$work/arm.jsonl" 2>"$work/arm.err" || { cat "$work/arm.err" >&2; die "$model: the aarch64 build failed"; }
     python3 - "$model" "$tta" "$work/x86.jsonl" "$work/arm.jsonl" <<'PY'
 import json, sys

@@ -37,7 +37,7 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-D warnings"
 # Each emulated program gets 10 minutes (the slowest test binary takes ~35 s): a hang fails the
 # check there, exit status 124 naming the binary, instead of eating CI's 90 minutes. One did
-# (2026-12-05): the tract pool's many-callers livelock, since fixed (runtime/src/intra_op.rs).
+# (2026-12-07): the tract pool's many-callers livelock, since fixed (runtime/src/intra_op.rs).
 QEMU="timeout --kill-after=10 600 qemu-aarch64 -L $SYSROOT"
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$QEMU"
 export FER_RUN_WRAPPER="$QEMU"

@@ -13,10 +13,9 @@
 //! spinning helper on the other's worker, above that call's own unfinished work, and then both
 //! spin forever. The runtime's many-threads test (`tests/backends.rs`) hung that way in 12 of 150
 //! runs under qemu (aarch64, 2 cores), whose timing makes it likely, and in none of 150 since;
-//! natively it never showed in 1,000 runs, but nothing ruled it out on a real board. Threads
-//! sharing one model lost nothing by it: `examples/shared_model_bench`, 48 px MobileNetV2, 2
-//! vCPUs, 3 interleaved rounds, images a second, before -> after: 1 thread 1,050-1,079 ->
-//! 1,035-1,115, 2 threads 1,353-1,397 -> 1,246-1,482, 4 threads 1,397-1,472 -> 1,609-1,694.
+//! natively it never showed in 1,000 runs, but nothing ruled it out on a real board. Throughput
+//! of threads sharing one model: no clear change at 1-2 threads, +13 % at 4 (2 vCPUs,
+//! `examples/shared_model_bench`; docs/RESULTS.md, "Threads sharing one model").
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

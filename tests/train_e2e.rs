@@ -573,3 +573,76 @@ fn a_short_distilled_run_learns_from_stored_teacher_logits() {
     let msg = format!("{e:#}");
     assert!(msg.contains("targets_val.safetensors") && msg.contains("faces differ"), "{msg}");
 }
+
+/// `model.init: FILE.onnx` (trainer/src/onnx_init.rs): a run starts from an exported MobileNetV2
+/// (batch norms folded into its convs) computing what the file computes, in eval mode to float
+/// rounding and in training mode as the original did; one member of an int8 ensemble file to the
+/// int8 rounding; and files it cannot use are refused with the reason.
+#[test]
+fn a_run_starts_from_an_exported_onnx_file() {
+    let _turn = serial();
+    let (root, out) = dataset("onnx_init");
+    let mbv2 = "{ arch: mbv2, input_size: 32, in_channels: 3, output_stride: 16 }";
+    let cfg = config_with(&root, &out, "source", 2, mbv2, "{ name: ce }", ADAM);
+    let mut source = Trainer::new(cfg.clone(), false).unwrap();
+    source.fit().unwrap();
+    let onnx = out.join("source.onnx");
+    fer_train::export::export_model(&source.model, &cfg, &source.train.classes, None, &onnx, true, WeightStorage::Float32).unwrap();
+    let started = |name: &str, init: &Path, member: Option<usize>| {
+        let mut c = cfg.clone();
+        c.name = name.into();
+        c.model.init = Some(init.to_path_buf());
+        c.model.init_member = member;
+        Trainer::new(c, false)
+    };
+    tch::manual_seed(5);
+    let x = tch::Tensor::rand([8, 3, 32, 32], (tch::Kind::Float, tch::Device::Cpu)) * 2.0 - 1.0;
+    let logits = |t: &Trainer, train: bool| tch::no_grad(|| t.model.forward_t(&x, train).0);
+    let diff = |a: &tch::Tensor, b: &tch::Tensor| (a - b).abs().max().double_value(&[]);
+    let want = logits(&source, false);
+    let scale = want.abs().max().double_value(&[]);
+    assert!(scale > 0.1, "logits {scale}: the comparison would prove nothing");
+
+    let t = started("from_onnx", &onnx, None).unwrap();
+    assert!(diff(&logits(&t, false), &want) < 1e-4 * scale.max(1.0), "eval mode: {}", diff(&logits(&t, false), &want));
+    // Training mode on the faces the import recorded its statistics on (the training split's eval
+    // views, all 96 here): their batch statistics are the recorded ones, so the model computes what
+    // the file computes and fine-tuning starts from the deployed model (γ = 1 would put every
+    // channel at unit variance; conv_bn's unit test shows that).
+    let faces = source.aug.eval(&source.train.images);
+    let want_faces = tch::no_grad(|| source.model.forward_t(&faces, false).0);
+    let got = tch::no_grad(|| t.model.forward_t(&faces, true).0);
+    let faces_scale = want_faces.abs().max().double_value(&[]);
+    assert!(diff(&got, &want_faces) < 1e-3 * faces_scale.max(1.0), "training mode: {} of {faces_scale}", diff(&got, &want_faces));
+    // The folded weight is the conv's; BN statistics are the recorded ones, not 0 / 1.
+    let vars = t.vs.variables();
+    assert!(diff(&vars["features.0.1.running_mean"], &vars["features.0.1.running_mean"].zeros_like()) > 1e-3);
+
+    // An int8 ensemble of the model with itself: member 1, to the int8 rounding.
+    let m = fer_export::load(&onnx).unwrap();
+    let (pair, _) = fer_export::ensemble::ensemble(&[("a.onnx", m.clone()), ("b.onnx", m)]).unwrap();
+    let (pair, _) = fer_export::int8::quantize_weights(pair, 256).unwrap();
+    let pair_path = out.join("pair.onnx");
+    fer_export::save(&pair, &pair_path).unwrap();
+    let t = started("from_pair", &pair_path, Some(1)).unwrap();
+    let d = diff(&logits(&t, false), &want);
+    assert!(d > 0.0 && d < 0.05 * scale.max(1.0), "int8 member: {d} of {scale}");
+
+    let err = |r: anyhow::Result<Trainer>| format!("{:#}", r.map(|_| ()).unwrap_err());
+    let e = err(started("which", &pair_path, None));
+    assert!(e.contains("pair.onnx") && e.contains("ensemble of 2") && e.contains("model.init_member"), "{e}");
+    let e = err(started("none_such", &pair_path, Some(2)));
+    assert!(e.contains("members 0 to 1"), "{e}");
+    let e = err(started("single", &onnx, Some(0)));
+    assert!(e.contains("not an ensemble"), "{e}");
+    // Another architecture: the file's backbone is named.
+    let mut r18 = cfg.clone();
+    r18.name = "r18".into();
+    r18.model.arch = fer_train::models::Arch::Resnet18;
+    r18.model.output_stride = None;
+    r18.model.init = Some(onnx.clone());
+    let e = err(Trainer::new(r18, false));
+    assert!(e.contains("source.onnx") && e.contains("`mobilenet_v2`, the config's `resnet18`"), "{e}");
+    let e = err(started("not_onnx", &out.join("no_such.onnx"), None));
+    assert!(e.contains("no_such.onnx"), "{e}");
+}

@@ -23,6 +23,7 @@ pub mod check;
 pub mod ensemble;
 pub mod fp16;
 pub mod int8;
+pub mod weights;
 
 pub use error::{ExportError, Result};
 pub use graph::{flush_subnormal, flush_subnormals, initializer_f32, Attr, Dim, GraphBuilder, IR_VERSION, OPSET};

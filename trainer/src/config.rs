@@ -89,8 +89,14 @@ pub struct ModelConfig {
     /// EAC) instead of 2x2 (docs/RESULTS.md, "The shipped edge model").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_stride: Option<i64>,
-    /// Optional initial weights (safetensors with torchvision names; the head may be absent).
+    /// Optional initial weights: safetensors with torchvision names (the head may be absent), a
+    /// run's checkpoint, or an ONNX file fer-train exported (`models-onnx/eac_mbv2.onnx`: its
+    /// folded batch norms are unfolded, `crate::onnx_init`).
     pub init: Option<PathBuf>,
+    /// With an ensemble file as `init` (`fer_export::ensemble`), which member to start from: 0 for
+    /// the first (its metadata `fer.member0.*` describes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_member: Option<usize>,
     #[serde(default = "default_mean")]
     pub mean: Vec<f64>,
     #[serde(default = "default_mean")]

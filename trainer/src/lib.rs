@@ -20,6 +20,7 @@ pub mod distill;
 pub mod ema;
 pub mod models;
 pub mod nn;
+pub mod onnx_init;
 pub mod checkpoint;
 pub mod config;
 pub mod export;

@@ -234,9 +234,32 @@ impl Trainer {
         let vs = nn::VarStore::new(device);
         let spec = cfg.model_spec(k as i64)?;
         let model = Classifier::build(&vs.root(), &spec)?;
-        if let Some(init) = &cfg.model.init {
-            let named = checkpoint::deployed_weights(checkpoint::load_tensors(init)?);
-            checkpoint::load_into(&vs, &named, init, &spec.head.prefixes(spec.arch))?;
+        if cfg.model.init_member.is_some() && !cfg.model.init.as_deref().is_some_and(is_onnx) {
+            bail!("model.init_member picks a member of an ensemble .onnx file given as model.init");
+        }
+        match &cfg.model.init {
+            Some(init) if is_onnx(init) && !resume => {
+                // The recording pass sees the eval views of up to 2,048 training faces spread over
+                // the split (folder datasets come sorted by class).
+                let n = train.len() as i64;
+                let every = ((n + 2047) / 2048).max(1);
+                let picked = Tensor::arange_start_step(0, n, every, (Kind::Int64, train.images.device()));
+                let faces = augment_for(&cfg).eval(&train.images.index_select(0, &picked));
+                let loaded = crate::onnx_init::load(&vs, &model, init, cfg.model.init_member, &train.classes, &faces, &spec.head.prefixes(spec.arch))?;
+                tracing::info!(
+                    "started from {}: {} convs unfolded, {} variables copied{} (logits within {:.1e} of the file's)",
+                    init.display(),
+                    loaded.unfolded,
+                    loaded.copied,
+                    if loaded.head_fresh { ", a fresh head" } else { "" },
+                    loaded.worst_logit_change
+                );
+            }
+            Some(init) if !is_onnx(init) => {
+                let named = checkpoint::deployed_weights(checkpoint::load_tensors(init)?);
+                checkpoint::load_into(&vs, &named, init, &spec.head.prefixes(spec.arch))?;
+            }
+            _ => {}
         }
         // GReFEL's streams: user-supplied weights (e.g. converted IR50 / landmark networks).
         if let Some(vit) = &cfg.model.vit {
@@ -557,6 +580,10 @@ pub fn write_summary(run_dir: &Path, cfg: &Config, state: &RunState, classes: &[
     };
     checkpoint::write_atomic(&run_dir.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     Ok(summary)
+}
+
+fn is_onnx(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
 }
 
 /// The run's augmentation recipe (training views, erasing for the methods that erase, and the

@@ -16,7 +16,7 @@ mod transformer;
 mod window_cross;
 
 pub use attention::{AttentionKind, ConvAttention};
-pub use conv_bn::{Act, ConvBnAct};
+pub use conv_bn::{identity_bn, unfolded_bn, Act, ConvBnAct, Observed, Recorder};
 pub use dan::{CrossAttentionHead, DanHead};
 pub use linear::{Fc3Head, LinearHead};
 pub(crate) use linear::cam_of;

@@ -635,6 +635,8 @@ fn a_run_starts_from_an_exported_onnx_file() {
     assert!(e.contains("members 0 to 1"), "{e}");
     let e = err(started("single", &onnx, Some(0)));
     assert!(e.contains("not an ensemble"), "{e}");
+    let e = err(started("checkpoint", &out.join("source/last.safetensors"), Some(0)));
+    assert!(e.contains("model.init_member") && e.contains(".onnx"), "{e}");
     // Another architecture: the file's backbone is named.
     let mut r18 = cfg.clone();
     r18.name = "r18".into();

@@ -109,10 +109,8 @@ pub fn load(
     }
     let bn_vars = named.len();
     for name in vs.variables().into_keys() {
-        if !named.contains_key(&name) {
-            if let Some(t) = weight(&name) {
-                named.insert(name, t);
-            }
+        if let (false, Some(t)) = (named.contains_key(&name), weight(&name)) {
+            named.insert(name, t);
         }
     }
     let copied = named.len() - bn_vars;
@@ -149,7 +147,7 @@ pub fn load(
     let after = tch::no_grad(|| eval_logits(model, faces));
     let worst = (&after - &before).abs().max().double_value(&[]);
     let scale = before.abs().max().double_value(&[]).max(1.0);
-    if !(worst <= 1e-3 * scale) {
+    if worst.is_nan() || worst > 1e-3 * scale {
         bail!("{}: unfolding its batch norms changed the logits by {worst:.3e} (of {scale:.3}); this is a bug, please report it", path.display());
     }
     Ok(Loaded { unfolded: folded_bias.len(), copied, head_fresh, worst_logit_change: worst })

@@ -247,7 +247,7 @@ impl Trainer {
                 let faces = augment_for(&cfg).eval(&train.images.index_select(0, &picked));
                 let loaded = crate::onnx_init::load(&vs, &model, init, cfg.model.init_member, &train.classes, &faces, &spec.head.prefixes(spec.arch))?;
                 tracing::info!(
-                    "started from {}: {} convs unfolded, {} variables copied{} (logits within {:.1e} of the file's)",
+                    "started from {}: {} convs unfolded, {} variables copied{} (the unfolding moved eval logits by {:.1e})",
                     init.display(),
                     loaded.unfolded,
                     loaded.copied,

@@ -202,7 +202,7 @@ def archive(run_dir, archive_dir, fer_run=None):
 def method_label(cfg):
     """The method's row name: its name, then what departs from the seed's recipe, each a row of
     its own (an ablation, a consistency weight other than the seed's, its warm-up, the random
-    affine augmentation, distillation, the weights' moving average)."""
+    affine augmentation, distillation, the weights' moving average, a start from a shipped .onnx)."""
     name = cfg_get(cfg, "method.name", "?")
     label = name
     # The seeds' ablations: GReFEL's reliability balancing without a correction, DAN's heads.
@@ -224,6 +224,10 @@ def method_label(cfg):
         label += " + KD"
     if cfg_get(cfg, "train.ema_decay"):
         label += " + EMA"  # validated on the weights' moving average
+    init = cfg_get(cfg, "model.init")
+    if init and str(init).lower().endswith(".onnx"):  # trained on from a shipped model, not from scratch
+        member = cfg_get(cfg, "model.init_member")
+        label += f", from {os.path.basename(str(init))}" + (f" member {member}" if member is not None else "")
     return label
 
 

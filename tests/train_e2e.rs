@@ -628,6 +628,19 @@ fn a_run_starts_from_an_exported_onnx_file() {
     let d = diff(&logits(&t, false), &want);
     assert!(d > 0.0 && d < 0.05 * scale.max(1.0), "int8 member: {d} of {scale}");
 
+    // Data whose classes differ from the file's (here: the same ones in another order): the body
+    // comes from the file, the head starts fresh (it would have put each class's score elsewhere).
+    let mut other = cfg.clone();
+    other.name = "reordered".into();
+    other.data.classes = Some(vec!["bright".into(), "dark".into(), "stripes".into()]);
+    other.model.init = Some(onnx.clone());
+    let t = Trainer::new(other, false).unwrap();
+    let features = |t: &Trainer| tch::no_grad(|| t.model.forward_t(&x, false).1);
+    let (got, want_f) = (features(&t), features(&source));
+    assert!(diff(&got, &want_f) < 1e-4 * want_f.abs().max().double_value(&[]).max(1.0), "the body is the file's: {}", diff(&got, &want_f));
+    let (vars, src) = (t.vs.variables(), source.vs.variables());
+    assert!(diff(&vars["classifier.1.weight"], &src["classifier.1.weight"]) > 1e-3, "the head is not the file's");
+
     let err = |r: anyhow::Result<Trainer>| format!("{:#}", r.map(|_| ()).unwrap_err());
     let e = err(started("which", &pair_path, None));
     assert!(e.contains("pair.onnx") && e.contains("ensemble of 2") && e.contains("model.init_member"), "{e}");

@@ -109,7 +109,10 @@ pub fn load(
     }
     let bn_vars = named.len();
     for name in vs.variables().into_keys() {
-        if let (false, Some(t)) = (named.contains_key(&name), weight(&name)) {
+        if named.contains_key(&name) || skip.iter().any(|p| name.starts_with(p.as_str())) {
+            continue;
+        }
+        if let Some(t) = weight(&name) {
             named.insert(name, t);
         }
     }
